@@ -1,0 +1,108 @@
+"""Assets of the `synthetic` and `data` groups: source tables, the sheet snapshot and its checks."""
+
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from ontos_pipeline.assets.metadata import check_result, column_schema, markdown_preview
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.stages import quality
+from ontos_pipeline.stages.sheet import build_sheet, current_sheet
+from ontos_pipeline.stages.sources import materialize_sources
+
+
+class SourcesConfig(Config):
+    rows: int | None = Field(default=None, description="Items to generate (default: the spec's synthetic.rows)")
+    seed: int | None = Field(default=None, description="Generator seed (default: the spec's synthetic.seed)")
+
+
+def build_data_assets(partitions: PartitionsDefinition) -> list:
+    @asset(name="sources", group_name="synthetic", partitions_def=partitions, kinds={"delta", "python"},
+           description="Raw source tables of the use case: generated deterministically for the demo use cases "
+                       "(sources, ground-truth labels, drifted batch), otherwise checked to exist.")
+    def sources(context: AssetExecutionContext, config: SourcesConfig, lakehouse: LocalLakehouseResource,
+                use_cases: UseCasesResource) -> MaterializeResult:
+        spec = use_cases.get(context.partition_key)
+        tables = materialize_sources(lakehouse.get(), spec, rows=config.rows, seed=config.seed)
+        primary = next(t for t in tables if t.name.endswith(f".{spec.primary_table.split('.')[-1]}"))
+        return MaterializeResult(metadata={
+            "dagster/row_count": primary.rows,
+            "tables": MetadataValue.md("| table | role | rows | version |\n|---|---|---|---|\n" + "\n".join(
+                f"| {t.name} | {t.role} | {t.rows} | {t.version} |" for t in tables)),
+            "generated": spec.synthetic is not None,
+        })
+
+    @asset(name="sheet", group_name="data", partitions_def=partitions, deps=[sources], kinds={"spark", "delta"},
+           description="Validated snapshot of the use case's source tables: joined, typed, one row per item_ref, "
+                       "versioned by content hash and registered in the `sheets` table.")
+    def sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+              use_cases: UseCasesResource) -> MaterializeResult:
+        spec = use_cases.get(context.partition_key)
+        session, lh = spark.session(), lakehouse.get()
+        snap = build_sheet(session, lh, spec, run_id=context.run_id)
+        context.log.info(f"sheet {spec.name} version {snap.version}: {snap.row_count} rows in {snap.table}"
+                         + ("" if snap.created else " (unchanged, snapshot reused)"))
+        return MaterializeResult(
+            data_version=DataVersion(snap.version),
+            metadata={
+                "dagster/row_count": snap.row_count,
+                "dagster/column_schema": column_schema(snap.columns),
+                "version": snap.version,
+                "snapshot_table": snap.table,
+                "phi_columns": ", ".join(c["name"] for c in snap.columns if "phi" in c["tags"]) or "none",
+                "preview": markdown_preview(lh.read(session, snap.table)),
+                "new_version": snap.created,
+            },
+        )
+
+    def snapshot(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                 use_cases: UseCasesResource):
+        spec = use_cases.get(context.partition_key)
+        session, lh = spark.session(), lakehouse.get()
+        snap = current_sheet(session, lh, spec.name)
+        if snap is None:
+            raise RuntimeError(f"no published sheet for {spec.name}; materialize the sheet asset first")
+        return spec, snap, lh.read(session, snap.table)
+
+    @asset_check(asset=sheet, name="frame_rules", blocking=True, partitions_def=partitions,
+                 description="pandera: column types, nullability, numeric ranges and allowed values from the spec")
+    def frame_rules(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                    use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_frame_rules(df, spec), version=snap.version)
+
+    @asset_check(asset=sheet, name="item_ref_unique", blocking=True, partitions_def=partitions,
+                 description="item_ref is non-null and unique")
+    def item_ref_unique(context: AssetCheckExecutionContext, spark: SparkResource,
+                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        _, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_unique_keys(df), version=snap.version)
+
+    @asset_check(asset=sheet, name="images_present", blocking=True, partitions_def=partitions,
+                 description="every image column points at an existing file")
+    def images_present(context: AssetCheckExecutionContext, spark: SparkResource,
+                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_images(df, spec), version=snap.version)
+
+    @asset_check(asset=sheet, name="phi_scan", blocking=True, partitions_def=partitions,
+                 description="PII/PHI scan of text columns (emails, phones, SSN-like ids, dates of birth); PHI is "
+                             "allowed only in columns tagged phi, whose training use is then prohibited")
+    def phi_scan(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                 use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, _ = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_phi_declared(snap.phi_findings, spec), version=snap.version)
+
+    return [sources, sheet, frame_rules, item_ref_unique, images_present, phi_scan]

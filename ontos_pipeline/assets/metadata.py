@@ -1,0 +1,47 @@
+"""Helpers that turn stage results into Dagster metadata (tables, previews, check results)."""
+
+from __future__ import annotations
+
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, TableColumn, TableSchema
+from pyspark.sql import DataFrame
+
+from ontos_pipeline.stages.quality import CheckOutcome
+
+PREVIEW_ROWS = 5
+_CELL = 60
+
+
+def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
+    """A markdown table of the first rows (only `rows` rows reach the driver)."""
+    records = df.limit(rows).collect()
+    cols = df.columns
+
+    def cell(value: object) -> str:
+        text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")
+        return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in records]
+    return MetadataValue.md("\n".join(lines))
+
+
+def column_schema(columns: list[dict]) -> TableSchema:
+    return TableSchema(columns=[
+        TableColumn(c["name"], c["type"], description=f"{c['category']}" + (f"; tags: {', '.join(c['tags'])}"
+                                                                            if c["tags"] else ""),
+                    tags={t: "" for t in c["tags"]})
+        for c in columns
+    ])
+
+
+def check_result(outcome: CheckOutcome, **metadata: object) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata={**{k: _meta(v) for k, v in outcome.metadata.items()}, **{k: _meta(v) for k, v in metadata.items()}},
+    )
+
+
+def _meta(value: object) -> object:
+    return MetadataValue.json(value) if isinstance(value, dict | list) else value

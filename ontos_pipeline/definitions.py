@@ -1,0 +1,43 @@
+"""The one Dagster code location. Resources are picked by ONTOS_TARGET; asset code is the same for every target."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
+
+from ontos_pipeline.assets.data import build_data_assets
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.settings import Settings, SettingsError, load_settings
+from ontos_pipeline.specs import load_use_cases
+
+FULL_PIPELINE = "full_pipeline"
+
+
+def build_resources(settings: Settings) -> dict:
+    if settings.target != "local":
+        raise SettingsError(f"ONTOS_TARGET={settings.target!r}: only the embedded 'local' target is available in "
+                            "this version; unset ONTOS_TARGET or set it to local")
+    return {
+        "spark": SparkResource(),
+        "lakehouse": LocalLakehouseResource(home=str(settings.home), catalog=settings.catalog,
+                                            schema_name=settings.schema),
+        "use_cases": UseCasesResource(directory=str(settings.use_cases_dir)),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    settings = settings or load_settings()
+    use_cases = load_use_cases(settings.use_cases_dir)
+    partitions = StaticPartitionsDefinition(list(use_cases))
+    assets = build_data_assets(partitions)
+    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all(), partitions_def=partitions,
+                                     description="The whole loop for one use case (partition)")
+    return Definitions(
+        assets=assets,
+        jobs=[full_pipeline],
+        resources=build_resources(settings),
+        executor=in_process_executor,  # one Spark session per run, shared by its steps
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,267 @@
+"""The lakehouse: tables named `<catalog>.<schema>.<table>`, read and written as Spark DataFrames.
+
+`Lakehouse` is the interface the stages use; `LocalLakehouse` keeps Delta tables under `ONTOS_HOME/tables`.
+A Unity Catalog implementation plugs in behind the same methods.
+
+Local writes are Delta commits: Spark writes the Parquet data files (distributed, into a fresh folder inside the
+table), then delta-rs commits them to the Delta log in one atomic step. A crash before the commit leaves only
+unreferenced files that no reader sees; an overwrite replaces the whole table in the same single commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+from ontos_pipeline.ddl import DDLError, TableDDL, load_ddl
+from ontos_pipeline.identifiers import TableName
+
+WRITE_MODES = ("overwrite", "append")
+
+
+class LakehouseError(RuntimeError):
+    """A table cannot be read or written as asked; the message names the table and what to do."""
+
+
+class Lakehouse(ABC):
+    """Tables by name. Unqualified names live in the workbench schema and follow their DDL in `schemas/`."""
+
+    def __init__(self, catalog: str, schema: str):
+        self.catalog, self.schema = catalog, schema
+        TableName(catalog, schema, "probe")  # validates both identifiers
+
+    # -- names ------------------------------------------------------------------------------------------------
+    def name(self, table: str | TableName) -> TableName:
+        if isinstance(table, TableName):
+            return table
+        try:
+            return TableName.parse(table, catalog=self.catalog, schema=self.schema)
+        except ValueError as exc:
+            raise LakehouseError(str(exc)) from None
+
+    def ddl(self, table: str | TableName) -> TableDDL | None:
+        """The DDL of a workbench table, or None for data tables (raw sources, sheet snapshots)."""
+        name = self.name(table)
+        if (name.catalog, name.schema) != (self.catalog, self.schema):
+            return None
+        try:
+            return load_ddl(name.table)
+        except DDLError:
+            return None
+
+    # -- storage primitives ------------------------------------------------------------------------------------
+    @abstractmethod
+    def exists(self, table: str | TableName) -> bool: ...
+
+    @abstractmethod
+    def version(self, table: str | TableName) -> int | None:
+        """Current table version (commit number), None if the table does not exist."""
+
+    @abstractmethod
+    def row_count(self, table: str | TableName) -> int: ...
+
+    @abstractmethod
+    def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame: ...
+
+    @abstractmethod
+    def _write(self, name: TableName, df: DataFrame, mode: str) -> int: ...
+
+    @abstractmethod
+    def write_batches(self, table: str | TableName, schema: pa.Schema,
+                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+        """Stream Arrow batches (data made outside Spark, e.g. by the generator) into a table in one commit."""
+
+    @abstractmethod
+    def drop(self, table: str | TableName) -> None: ...
+
+    @abstractmethod
+    def volume_path(self, *parts: str) -> str:
+        """A folder for files that belong with the tables (images, exports)."""
+
+    # -- the interface the stages use --------------------------------------------------------------------------
+    def read(self, spark: SparkSession, table: str | TableName, version: int | None = None) -> DataFrame:
+        name = self.name(table)
+        if not self.exists(name):
+            ddl = self.ddl(name)
+            if ddl is not None and version is None:
+                return spark.createDataFrame([], ddl.spark_schema())
+            raise LakehouseError(f"table {name} does not exist; materialize the asset that writes it first")
+        return self._read(spark, name, version)
+
+    def write(self, table: str | TableName, df: DataFrame, mode: str = "overwrite") -> int:
+        """Write `df` in one atomic commit; returns the new table version. Workbench tables must fit their DDL."""
+        if mode not in WRITE_MODES:
+            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is not None:
+            df = conform(df, ddl, str(name))
+            check_required(df, ddl, str(name))
+        return self._write(name, df, mode)
+
+    def upsert(self, spark: SparkSession, table: str | TableName, df: DataFrame, keys: Sequence[str]) -> int:
+        """Replace rows whose `keys` match, add the others: idempotent (re-running gives the same rows)."""
+        name = self.name(table)
+        missing = [k for k in keys if k not in df.columns]
+        if missing:
+            raise LakehouseError(f"upsert into {name}: key columns {missing} are not in the data")
+        if not self.exists(name):
+            return self.write(name, df)
+        current = self._read(spark, name, None)
+        kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
+        return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+
+    def ensure(self, table: str | TableName) -> None:
+        """Create an empty workbench table from its DDL if it does not exist yet."""
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is None:
+            raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
+        if not self.exists(name):
+            self.write_batches(name, ddl.arrow_schema(), lambda: iter(()), mode="overwrite")
+
+
+def conform(df: DataFrame, ddl: TableDDL, table: str) -> DataFrame:
+    """Select the DDL's columns in order with its types; unknown or missing columns are errors."""
+    unknown = [c for c in df.columns if c not in ddl.column_names]
+    if unknown:
+        raise LakehouseError(f"{table}: columns {unknown} are not in its DDL (schemas/{ddl.name}.sql); "
+                             f"expected {ddl.column_names}")
+    missing = [c for c in ddl.required if c not in df.columns]
+    if missing:
+        raise LakehouseError(f"{table}: required columns {missing} are missing (NOT NULL in schemas/{ddl.name}.sql)")
+    schema = ddl.spark_schema()
+    return df.select(*[
+        (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in schema
+    ])
+
+
+def check_required(df: DataFrame, ddl: TableDDL, table: str) -> None:
+    """Fail (naming table and columns) if a NOT NULL column holds nulls; one aggregate pass over `df`."""
+    if not ddl.required:
+        return
+    counts = df.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in ddl.required]).first()
+    bad = {c: counts[c] for c in ddl.required if counts[c]}
+    if bad:
+        raise LakehouseError(f"{table}: NOT NULL columns hold nulls ({bad}); nothing was written")
+
+
+class LocalLakehouse(Lakehouse):
+    """Delta tables on local disk: `<root>/<catalog>/<schema>/<table>`."""
+
+    def __init__(self, root: Path | str, catalog: str = "ontos", schema: str = "workbench",
+                 files_root: Path | str | None = None):
+        super().__init__(catalog, schema)
+        self.root = Path(root)
+        self.files_root = Path(files_root) if files_root else self.root.parent / "files"
+
+    def path(self, table: str | TableName) -> Path:
+        name = self.name(table)
+        return self.root / name.catalog / name.schema / name.table
+
+    def _table(self, name: TableName, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(str(self.path(name)), version=version)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, table: str | TableName) -> bool:
+        return (self.path(table) / "_delta_log").is_dir() and self._table(self.name(table)) is not None
+
+    def version(self, table: str | TableName) -> int | None:
+        dt = self._table(self.name(table))
+        return None if dt is None else dt.version()
+
+    def row_count(self, table: str | TableName) -> int:
+        name = self.name(table)
+        dt = self._table(name)
+        if dt is None:
+            raise LakehouseError(f"table {name} does not exist")
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        return int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+
+    def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame:
+        dt = self._table(name, version)
+        if dt is None:
+            raise LakehouseError(f"table {name} has no version {version}")
+        ddl = self.ddl(name)
+        schema = ddl.spark_schema() if ddl else from_arrow_schema(pa.schema(dt.schema().to_arrow()))
+        files = dt.file_uris()  # only the live files of this version (a plain folder read would see removed ones)
+        if not files:
+            return spark.createDataFrame([], schema)
+        return spark.read.schema(schema).parquet(*files)
+
+    def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
+        path = self.path(name)
+        commit_dir = f"c-{uuid.uuid4().hex}"
+        target = path / commit_dir
+        try:
+            df.write.mode("error").parquet(str(target))
+            files = [f for f in sorted(os.listdir(target)) if f.endswith(".parquet") and not f.startswith(".")]
+            adds = [a for a in (_add_action(target / f, f"{commit_dir}/{f}") for f in files) if a is not None]
+            schema = Schema.from_arrow(_nullable(to_arrow_schema(df.schema, timezone="UTC")))
+            dt = self._table(name)
+            if dt is None:
+                create_table_with_add_actions(str(path), schema, adds, mode="error")
+            else:
+                dt.create_write_transaction(adds, mode=mode, schema=schema)
+        except Exception:
+            shutil.rmtree(target, ignore_errors=True)  # uncommitted files: invisible, but do not leave them
+            raise
+        return self.version(name)  # type: ignore[return-value]
+
+    def write_batches(self, table: str | TableName, schema: pa.Schema,
+                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+        if mode not in WRITE_MODES:
+            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
+        name = self.name(table)
+        path = self.path(name)
+        path.mkdir(parents=True, exist_ok=True)
+        reader = pa.RecordBatchReader.from_batches(schema, _checked(batches(), schema, str(name)))
+        write_deltalake(str(path), reader, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+        return self.version(name)  # type: ignore[return-value]
+
+    def drop(self, table: str | TableName) -> None:
+        shutil.rmtree(self.path(table), ignore_errors=True)
+
+    def volume_path(self, *parts: str) -> str:
+        path = self.files_root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+
+def _add_action(full: Path, relative: str) -> AddAction | None:
+    """The Delta add action for a data file Spark wrote; empty part files are deleted instead."""
+    stat = full.stat()
+    rows = pq.ParquetFile(full).metadata.num_rows
+    if rows == 0:
+        full.unlink()
+        return None
+    return AddAction(relative, stat.st_size, {}, int(stat.st_mtime * 1000), True, json.dumps({"numRecords": rows}))
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    """Delta fields are nullable; NOT NULL rules are enforced by checks and DDL conformance, not storage."""
+    return pa.schema([f.with_nullable(True) for f in schema])
+
+
+def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema, table: str) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if not batch.schema.equals(schema):
+            raise LakehouseError(f"{table}: a batch has schema {batch.schema} but the table expects {schema}")
+        yield batch

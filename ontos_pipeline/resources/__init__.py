@@ -1,0 +1,1 @@
+"""Dagster resources: one per external system (Spark, the lakehouse, MLflow, serving, Databricks)."""

@@ -1,0 +1,65 @@
+"""Process-wide settings read from the environment (never from files, so secrets stay out of the repo)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ontos_pipeline.identifiers import validate_identifier
+
+TARGETS = ("local", "databricks")
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str
+    home: Path
+    catalog: str
+    schema: str
+    use_cases_dir: Path
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.home / "tables"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+
+def default_use_cases_dir() -> Path:
+    import synthetic_data
+
+    return Path(synthetic_data.__file__).resolve().parent / "use_cases"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read ONTOS_* variables; defaults give the embedded local target under ./.ontos."""
+    env = dict(os.environ if env is None else env)
+    target = env.get("ONTOS_TARGET", "local").strip().lower() or "local"
+    if target not in TARGETS:
+        raise SettingsError(f"ONTOS_TARGET={target!r} is not a target; use one of {', '.join(TARGETS)}")
+    home = Path(env.get("ONTOS_HOME") or ".ontos").expanduser().resolve()
+    catalog = env.get("ONTOS_CATALOG", "ontos")
+    schema = env.get("ONTOS_SCHEMA", "workbench")
+    for var, value in (("ONTOS_CATALOG", catalog), ("ONTOS_SCHEMA", schema)):
+        try:
+            validate_identifier(value, what=var)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    use_cases = env.get("ONTOS_USE_CASES_DIR")
+    use_cases_dir = Path(use_cases).expanduser().resolve() if use_cases else default_use_cases_dir()
+    return Settings(target, home, catalog, schema, use_cases_dir)

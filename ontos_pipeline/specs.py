@@ -1,0 +1,465 @@
+"""Use-case YAML files -> typed, validated specs.
+
+A use case is data, not code: one YAML file declares the sheet (sources, joins, typed columns), the labels, the
+prompt template with its response schema, and the training/serving/monitoring settings. Every error names the
+file, the field path and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ontos_pipeline.identifiers import validate_identifier
+
+COLUMN_TYPES = ("string", "integer", "double", "boolean", "date", "timestamp")
+CATEGORIES = ("text", "numeric", "categorical", "image", "metadata")
+JOIN_KINDS = ("left", "inner")
+RESPONSE_KINDS = ("enum", "number", "object", "text")
+USES = ("training", "evaluation", "serving")
+ITEM_KEY = "item_ref"
+_TOP_LEVEL = {"name", "title", "description", "sheet", "labels", "template", "training", "serving", "monitoring",
+              "retrain", "synthetic"}
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
+
+
+class SpecError(ValueError):
+    """A use-case file is invalid. `str()` reads `file: field.path: problem`."""
+
+    def __init__(self, path: Path | str, field_path: str, message: str):
+        self.path, self.field_path, self.problem = str(path), field_path, message
+        super().__init__(f"{path}: {field_path}: {message}" if field_path else f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    table: str
+    columns: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ColumnRef:
+    source: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.column}"
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    source: str
+    left: ColumnRef
+    right: ColumnRef
+    how: str = "left"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    ref: ColumnRef
+    type: str
+    category: str
+    nullable: bool = True
+    range: tuple[float, float] | None = None
+    values: tuple[str, ...] | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SheetSpec:
+    primary: str
+    sources: Mapping[str, SourceSpec]
+    joins: tuple[JoinSpec, ...]
+    columns: tuple[ColumnSpec, ...]
+    consent_column: str | None = None
+
+    def column(self, name: str) -> ColumnSpec:
+        return next(c for c in self.columns if c.name == name)
+
+    def columns_of(self, category: str) -> tuple[ColumnSpec, ...]:
+        return tuple(c for c in self.columns if c.category == category)
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    label_type: str
+    import_table: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    system_prompt: str
+    prompt: str
+    response_schema: Mapping[str, Any]
+    response_kind: str
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    metric: str
+    minimum: float
+    tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    gate: GateSpec
+    split: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    generator: str
+    rows: int
+    drifted_rows: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class UseCaseSpec:
+    name: str
+    title: str
+    description: str
+    path: Path
+    sheet: SheetSpec
+    labels: LabelsSpec
+    template: TemplateSpec
+    training: TrainingSpec
+    synthetic: SyntheticSpec | None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # serving / monitoring / retrain (later stages)
+
+    @property
+    def primary_table(self) -> str:
+        return self.sheet.sources[self.sheet.primary].table
+
+
+# ----------------------------------------------------------------------------------------------------------------
+class _Reader:
+    """Typed field access with error messages that carry the file and the field path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, message: str) -> SpecError:
+        return SpecError(self.path, where, message)
+
+    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
+        return value
+
+    def get(self, obj: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+            default: Any = ..., expected: str | None = None) -> Any:
+        path = f"{where}.{key}" if where else key
+        if key not in obj:
+            if default is ...:
+                raise self.fail(path, f"is required ({expected or _type_name(kind)})")
+            return default
+        value = obj[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.fail(path, f"expected {expected or _type_name(kind)}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.fail(path, f"expected {expected or _type_name(kind)}, got {_kind(value)}")
+        return value
+
+    def choice(self, obj: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...],
+               default: Any = ...) -> str:
+        value = self.get(obj, key, where, str, default, expected=f"one of {', '.join(choices)}")
+        if value not in choices:
+            raise self.fail(f"{where}.{key}", f"unknown value {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    def identifier(self, value: str, where: str) -> str:
+        try:
+            return validate_identifier(value, what="name")
+        except ValueError as exc:
+            raise self.fail(where, str(exc)) from None
+
+    def unknown_keys(self, obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        extra = sorted(set(obj) - allowed)
+        if extra:
+            raise self.fail(f"{where}.{extra[0]}" if where else extra[0],
+                            f"unknown field; expected one of {', '.join(sorted(allowed))}")
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+             dict: "a mapping", Mapping: "a mapping"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def load_use_case(path: Path | str) -> UseCaseSpec:
+    """Load and validate one use-case file."""
+    path = Path(path)
+    r = _Reader(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read the file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(path, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    doc = r.mapping(raw, "")
+    r.unknown_keys(doc, _TOP_LEVEL, "")
+    name = r.identifier(r.get(doc, "name", "", str), "name")
+    sheet = _sheet(r, r.mapping(r.get(doc, "sheet", "", Mapping), "sheet"))
+    labels = _labels(r, r.mapping(r.get(doc, "labels", "", Mapping), "labels"))
+    template = _template(r, r.mapping(r.get(doc, "template", "", Mapping), "template"))
+    training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"))
+    synthetic_raw = r.get(doc, "synthetic", "", Mapping, None)
+    synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
+    extra = {k: r.mapping(doc[k], k) for k in ("serving", "monitoring", "retrain") if k in doc}
+    return UseCaseSpec(
+        name=name,
+        title=r.get(doc, "title", "", str, name.replace("_", " ").capitalize()),
+        description=str(r.get(doc, "description", "", str, "")).strip(),
+        path=path,
+        sheet=sheet,
+        labels=labels,
+        template=template,
+        training=training,
+        synthetic=synthetic,
+        extra=extra,
+    )
+
+
+def load_use_cases(directory: Path | str) -> dict[str, UseCaseSpec]:
+    """Load every `*.yaml` in `directory`; names must be unique across files."""
+    directory = Path(directory)
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        raise SpecError(directory, "", "no use-case files (*.yaml) found; add one per use case")
+    specs: dict[str, UseCaseSpec] = {}
+    for path in files:
+        spec = load_use_case(path)
+        if spec.name in specs:
+            raise SpecError(path, "name", f"duplicate use-case name {spec.name!r}, already defined in "
+                                          f"{specs[spec.name].path}; names must be unique")
+        specs[spec.name] = spec
+    return dict(sorted(specs.items()))
+
+
+def _ref(r: _Reader, value: Any, where: str, sources: Mapping[str, SourceSpec]) -> ColumnRef:
+    if not isinstance(value, str) or value.count(".") != 1:
+        raise r.fail(where, f"expected source.column, got {value!r}")
+    source, column = value.split(".")
+    if source not in sources:
+        raise r.fail(where, f"unknown source {source!r}; declared sources: {', '.join(sources)}")
+    if column not in sources[source].columns:
+        raise r.fail(where, f"unknown column {column!r} in source {source!r}; its columns: "
+                            f"{', '.join(sources[source].columns)}")
+    return ColumnRef(source, column)
+
+
+def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
+    r.unknown_keys(raw, {"primary", "sources", "joins", "columns", "governance"}, "sheet")
+    sources: dict[str, SourceSpec] = {}
+    for sname, sraw in r.mapping(r.get(raw, "sources", "sheet", Mapping), "sheet.sources").items():
+        where = f"sheet.sources.{sname}"
+        r.identifier(sname, where)
+        sraw = r.mapping(sraw, where)
+        r.unknown_keys(sraw, {"table", "columns"}, where)
+        table = r.get(sraw, "table", where, str, expected="a table name such as acme_raw.orders")
+        if not _TABLE_NAME.match(table):
+            raise r.fail(f"{where}.table", f"{table!r} is not a table name: expected table, schema.table or "
+                                           "catalog.schema.table made of letters, digits and underscores")
+        columns = {}
+        for cname, ctype in r.mapping(r.get(sraw, "columns", where, Mapping), f"{where}.columns").items():
+            r.identifier(cname, f"{where}.columns.{cname}")
+            if ctype not in COLUMN_TYPES:
+                raise r.fail(f"{where}.columns.{cname}",
+                             f"unknown type {ctype!r}; expected one of {', '.join(COLUMN_TYPES)}")
+            columns[cname] = ctype
+        sources[sname] = SourceSpec(sname, table, columns)
+    if not sources:
+        raise r.fail("sheet.sources", "declare at least one source")
+
+    primary = r.get(raw, "primary", "sheet", str, next(iter(sources)))
+    if primary not in sources:
+        raise r.fail("sheet.primary", f"unknown source {primary!r}; declared sources: {', '.join(sources)}")
+
+    joins: list[JoinSpec] = []
+    joined = {primary}
+    for i, jraw in enumerate(r.get(raw, "joins", "sheet", list, [])):
+        where = f"sheet.joins[{i}]"
+        jraw = r.mapping(jraw, where)
+        r.unknown_keys(jraw, {"source", "left", "right", "how"}, where)
+        source = r.get(jraw, "source", where, str)
+        if source not in sources:
+            raise r.fail(f"{where}.source", f"unknown source {source!r}; declared sources: {', '.join(sources)}")
+        if source in joined:
+            raise r.fail(f"{where}.source", f"source {source!r} is already part of the sheet; join it once")
+        left = _ref(r, r.get(jraw, "left", where, str), f"{where}.left", sources)
+        right = _ref(r, r.get(jraw, "right", where, str), f"{where}.right", sources)
+        if left.source not in joined:
+            raise r.fail(f"{where}.left", f"{left} must come from a source already in the sheet "
+                                          f"({', '.join(sorted(joined))})")
+        if right.source != source:
+            raise r.fail(f"{where}.right", f"{right} must be a column of the joined source {source!r}")
+        ltype, rtype = sources[left.source].columns[left.column], sources[source].columns[right.column]
+        if ltype != rtype:
+            raise r.fail(where, f"join keys have different types: {left} is {ltype}, {right} is {rtype}")
+        joins.append(JoinSpec(source, left, right, r.choice(jraw, "how", where, JOIN_KINDS, "left")))
+        joined.add(source)
+    unjoined = sorted(set(sources) - joined)
+    if unjoined:
+        raise r.fail("sheet.joins", f"source {unjoined[0]!r} is declared but never joined; add a join for it")
+
+    columns: list[ColumnSpec] = []
+    for i, craw in enumerate(r.get(raw, "columns", "sheet", list)):
+        columns.append(_column(r, r.mapping(craw, f"sheet.columns[{i}]"), f"sheet.columns[{i}]", sources))
+    names = [c.name for c in columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise r.fail(f"sheet.columns[{names.index(dupes[0], names.index(dupes[0]) + 1)}].name",
+                     f"duplicate column name {dupes[0]!r}")
+    if ITEM_KEY not in names:
+        raise r.fail("sheet.columns", f"a column named {ITEM_KEY!r} (the unique item key) is required")
+    key = columns[names.index(ITEM_KEY)]
+    if key.type != "string" or key.nullable:
+        raise r.fail(f"sheet.columns[{names.index(ITEM_KEY)}]",
+                     f"{ITEM_KEY!r} must be type: string with nullable: false")
+    if key.ref.source != primary:
+        raise r.fail(f"sheet.columns[{names.index(ITEM_KEY)}].from",
+                     f"{ITEM_KEY!r} must come from the primary source {primary!r}")
+
+    consent = None
+    if "governance" in raw:
+        graw = r.mapping(raw["governance"], "sheet.governance")
+        r.unknown_keys(graw, {"consent_column"}, "sheet.governance")
+        consent = r.get(graw, "consent_column", "sheet.governance", str, None)
+        if consent is not None:
+            if consent not in names:
+                raise r.fail("sheet.governance.consent_column",
+                             f"unknown column {consent!r}; it must be one of the sheet columns")
+            if columns[names.index(consent)].type != "boolean":
+                raise r.fail("sheet.governance.consent_column", f"column {consent!r} must be of type boolean")
+    return SheetSpec(primary, sources, tuple(joins), tuple(columns), consent)
+
+
+def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str, SourceSpec]) -> ColumnSpec:
+    r.unknown_keys(raw, {"name", "from", "type", "category", "nullable", "range", "values", "tags"}, where)
+    name = r.identifier(r.get(raw, "name", where, str), f"{where}.name")
+    ref = _ref(r, r.get(raw, "from", where, str, expected="source.column"), f"{where}.from", sources)
+    ctype = r.choice(raw, "type", where, COLUMN_TYPES)
+    category = r.choice(raw, "category", where, CATEGORIES)
+    source_type = sources[ref.source].columns[ref.column]
+    castable = source_type == ctype or {source_type, ctype} <= {"integer", "double"} or ctype == "string"
+    if not castable:
+        raise r.fail(f"{where}.type", f"{ref} is {source_type} in the source and cannot be cast to {ctype}")
+    if category == "numeric" and ctype not in ("integer", "double"):
+        raise r.fail(f"{where}.category", f"numeric columns must be integer or double, not {ctype}")
+    if category in ("text", "image") and ctype != "string":
+        raise r.fail(f"{where}.category", f"{category} columns must be of type string (a path for images)")
+    rng = None
+    if "range" in raw:
+        bounds = raw["range"]
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+                or bounds[0] > bounds[1]):
+            raise r.fail(f"{where}.range", f"expected [min, max] numbers with min <= max, got {bounds!r}")
+        if ctype not in ("integer", "double"):
+            raise r.fail(f"{where}.range", f"a range needs an integer or double column, not {ctype}")
+        rng = (float(bounds[0]), float(bounds[1]))
+    values = None
+    if "values" in raw:
+        vals = raw["values"]
+        if not isinstance(vals, list) or not vals or not all(isinstance(v, str) for v in vals):
+            raise r.fail(f"{where}.values", f"expected a non-empty list of strings, got {vals!r}")
+        if ctype != "string":
+            raise r.fail(f"{where}.values", f"allowed values need a string column, not {ctype}")
+        values = tuple(vals)
+    tags = r.get(raw, "tags", where, list, [])
+    for j, tag in enumerate(tags):
+        if not isinstance(tag, str) or not re.match(r"^[a-z][a-z0-9_]*$", tag):
+            raise r.fail(f"{where}.tags[{j}]", f"expected a lower-case tag such as phi or pii, got {tag!r}")
+    nullable = r.get(raw, "nullable", where, bool, True)
+    return ColumnSpec(name, ref, ctype, category, nullable, rng, values, tuple(tags))
+
+
+def _labels(r: _Reader, raw: Mapping[str, Any]) -> LabelsSpec:
+    r.unknown_keys(raw, {"label_type", "import_table"}, "labels")
+    label_type = r.identifier(r.get(raw, "label_type", "labels", str), "labels.label_type")
+    table = r.get(raw, "import_table", "labels", str, None)
+    if table is not None and not _TABLE_NAME.match(table):
+        raise r.fail("labels.import_table", f"{table!r} is not a table name")
+    return LabelsSpec(label_type, table)
+
+
+def response_kind(schema: Mapping[str, Any]) -> str | None:
+    """enum / number / object / text for the response schemas the platform can train and validate."""
+    kind = schema.get("type")
+    if kind == "string" and "enum" in schema:
+        return "enum"
+    if kind in ("number", "integer"):
+        return "number"
+    if kind == "object" and isinstance(schema.get("properties"), Mapping) and schema["properties"]:
+        return "object"
+    if kind == "string":
+        return "text"
+    return None
+
+
+def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
+    r.unknown_keys(raw, {"name", "system_prompt", "prompt", "response_schema"}, "template")
+    name = r.identifier(r.get(raw, "name", "template", str), "template.name")
+    schema = dict(r.mapping(r.get(raw, "response_schema", "template", Mapping), "template.response_schema"))
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        loc = ".".join(str(p) for p in exc.absolute_path)
+        raise r.fail(f"template.response_schema{'.' + loc if loc else ''}",
+                     f"not a valid JSON Schema: {exc.message}") from None
+    kind = response_kind(schema)
+    if kind is None:
+        raise r.fail("template.response_schema",
+                     "unsupported response schema: expected a string enum, a number/integer, an object with "
+                     "properties, or a string (free text)")
+    if kind == "enum" and (len(schema["enum"]) < 2 or not all(isinstance(v, str) for v in schema["enum"])):
+        raise r.fail("template.response_schema.enum", "an enum response needs at least two string values")
+    return TemplateSpec(name, r.get(raw, "system_prompt", "template", str, ""),
+                        r.get(raw, "prompt", "template", str), schema, kind)
+
+
+def _training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
+    r.unknown_keys(raw, {"gate", "split"}, "training")
+    graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": "accuracy", "minimum": 0.0}),
+                     "training.gate")
+    r.unknown_keys(graw, {"metric", "minimum", "tolerance"}, "training.gate")
+    gate = GateSpec(r.get(graw, "metric", "training.gate", str),
+                    float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
+                    float(r.get(graw, "tolerance", "training.gate", (int, float), 0.02)))
+    split = dict(r.mapping(r.get(raw, "split", "training", Mapping, {"train": 0.8, "val": 0.1, "test": 0.1}),
+                           "training.split"))
+    if set(split) != {"train", "val", "test"} or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in split.values()):
+        raise r.fail("training.split", f"expected train, val and test shares >= 0, got {split!r}")
+    if abs(sum(split.values()) - 1.0) > 1e-6:
+        raise r.fail("training.split", f"shares must add up to 1, they add up to {sum(split.values()):g}")
+    return TrainingSpec(gate, {k: float(v) for k, v in split.items()})
+
+
+def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:
+    raw = r.mapping(raw, "synthetic")
+    r.unknown_keys(raw, {"generator", "rows", "drifted_rows", "seed"}, "synthetic")
+    spec = SyntheticSpec(r.get(raw, "generator", "synthetic", str), r.get(raw, "rows", "synthetic", int, 2000),
+                         r.get(raw, "drifted_rows", "synthetic", int, 200), r.get(raw, "seed", "synthetic", int, 0))
+    if spec.rows < 1 or spec.drifted_rows < 0:
+        raise r.fail("synthetic.rows", "rows must be >= 1 and drifted_rows >= 0")
+    return spec
