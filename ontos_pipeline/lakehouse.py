@@ -232,8 +232,14 @@ class LocalLakehouse(Lakehouse):
         name = self.name(table)
         path = self.path(name)
         path.mkdir(parents=True, exist_ok=True)
-        reader = pa.RecordBatchReader.from_batches(schema, _checked(batches(), schema, str(name)))
-        write_deltalake(str(path), reader, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+        errors: list[BaseException] = []
+        reader = pa.RecordBatchReader.from_batches(schema, _checked(batches(), schema, str(name), errors))
+        try:
+            write_deltalake(str(path), reader, mode=mode, schema_mode="overwrite" if mode == "overwrite" else None)
+        except Exception:
+            if errors:  # delta-rs wraps exceptions raised while producing batches: surface the original
+                raise errors[0] from None
+            raise
         return self.version(name)  # type: ignore[return-value]
 
     def drop(self, table: str | TableName) -> None:
@@ -260,8 +266,13 @@ def _nullable(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_nullable(True) for f in schema])
 
 
-def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema, table: str) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        if not batch.schema.equals(schema):
-            raise LakehouseError(f"{table}: a batch has schema {batch.schema} but the table expects {schema}")
-        yield batch
+def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema, table: str,
+             errors: list[BaseException]) -> Iterator[pa.RecordBatch]:
+    try:
+        for batch in batches:
+            if not batch.schema.equals(schema):
+                raise LakehouseError(f"{table}: a batch has schema {batch.schema} but the table expects {schema}")
+            yield batch
+    except Exception as exc:
+        errors.append(exc)
+        raise

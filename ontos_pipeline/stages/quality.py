@@ -61,11 +61,14 @@ def pandera_schema(spec: UseCaseSpec) -> pa.DataFrameSchema:
 
 def check_frame_rules(df: DataFrame, spec: UseCaseSpec) -> CheckOutcome:
     """Validate with pandera, then count and show offending rows for each failed rule."""
-    errors = dict(schema_errors(pandera_schema(spec).validate(df)))
+    errors = schema_errors(pandera_schema(spec).validate(df))
     failures = []
     types = {f.name: f.dataType.simpleString() for f in df.schema}
+    mistyped = {e.get("column") for e in errors if str(e.get("check")).startswith("dtype")}
     for err in errors:
         column, rule = err.get("column"), str(err.get("check"))
+        if column in mistyped and not rule.startswith("dtype"):
+            continue  # value rules on a column of the wrong type say nothing more
         c = next((x for x in spec.sheet.columns if x.name == column), None)
         item = {"column": column, "rule": rule, "error": err.get("error")}
         if c is None or column not in df.columns:

@@ -1,0 +1,71 @@
+"""The Dagster code location: loads, validates, and materializes sheets with blocking checks on a real instance."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, DagsterInstance, Definitions, materialize
+
+from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions, build_resources
+from ontos_pipeline.stages.sheet import current_sheet
+from ontos_pipeline_tests.conftest import DEMO_USE_CASES, make_settings
+from ontos_pipeline_tests.widgets import good_widgets, write_widgets
+
+DEMO = ["anomaly_detection", "calibration_insights", "defect_detection", "document_extraction",
+        "invoice_extraction", "predictive_maintenance", "remaining_useful_life"]
+
+
+def test_definitions_load_validate_and_partition_by_use_case(home):
+    defs = build_definitions(make_settings(home, DEMO_USE_CASES))
+    Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    sheet = repo.asset_graph.get(AssetKey("sheet"))
+    assert sheet.partitions_def.get_partition_keys() == DEMO
+    assert sheet.group_name == "data"
+    assert repo.asset_graph.get(AssetKey("sources")).group_name == "synthetic"
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert checks == {"frame_rules", "item_ref_unique", "images_present", "phi_scan"}
+    assert all(repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys)
+    job = defs.resolve_job_def(FULL_PIPELINE)
+    assert job.executor_def.name == "in_process"
+
+
+def test_the_module_level_code_location_loads():
+    from ontos_pipeline import definitions
+
+    Definitions.validate_loadable(definitions.defs)
+
+
+def test_bad_data_turns_blocking_checks_red_with_readable_descriptions(spark, lakehouse, home, widgets_dir):
+    settings = make_settings(home, widgets_dir)
+    widgets = good_widgets(home)
+    widgets[3] = ("W2", 250.0, "green", str(home / "nope.png"), "mail me: x@y.com", "m1")
+    write_widgets(spark, lakehouse, widgets)
+    defs = build_definitions(settings)
+    result = materialize(list(defs.assets), partition_key="widgets",
+                         resources=build_resources(settings), instance=DagsterInstance.ephemeral(),
+                         raise_on_error=False)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {n: e.passed for n, e in evaluations.items()} == {
+        "frame_rules": False, "item_ref_unique": False, "images_present": False, "phi_scan": False}
+    assert "W2 (x2)" in evaluations["item_ref_unique"].description
+    assert "column 'size_mm' fails in_range(0.0, 100.0): 1 rows, e.g. item_ref W2 (size_mm=250.0)" in \
+        evaluations["frame_rules"].description
+    assert "nope.png" in evaluations["images_present"].description
+    assert "1 rows with email" in evaluations["phi_scan"].description
+
+
+def test_materializing_a_demo_partition_twice_keeps_one_version(spark, lakehouse, home):
+    settings = make_settings(home, DEMO_USE_CASES)
+    instance = DagsterInstance.ephemeral()
+    job = build_definitions(settings).resolve_job_def(FULL_PIPELINE)
+    config = {"ops": {"sources": {"config": {"rows": 150}}}}
+    first = job.execute_in_process(partition_key="predictive_maintenance", instance=instance, run_config=config)
+    second = job.execute_in_process(partition_key="predictive_maintenance", instance=instance, run_config=config)
+    assert all(e.passed for r in (first, second) for e in r.get_asset_check_evaluations())
+    versions = [r.asset_materializations_for_node("sheet")[0].metadata["version"].value for r in (first, second)]
+    assert versions[0] == versions[1]
+    snap = current_sheet(spark, lakehouse, "predictive_maintenance")
+    assert snap.version == versions[0] and snap.row_count == 150
+    sheet = lakehouse.read(spark, snap.table)
+    assert sheet.count() == sheet.select("item_ref").distinct().count() == 150
+    assert lakehouse.read(spark, "sheets").count() == 1
+    assert lakehouse.row_count("acme_raw.equipment_telemetry") == 150
