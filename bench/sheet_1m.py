@@ -17,15 +17,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import ROOT, run_child
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -113,22 +112,8 @@ def run_pandas(use_case: str, rows: int, home: str) -> dict:
 def measure(variant: str, use_case: str, rows: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"ontos-bench-{variant}-") as home:
         out = Path(home) / "result.json"
-        proc = subprocess.Popen([sys.executable, __file__, "--child", variant, "--use-case", use_case,
-                                 "--rows", str(rows), "--home", home, "--out", str(out)], cwd=ROOT)
-        parent = psutil.Process(proc.pid)
-        peak, started = 0, time.perf_counter()
-        while proc.poll() is None:
-            try:
-                tree = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise SystemExit(f"{variant} failed with exit code {proc.returncode}")
-        result = json.loads(out.read_text())
-        return {"variant": variant, "process_wall_s": wall, "peak_rss_mb": peak / 2**20, **result}
+        return run_child([sys.executable, __file__, "--child", variant, "--use-case", use_case, "--rows", str(rows),
+                          "--home", home, "--out", str(out)], out, variant)
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from pyspark.sql import types as T
 
 from ontos_pipeline.identifiers import validate_identifier
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_PACKAGED = Path(__file__).resolve().parent / "schemas"  # where a wheel puts them
+SCHEMAS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
 
 _STATEMENT = re.compile(
     r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+\{catalog\}\.\{schema\}\.(\w+)\s*\((.*)\)\s*USING\s+DELTA"

@@ -8,10 +8,12 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 _LOCK = threading.Lock()
+LOG4J = Path(__file__).resolve().parent / "log4j2.properties"
 
 LOCAL_CONF = {
     "spark.ui.enabled": "false",
@@ -24,6 +26,7 @@ LOCAL_CONF = {
         "org.apache.spark.sql.execution.datasources.SQLHadoopMapReduceCommitProtocol",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.sql.adaptive.enabled": "true",
+    "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={LOG4J}",
 }
 
 

@@ -52,6 +52,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
         spec = use_cases.get(context.partition_key)
         session, lh = spark.session(), lakehouse.get()
         snap = build_sheet(session, lh, spec, run_id=context.run_id)
+        phi = [c["name"] for c in snap.columns if "phi" in c["tags"]]
         context.log.info(f"sheet {spec.name} version {snap.version}: {snap.row_count} rows in {snap.table}"
                          + ("" if snap.created else " (unchanged, snapshot reused)"))
         return MaterializeResult(
@@ -61,8 +62,8 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
                 "dagster/column_schema": column_schema(snap.columns),
                 "version": snap.version,
                 "snapshot_table": snap.table,
-                "phi_columns": ", ".join(c["name"] for c in snap.columns if "phi" in c["tags"]) or "none",
-                "preview": markdown_preview(lh.read(session, snap.table)),
+                "phi_columns": ", ".join(phi) or "none",
+                "preview": markdown_preview(lh.read(session, snap.table), redact=phi),
                 "new_version": snap.created,
             },
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, TableColumn, TableSchema
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from ontos_pipeline.stages.quality import CheckOutcome
 
@@ -11,10 +14,11 @@ PREVIEW_ROWS = 5
 _CELL = 60
 
 
-def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
-    """A markdown table of the first rows (only `rows` rows reach the driver)."""
-    records = df.limit(rows).collect()
+def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS, redact: Collection[str] = ()) -> MetadataValue:
+    """A markdown table of the first rows (only `rows` rows reach the driver); `redact` columns are masked."""
     cols = df.columns
+    records = df.select(*[F.lit("[redacted: phi]").alias(c) if c in redact else F.col(f"`{c}`") for c in cols]) \
+        .limit(rows).collect()
 
     def cell(value: object) -> str:
         text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")

@@ -93,12 +93,8 @@ def assemble_sheet(spec: UseCaseSpec, sources: Mapping[str, DataFrame]) -> DataF
 def content_version(df: DataFrame) -> str:
     """Order-independent content hash of the rows and the schema, computed in one distributed pass."""
     cols = [F.col(f"`{c}`") for c in df.columns]
-    agg = df.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.xxhash64(*cols).cast("decimal(20,0)")).alias("h1"),
-        F.sum(F.hash(*cols).cast("decimal(20,0)")).alias("h2"),
-    ).first()
-    digest = hashlib.sha256(json.dumps([df.schema.json(), agg["n"], str(agg["h1"]), str(agg["h2"])]).encode())
+    agg = df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64(*cols).cast("decimal(20,0)")).alias("h")).first()
+    digest = hashlib.sha256(json.dumps([df.schema.json(), agg["n"], str(agg["h"])]).encode())
     return digest.hexdigest()[:20]
 
 
