@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -61,8 +63,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         failed += not result.success
         print(f"  {name}: {'ok' if result.success else 'FAILED'} (run {result.run_id[:8]})", flush=True)
     print()
-    print(format_table(["use case", "source rows", "sheet rows", "sheet version", "checks", "PHI columns",
-                        "seconds"], rows))
+    print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
+                        "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
     print(f"\nRuns, materializations and checks are in the Dagster instance at {settings.dagster_home}; "
           "open it with `uv run ontos ui`.")
     return 1 if failed else 0
@@ -73,14 +75,20 @@ def _summary_row(name: str, result, seconds: float) -> list[object]:
         mats = result.asset_materializations_for_node(node)
         return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
 
-    sources, sheet = meta("sources"), meta("sheet")
+    sheet, labels, qa, export = meta("sheet"), meta("canonical_labels"), meta("training_sheet"), \
+        meta("training_export")
+    status = qa.get("by_status", {})
+    splits = export.get("rows_per_split", {})
     checks = result.get_asset_check_evaluations()
-    passed = sum(c.passed for c in checks)
     failed = [c.check_name for c in checks if not c.passed]
-    return [name, sources.get("dagster/row_count", "-"), sheet.get("dagster/row_count", "-"),
-            str(sheet.get("version", "-"))[:12], f"{passed}/{len(checks)}" + (f" ({', '.join(failed)})" if failed
-                                                                           else ""),
-            sheet.get("phi_columns", "-"), f"{seconds:.1f}"]
+    return [
+        name, sheet.get("dagster/row_count", "-"), str(sheet.get("version", "-"))[:12],
+        f"{labels['coverage']:.1%}" if "coverage" in labels else "-",
+        " / ".join(str(status.get(s, 0)) for s in ("auto_approved", "pending", "rejected", "flagged")) if qa else "-",
+        " / ".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if export else "-",
+        f"{len(checks) - len(failed)}/{len(checks)}" + (f" ({', '.join(failed)})" if failed else ""),
+        sheet.get("phi_columns", "-"), f"{seconds:.1f}",
+    ]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -107,6 +115,108 @@ def cmd_specs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workbench(use_case: str):
+    """Spark, the local lakehouse and the spec of `use_case`, for the commands people run by hand."""
+    from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.spark_session import get_spark
+
+    settings = load_settings()
+    specs = load_use_cases(settings.use_cases_dir)
+    if use_case not in specs:
+        raise SpecError(settings.use_cases_dir, "", f"unknown use case {use_case!r}; known: {', '.join(specs)}")
+    return get_spark(), build_resources(settings)["lakehouse"].get(), specs[use_case]
+
+
+def reviewer_name(explicit: str | None) -> str:
+    import getpass
+
+    return explicit or os.environ.get("ONTOS_USER") or getpass.getuser()
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """List, show and decide on training-sheet items."""
+    from pyspark.sql import functions as F
+
+    from ontos_pipeline.stages import review
+    from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+
+    spark, lakehouse, spec = _workbench(args.use_case)
+    if args.action == "list":
+        qa = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
+        if args.status:
+            qa = qa.filter(F.col("status") == args.status)
+        rows = qa.orderBy("item_ref").limit(args.limit).collect()
+        print(f"training sheet {spec.training_sheet_id} version "
+              f"{training_sheet_version(spark, lakehouse, spec.training_sheet_id)}")
+        print(format_table(["item_ref", "status", "source", "split", "response"], [
+            [r["item_ref"], r["status"], r["response_source"] or "-", r["split"], _short(r["response"])]
+            for r in rows]))
+        return 0
+    if args.action == "show":
+        qa = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
+        row = qa.filter(F.col("item_ref") == args.items[0]).first()
+        if row is None:
+            raise review.ReviewError(f"item {args.items[0]!r} is not in training sheet {spec.training_sheet_id}")
+        for message in json.loads(row["messages"]):
+            print(f"[{message['role']}]\n{message['content']}\n")
+        print(f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}, split "
+              f"{row['split']}, version {row['version']}, prohibited uses {list(row['prohibited_uses'] or [])}")
+        for h in review.review_history(spark, lakehouse, spec, args.items[0]):
+            print(f"  {h['created_at']:%Y-%m-%d %H:%M} {h['reviewer']}: {h['decision']} {h['label_data'] or ''}"
+                  f" {h['comment'] or ''}")
+        return 0
+    decisions = [review.Decision(item, args.action, args.label, args.comment) for item in args.items]
+    if args.file:
+        decisions += review.read_decisions(Path(args.file), default_decision=args.action)
+    ids = review.record_decisions(spark, lakehouse, spec, decisions, reviewer_name(args.reviewer), args.version)
+    print(f"recorded {len(ids)} decision(s) on {spec.training_sheet_id}; they apply at the next materialization "
+          "of canonical_labels and training_sheet")
+    return 0
+
+
+def cmd_labels_import(args: argparse.Namespace) -> int:
+    """Validate a CSV/JSONL label file and place it in the use case's inbox (atomically)."""
+    import jsonschema
+
+    from ontos_pipeline.stages.labels import inbox_dir, parse_label_file, validate_label
+
+    settings = load_settings()
+    specs = load_use_cases(settings.use_cases_dir)
+    if args.use_case not in specs:
+        raise SpecError(settings.use_cases_dir, "", f"unknown use case {args.use_case!r}; known: {', '.join(specs)}")
+    spec, source = specs[args.use_case], Path(args.file)
+    if source.suffix not in (".csv", ".jsonl") or not source.is_file():
+        print(f"error: {source}: expected an existing .csv or .jsonl file", file=sys.stderr)
+        return 2
+    validator = jsonschema.Draft202012Validator(spec.template.response_schema,
+                                                format_checker=jsonschema.FormatChecker())
+    rows = parse_label_file(source, spec.template.response_kind)
+    problems = [r["error"] or f"{r['source_ref']}: item {r['item_ref']!r}: label {reason}" for r in rows
+                if r["error"] or (reason := validate_label(validator, r["label_data"])[0])]
+    print(f"{source.name}: {len(rows)} labels, {len(rows) - len(problems)} valid, {len(problems)} invalid")
+    for problem in problems[:20]:
+        print(f"  {problem}", file=sys.stderr)
+    if problems and not args.allow_rejects:
+        print("nothing imported: fix the lines above, or pass --allow-rejects to import the file and keep the "
+              "invalid labels in label_rejects with their reasons", file=sys.stderr)
+        return 2
+    from ontos_pipeline.lakehouse import LocalLakehouse
+
+    lakehouse = LocalLakehouse(settings.tables_dir, settings.catalog, settings.schema, files_root=settings.files_dir)
+    target = inbox_dir(lakehouse, spec.name) / source.name
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    print(f"imported into {target}; it is merged at the next materialization of canonical_labels "
+          f"({spec.name})")
+    return 0
+
+
+def _short(value: object, width: int = 60) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ontos", description="Ontos Pipeline: the fine-tuning data loop on Dagster.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +232,35 @@ def build_parser() -> argparse.ArgumentParser:
     specs = sub.add_parser("specs", help="validate the use-case files and list them")
     specs.add_argument("directory", nargs="?", help="folder of use-case YAML files (default: ONTOS_USE_CASES_DIR)")
     specs.set_defaults(func=cmd_specs)
+
+    rev = sub.add_parser("review", help="review training-sheet items: list, show, approve, edit, reject, flag")
+    rev_sub = rev.add_subparsers(dest="action", required=True)
+    for action in ("list", "show", "approve", "edit", "reject", "flag"):
+        p = rev_sub.add_parser(action)
+        p.add_argument("use_case")
+        if action == "list":
+            p.add_argument("--status", help="only items with this status (e.g. pending, flagged)")
+            p.add_argument("--limit", type=int, default=20)
+        elif action == "show":
+            p.add_argument("items", nargs=1, metavar="ITEM_REF")
+        else:
+            p.add_argument("items", nargs="*", metavar="ITEM_REF")
+            p.add_argument("--file", help="CSV/JSONL of decisions (item_ref[,decision,label,comment]) for bulk review")
+            p.add_argument("--comment")
+            p.add_argument("--reviewer", help="who decides (default: $ONTOS_USER or the login name)")
+            p.add_argument("--version", help="the training-sheet version you reviewed (stale decisions are refused)")
+            p.add_argument("--label", help="the corrected label as JSON (edit)" if action == "edit"
+                           else argparse.SUPPRESS)
+        p.set_defaults(func=cmd_review, label=None)
+
+    labels = sub.add_parser("labels", help="label files")
+    labels_sub = labels.add_subparsers(dest="action", required=True)
+    imp = labels_sub.add_parser("import", help="validate a CSV/JSONL label file and put it in the inbox")
+    imp.add_argument("file")
+    imp.add_argument("--use-case", required=True)
+    imp.add_argument("--allow-rejects", action="store_true",
+                     help="import even if some labels are invalid (they are kept in label_rejects)")
+    imp.set_defaults(func=cmd_labels_import)
     return parser
 
 
@@ -133,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (SpecError, SettingsError) as exc:
+    except (SpecError, SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ import warnings
 from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
 
 from ontos_pipeline.assets.data import build_data_assets
+from ontos_pipeline.assets.workbench import build_workbench_assets
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
@@ -34,7 +35,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
-    assets = build_data_assets(partitions)
+    assets = [*build_data_assets(partitions), *build_workbench_assets(partitions)]
     full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all(), partitions_def=partitions,
                                      description="The whole loop for one use case (partition)")
     return Definitions(

@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -122,9 +122,27 @@ class Lakehouse(ABC):
             raise LakehouseError(f"upsert into {name}: key columns {missing} are not in the data")
         if not self.exists(name):
             return self.write(name, df)
+        df = self._aligned(name, df)
         current = self._read(spark, name, None)
         kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
         return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+
+    def replace(self, spark: SparkSession, table: str | TableName, df: DataFrame, where: Mapping[str, object]) -> int:
+        """Replace every row matching `where` (column -> value) with `df` in one commit (idempotent)."""
+        name = self.name(table)
+        if not self.exists(name):
+            return self.write(name, df)
+        df = self._aligned(name, df)
+        current = self._read(spark, name, None)
+        match = F.lit(True)
+        for column, value in where.items():
+            match = match & (F.col(column) == F.lit(value))
+        kept = current.filter(~match)
+        return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+
+    def _aligned(self, name: TableName, df: DataFrame) -> DataFrame:
+        ddl = self.ddl(name)
+        return conform(df, ddl, str(name)) if ddl is not None else df
 
     def ensure(self, table: str | TableName) -> None:
         """Create an empty workbench table from its DDL if it does not exist yet."""

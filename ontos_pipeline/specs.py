@@ -92,6 +92,7 @@ class SheetSpec:
 class LabelsSpec:
     label_type: str
     import_table: str | None = None
+    min_coverage: float = 0.0  # share of sheet items that must carry a usable canonical label
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class TemplateSpec:
     prompt: str
     response_schema: Mapping[str, Any]
     response_kind: str
+    variables: Mapping[str, str] = field(default_factory=dict)  # template variable -> sheet column (if renamed)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,11 @@ class UseCaseSpec:
     @property
     def primary_table(self) -> str:
         return self.sheet.sources[self.sheet.primary].table
+
+    @property
+    def training_sheet_id(self) -> str:
+        """The training sheet of this use case: its sheet rendered with its template."""
+        return f"{self.name}__{self.template.name}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -221,6 +228,11 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
     sheet = _sheet(r, r.mapping(r.get(doc, "sheet", "", Mapping), "sheet"))
     labels = _labels(r, r.mapping(r.get(doc, "labels", "", Mapping), "labels"))
     template = _template(r, r.mapping(r.get(doc, "template", "", Mapping), "template"))
+    columns = [c.name for c in sheet.columns]
+    for var, column in template.variables.items():
+        if column not in columns:
+            raise r.fail(f"template.variables.{var}", f"unknown sheet column {column!r}; sheet columns: "
+                                                      f"{', '.join(columns)}")
     training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"))
     synthetic_raw = r.get(doc, "synthetic", "", Mapping, None)
     synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
@@ -251,6 +263,10 @@ def load_use_cases(directory: Path | str) -> dict[str, UseCaseSpec]:
         if spec.name in specs:
             raise SpecError(path, "name", f"duplicate use-case name {spec.name!r}, already defined in "
                                           f"{specs[spec.name].path}; names must be unique")
+        twin = next((s for s in specs.values() if s.template.name == spec.template.name), None)
+        if twin is not None:
+            raise SpecError(path, "template.name", f"template name {spec.template.name!r} is already used by "
+                                                   f"{twin.path}; template names must be unique")
         specs[spec.name] = spec
     return dict(sorted(specs.items()))
 
@@ -394,12 +410,15 @@ def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str
 
 
 def _labels(r: _Reader, raw: Mapping[str, Any]) -> LabelsSpec:
-    r.unknown_keys(raw, {"label_type", "import_table"}, "labels")
+    r.unknown_keys(raw, {"label_type", "import_table", "min_coverage"}, "labels")
     label_type = r.identifier(r.get(raw, "label_type", "labels", str), "labels.label_type")
     table = r.get(raw, "import_table", "labels", str, None)
     if table is not None and not _TABLE_NAME.match(table):
         raise r.fail("labels.import_table", f"{table!r} is not a table name")
-    return LabelsSpec(label_type, table)
+    coverage = float(r.get(raw, "min_coverage", "labels", (int, float), 0.0))
+    if not 0.0 <= coverage <= 1.0:
+        raise r.fail("labels.min_coverage", f"expected a share between 0 and 1, got {coverage:g}")
+    return LabelsSpec(label_type, table, coverage)
 
 
 def response_kind(schema: Mapping[str, Any]) -> str | None:
@@ -417,7 +436,7 @@ def response_kind(schema: Mapping[str, Any]) -> str | None:
 
 
 def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
-    r.unknown_keys(raw, {"name", "system_prompt", "prompt", "response_schema"}, "template")
+    r.unknown_keys(raw, {"name", "system_prompt", "prompt", "response_schema", "variables"}, "template")
     name = r.identifier(r.get(raw, "name", "template", str), "template.name")
     schema = dict(r.mapping(r.get(raw, "response_schema", "template", Mapping), "template.response_schema"))
     try:
@@ -433,8 +452,13 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
                      "properties, or a string (free text)")
     if kind == "enum" and (len(schema["enum"]) < 2 or not all(isinstance(v, str) for v in schema["enum"])):
         raise r.fail("template.response_schema.enum", "an enum response needs at least two string values")
+    variables = dict(r.mapping(r.get(raw, "variables", "template", Mapping, {}), "template.variables"))
+    for var, column in variables.items():
+        r.identifier(var, f"template.variables.{var}")
+        if not isinstance(column, str):
+            raise r.fail(f"template.variables.{var}", f"expected a sheet column name, got {_kind(column)}")
     return TemplateSpec(name, r.get(raw, "system_prompt", "template", str, ""),
-                        r.get(raw, "prompt", "template", str), schema, kind)
+                        r.get(raw, "prompt", "template", str), schema, kind, variables)
 
 
 def _training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:

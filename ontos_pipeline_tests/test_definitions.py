@@ -21,9 +21,14 @@ def test_definitions_load_validate_and_partition_by_use_case(home):
     assert sheet.partitions_def.get_partition_keys() == DEMO
     assert sheet.group_name == "data"
     assert repo.asset_graph.get(AssetKey("sources")).group_name == "synthetic"
-    checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert checks == {"frame_rules", "item_ref_unique", "images_present", "phi_scan"}
-    assert all(repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys)
+    groups = {k.to_user_string(): repo.asset_graph.get(k).group_name for k in repo.asset_graph.get_all_asset_keys()}
+    assert groups == {"sources": "synthetic", "sheet": "data", "template": "generate", "training_sheet": "generate",
+                      "canonical_labels": "label", "training_export": "train"}
+    checks = {k.name: repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys}
+    assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True,
+                      "labels_valid": True, "label_coverage": True, "no_open_conflicts": False,
+                      "trainable_rows_allow_training": True, "export_excludes_prohibited": True,
+                      "export_files_valid": True}
     job = defs.resolve_job_def(FULL_PIPELINE)
     assert job.executor_def.name == "in_process"
 
@@ -60,7 +65,8 @@ def test_materializing_a_demo_partition_twice_keeps_one_version(spark, lakehouse
     config = {"ops": {"sources": {"config": {"rows": 150}}}}
     first = job.execute_in_process(partition_key="predictive_maintenance", instance=instance, run_config=config)
     second = job.execute_in_process(partition_key="predictive_maintenance", instance=instance, run_config=config)
-    assert all(e.passed for r in (first, second) for e in r.get_asset_check_evaluations())
+    assert all(e.passed for r in (first, second) for e in r.get_asset_check_evaluations()
+               if e.check_name != "no_open_conflicts")  # the demo data plants a few conflicting labels
     versions = [r.asset_materializations_for_node("sheet")[0].metadata["version"].value for r in (first, second)]
     assert versions[0] == versions[1]
     snap = current_sheet(spark, lakehouse, "predictive_maintenance")
@@ -68,4 +74,8 @@ def test_materializing_a_demo_partition_twice_keeps_one_version(spark, lakehouse
     sheet = lakehouse.read(spark, snap.table)
     assert sheet.count() == sheet.select("item_ref").distinct().count() == 150
     assert lakehouse.read(spark, "sheets").count() == 1
+    training = [r.asset_materializations_for_node("training_sheet")[0].metadata for r in (first, second)]
+    assert training[0]["version"] == training[1]["version"]
+    assert (training[0]["new_version"].value, training[1]["new_version"].value) == (True, False)
+    assert lakehouse.read(spark, "qa_pairs").count() == 150  # no duplicate pairs on re-run
     assert lakehouse.row_count("acme_raw.equipment_telemetry") == 150

@@ -25,9 +25,17 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     rows = {line.split()[0]: line.split() for line in table[2:] if line.strip() and line.split()[0] in DEMO}
     assert sorted(rows) == DEMO
     for cells in rows.values():
-        assert cells[1:3] == ["120", "120"], cells  # source rows, sheet rows
-        assert cells[4] == "4/4", cells  # all checks passed
-    assert rows["invoice_extraction"][5] == "invoice_text"  # PHI column found and tagged
+        assert cells[1] == "120", cells  # items
+        assert cells[3] == "100.0%", cells  # labelled
+        auto, pending, rejected, flagged = (int(cells[i]) for i in (4, 6, 8, 10))
+        assert auto + pending + rejected + flagged == 120 and auto > 100, cells
+        train, val, test = (int(cells[i]) for i in (11, 13, 15))
+        assert train > val > 0 and test > 0, cells
+        assert cells[16] in ("10/10", "9/10"), cells  # only the non-blocking conflict check may warn
+    invoice = rows["invoice_extraction"]
+    assert invoice[-2] == "invoice_text"  # PHI column found and tagged
+    exported = sum(int(invoice[i]) for i in (11, 13, 15))
+    assert exported < 0.8 * 120  # items of patients without consent are never exported
 
     instance = DagsterInstance.from_config(str(home / "dagster"))
     try:
