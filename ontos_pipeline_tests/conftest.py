@@ -38,7 +38,7 @@ WIDGETS_SPEC = textwrap.dedent("""
         - {name: photo, from: widgets.photo, type: string, category: image}
         - {name: notes, from: widgets.notes, type: string, category: text}
         - {name: maker, from: makers.maker_name, type: string, category: metadata}
-    labels: {label_type: widget_ok}
+    labels: {label_type: widget_ok, import_table: factory.widget_labels}
     template:
       name: widget_ok
       prompt: "Is the {{ color }} widget of {{ size_mm }} mm ok?"

@@ -65,6 +65,8 @@ def sample_rows() -> list[dict]:
         qa_row("A1", response='"solder_bridge"', user="Prüfung ✓ of A1?"),
         qa_row("A4", split="val", messages=json.dumps([{"role": "user", "content": "Only a user turn"}])),
         qa_row("A0", status="rejected"),
+        qa_row("A5", split="val", messages=json.dumps([{"role": "system", "content": ""},
+                                                       {"role": "user", "content": "No system prompt"}])),
     ]
 
 
@@ -86,6 +88,7 @@ def test_gate_exports_exactly_the_rows_allowed_for_training(spark, tmp_path):
     rows = [qa_row(f"item-{i:04d}", user=f"Check <<item-{i:04d}>> please", status=rng.choice(STATUSES),
                    response=rng.choice(RESPONSES), split=rng.choice(SPLITS), allowed=rng.choice(ALLOWED),
                    prohibited=rng.choice(PROHIBITED)) for i in range(300)]
+    rng.shuffle(rows)  # the files must come out sorted by item_ref whatever the input order
     expected = {r["item_ref"] for r in rows if gate(r)}
     prohibited = {r["item_ref"] for r in rows if "training" in (r["prohibited_uses"] or [])}
     assert 30 < len(expected) < 270 and prohibited - expected  # both sides of the gate are exercised
@@ -93,7 +96,7 @@ def test_gate_exports_exactly_the_rows_allowed_for_training(spark, tmp_path):
                                if r["status"] in TRAINABLE_STATUSES and r["response"] and r["item_ref"] in prohibited}
     assert approved_but_prohibited
 
-    qa = qa_frame(spark, rows)
+    qa = qa_frame(spark, rows).repartition(4)
     assert {r.item_ref for r in trainable(qa).select("item_ref").collect()} == expected
 
     out = tmp_path / "export"
@@ -102,6 +105,9 @@ def test_gate_exports_exactly_the_rows_allowed_for_training(spark, tmp_path):
     for split in SPLITS:
         refs = [x["item_ref"] for x in lines(out, "index", split)]
         assert refs == sorted(refs)
+        for fmt in FORMATS:  # data lines are in index order
+            data = (out / fmt / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+            assert len(data) == len(refs) and all(f"<<{ref}>>" in x for ref, x in zip(refs, data, strict=True))
         exported.update(dict.fromkeys(refs, split))
         assert manifest.rows_per_split[split] == len(refs)
     assert set(exported) == expected
@@ -116,20 +122,21 @@ def test_each_format_has_the_right_shape_and_validates(spark, tmp_path):
     out = tmp_path / "export"
     manifest = export_training_data(spark, qa_frame(spark, sample_rows()), out)
     assert sorted(p.name for p in out.iterdir()) == ["chat", "index", "instruction", "manifest.json"]
-    assert manifest.rows_per_split == {"train": 2, "val": 2, "test": 0}
+    assert manifest.rows_per_split == {"train": 2, "val": 3, "test": 0}
     assert [x["item_ref"] for x in lines(out, "index", "train")] == ["A1", "A2"]
-    assert [x["item_ref"] for x in lines(out, "index", "val")] == ["A3", "A4"]
+    assert [x["item_ref"] for x in lines(out, "index", "val")] == ["A3", "A4", "A5"]
 
     chat = lines(out, "chat", "train") + lines(out, "chat", "val")
     assert [[m["role"] for m in x["messages"]] for x in chat] == [["system", "user", "assistant"]] * 3 + [
-        ["user", "assistant"]]
+        ["user", "assistant"]] * 2  # A4 has no system turn, A5 an empty one (left out)
     assert [x["messages"][-1]["content"] for x in chat] == ["solder_bridge", "412.5", '{"cert_id":"C-1","valid":true}',
-                                                            "ok"]
+                                                            "ok", "ok"]
     assert chat[0]["messages"][:2] == [{"role": "system", "content": SYSTEM},
                                        {"role": "user", "content": "Prüfung ✓ of A1?"}]
     instruction = lines(out, "instruction", "train") + lines(out, "instruction", "val")
     assert instruction[0] == {"prompt": f"{SYSTEM}\n\nPrüfung ✓ of A1?", "response": "solder_bridge"}
-    assert instruction[3] == {"prompt": "Only a user turn", "response": "ok"}
+    assert instruction[3:] == [{"prompt": "Only a user turn", "response": "ok"},
+                               {"prompt": "No system prompt", "response": "ok"}]
     assert "Prüfung ✓" in (out / "chat" / "train.jsonl").read_text(encoding="utf-8")  # UTF-8, not \u escapes
 
     for fmt in (*FORMATS, "index"):
@@ -244,8 +251,8 @@ def test_invalid_row_raises_and_keeps_the_previous_export(spark, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
     broken = [*sample_rows(), qa_row("A16", messages="[{not json"), qa_row("A17", response="solder_bridge")]
-    with pytest.raises(ExportError, match=r"2 trainable rows cannot be exported: item_ref A16: JSONDecodeError.*"
-                                          r"item_ref A17: JSONDecodeError"):
+    with pytest.raises(ExportError, match=r"2 trainable rows cannot be exported: item_ref A16: messages is not JSON.*"
+                                          r"item_ref A17: response is not JSON"):
         export_training_data(spark, qa_frame(spark, broken), out)
     assert tree(out) == before
 

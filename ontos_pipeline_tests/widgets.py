@@ -34,3 +34,17 @@ def write_widgets(spark, lakehouse, widgets: list[tuple], makers=MAKERS, schema:
 
 def widgets_spec(folder: Path):
     return load_use_case(folder / "widgets.yaml")
+
+
+LABEL_SCHEMA = ("item_ref string, label_data string, confidence double, labeled_by string, labeled_at timestamp, "
+                "allowed_uses array<string>, prohibited_uses array<string>")
+
+
+def write_labels(spark, lakehouse, labels: list[tuple]) -> None:
+    """(item_ref, label value, labeled_by) -> the spec's import table, with JSON label_data."""
+    import json
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [(ref, json.dumps(value), 0.9, who, at, None, None) for ref, value, who in labels]
+    lakehouse.write("factory.widget_labels", spark.createDataFrame(rows, LABEL_SCHEMA))

@@ -1,9 +1,9 @@
 """TRAIN stage input: export the trainable rows of a training sheet as fine-tuning JSONL files.
 
 Plain functions over Spark DataFrames; they know nothing of Dagster. Only rows that pass the dual quality gate
-(`trainable`) are exported. Every JSON line is built on the executors and written by Spark in one job; the files are
-then validated line by line (again in Spark) and swapped into place, so `directory` holds either the previous
-export or the complete new one:
+(`trainable`) are exported. Every JSON line is built once on the executors (a Python UDF, cached), Spark writes one
+file per format and split into a fresh sibling folder, the written lines are validated (again in Spark), and the
+folder is swapped into place: `directory` holds either the previous export or the complete new one.
 
     <directory>/chat/<split>.jsonl             {"messages": [system, user, assistant]}
     <directory>/instruction/<split>.jsonl      {"prompt": system + "\\n\\n" + user, "response": assistant}
@@ -11,7 +11,7 @@ export or the complete new one:
     <directory>/index/<split>.jsonl            {"item_ref": ...}, line for line the items of the data files
     <directory>/manifest.json                  rows, bytes and SHA-256 of every file
 
-Lines are sorted by item_ref, so re-exporting the same rows gives byte-identical files.
+Lines are sorted by item_ref (then by the line itself), so re-exporting the same rows gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ TRAINING = "training"
 MANIFEST = "manifest.json"
 EXAMPLES = 5
 _ERRORS = "render_error"  # pseudo-format of the rendered lines: the reason a row could not be rendered
+_FIX = "Fix these rows of the training sheet (or reject them); the export directory was left unchanged."
 _PNG = b"\x89PNG\r\n\x1a\n"
 _DATA_URL = "data:image/png;base64,"
 
@@ -79,20 +80,31 @@ def _data_url(path: str) -> str:
     return _DATA_URL + base64.b64encode(data).decode("ascii")
 
 
+def _load(text, what: str):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON text ({exc})") from None
+
+
 def _render(item_ref, split, messages, response, image_paths, multimodal):
     """(format, JSON line) for every export format of one row, or one (_ERRORS, reason) if it cannot be built."""
     try:
         if split not in SPLITS:
             raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-        msgs = json.loads(messages)
-        roles = [m.get("role") for m in msgs] if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs) \
-            else None
+        msgs = _load(messages, "messages")
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+            raise ValueError("messages must be a JSON list of message objects")
+        roles = [m.get("role") for m in msgs]
         if roles not in (["system", "user"], ["user"]):
-            raise ValueError(f"messages must be [system, user] objects, got roles {roles}")
+            raise ValueError(f"messages must be [system, user], got roles {roles}")
         if not all(isinstance(m.get("content"), str) for m in msgs):
             raise ValueError("every message content must be a string")
-        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        # an empty system prompt (a template without one) is left out rather than exported as an empty turn
+        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs
+                if m["role"] == "user" or m["content"].strip()]
         *system, user = msgs
+        _load(response, "response")
         assistant = {"role": "assistant", "content": assistant_text(response)}
         out = [("chat", _dumps({"messages": [*msgs, assistant]})),
                ("instruction", _dumps({"prompt": "\n\n".join(m["content"] for m in msgs),
@@ -104,7 +116,7 @@ def _render(item_ref, split, messages, response, image_paths, multimodal):
             out.append((MULTIMODAL, _dumps({"messages": [*system, {"role": "user", "content": parts}, assistant]})))
         return out
     except Exception as exc:  # reported by export_training_data with the item_ref
-        return [(_ERRORS, f"{type(exc).__name__}: {exc}")]
+        return [(_ERRORS, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")]
 
 
 # -- validators (pure functions, run on the executors over the written lines) -----------------------------------
@@ -118,7 +130,8 @@ def _part_error(part) -> str | None:
     if part.get("type") == "text":
         return None if _nonempty(part.get("text")) else "has no text"
     if part.get("type") == "image_url":
-        url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
         if not (isinstance(url, str) and url.startswith("data:image/") and ";base64," in url):
             return "is not a data:image/...;base64 URL"
         try:
@@ -250,7 +263,8 @@ def _write(spark: SparkSession, qa: DataFrame, tmp: Path, formats: tuple[str, ..
         errors = rendered.filter(F.col("format") == _ERRORS)  # scans every partition: fills the cache
         if shown := errors.orderBy("item_ref").limit(EXAMPLES).collect():
             raise ExportError(f"{errors.count()} trainable rows cannot be exported: "
-                              + "; ".join(f"item_ref {r['item_ref']}: {r['line']}" for r in shown))
+                              + "; ".join(f"item_ref {r['item_ref']}: {r['line']}" for r in shown)
+                              + f". {_FIX}")
         for fmt in (*formats, INDEX):
             (tmp / fmt).mkdir(parents=True)
             for split in SPLITS:
@@ -324,5 +338,4 @@ def _raise_if_invalid(spark: SparkSession, directory: Path) -> None:
             .orderBy("format", "split", "line_no").limit(EXAMPLES).collect())
     shown = "; ".join(f"{r['format']}/{r['split']}.jsonl line {r['line_no']} (item_ref {r['item_ref']}): {r['reason']}"
                       for r in rows)
-    raise ExportError(f"{sum(counts.values())} exported lines are invalid, e.g. {shown}. Fix these rows of the "
-                      "training sheet (or reject them); the previous export was left unchanged.")
+    raise ExportError(f"{sum(counts.values())} exported lines are invalid, e.g. {shown}. {_FIX}")

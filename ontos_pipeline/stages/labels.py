@@ -128,7 +128,7 @@ def _unusable(where: str, reason: str, created_at: datetime) -> dict:
             "error": f"{where}: {reason}", "created_at": created_at}
 
 
-def _normalize(value: object, kind: str) -> str:
+def normalize_label(value: object, kind: str) -> str:
     """A label given in a file -> JSON text. Plain strings are accepted for enum/text labels and numbers."""
     if isinstance(value, str):
         text = value.strip()
@@ -155,7 +155,7 @@ def parse_label_record(record: Mapping[str, object], kind: str, where: str, crea
     if record.get("label") in (None, ""):
         out["error"] = f"{where}: missing label"
         return out
-    out["label_data"] = _normalize(record["label"], kind)
+    out["label_data"] = normalize_label(record["label"], kind)
     try:
         confidence = record.get("confidence")
         out["confidence"] = 1.0 if confidence in (None, "") else float(confidence)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
-from ontos_pipeline.stages.labels import REVIEWS, validate_label
+from ontos_pipeline.stages.labels import REVIEWS, normalize_label, validate_label
 from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
 
 DECISIONS = ("approve", "edit", "reject", "flag")
@@ -93,6 +93,9 @@ def record_decisions(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpe
                                                 format_checker=jsonschema.FormatChecker())
     now = datetime.now(UTC)
     out = []
+    kind = spec.template.response_kind
+    decisions = [Decision(d.item_ref, d.decision, normalize_label(d.label, kind), d.comment, d.where)
+                 if d.label is not None else d for d in decisions]
     for d in decisions:
         problem = _problem(d, rows, validator, sheet_id)
         if problem:
@@ -120,7 +123,7 @@ def _problem(d: Decision, rows: dict, validator, sheet_id: str) -> str | None:
             return "edit needs a label (--label JSON)"
         reason, _ = validate_label(validator, d.label)
         if reason:
-            return f"the label {reason}"
+            return f"invalid label: {reason}"
     if d.decision != "edit" and d.label is not None:
         return f"a label only goes with edit, not {d.decision}"
     return None

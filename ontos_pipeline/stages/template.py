@@ -45,16 +45,20 @@ class TemplateError(ValueError):
         return TemplateError, (self.template, self.path, self.part, self.line, self.problem)
 
 
-def _finalize(value: object) -> object:
+def finalize_value(value: object) -> object:
     """What `{{ expr }}` prints: missing values (None, NaN, NaT, pandas NA) read `n/a`."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NULL_TEXT
     if type(value).__name__ in ("NaTType", "NAType"):  # pandas missing values, without importing pandas
         return NULL_TEXT
+    if isinstance(value, datetime):  # one spelling whatever read the row (Spark, pandas, JSON): UTC, seconds
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ", timespec="seconds")
     return value
 
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_finalize)
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize_value)
 
 
 @dataclass(frozen=True)
