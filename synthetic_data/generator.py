@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ontos_pipeline.ddl import SPEC_TYPES, arrow_type
 from synthetic_data.acme import (
     anomaly_detection,
     calibration_insights,
@@ -46,15 +47,8 @@ from synthetic_data.acme import (
     remaining_useful_life,
 )
 
-# Spec column types -> Arrow types.
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "double": pa.float64(),
-    "integer": pa.int64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
+# Spec column types -> Arrow types (the same mapping the lakehouse uses).
+ARROW_TYPES: dict[str, pa.DataType] = {name: arrow_type(sql) for name, sql in SPEC_TYPES.items()}
 
 LABELS_SCHEMA = pa.schema(
     [
