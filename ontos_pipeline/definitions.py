@@ -7,7 +7,9 @@ import warnings
 from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
 
 from ontos_pipeline.assets.data import build_data_assets
-from ontos_pipeline.assets.workbench import build_workbench_assets
+from ontos_pipeline.assets.generate import build_generate_assets
+from ontos_pipeline.assets.label import build_label_assets
+from ontos_pipeline.assets.train import build_export_assets
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
@@ -35,7 +37,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
-    assets = [*build_data_assets(partitions), *build_workbench_assets(partitions)]
+    assets = [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
+              *build_export_assets(partitions)]
     full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all(), partitions_def=partitions,
                                      description="The whole loop for one use case (partition)")
     return Definitions(

@@ -15,11 +15,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from ontos_pipeline.assets.common import published_sheet
 from ontos_pipeline.assets.metadata import check_result, column_schema, markdown_preview
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages import quality
-from ontos_pipeline.stages.sheet import build_sheet, current_sheet
+from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline.stages.sources import materialize_sources
 
 
@@ -72,9 +73,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
                  use_cases: UseCasesResource):
         spec = use_cases.get(context.partition_key)
         session, lh = spark.session(), lakehouse.get()
-        snap = current_sheet(session, lh, spec.name)
-        if snap is None:
-            raise RuntimeError(f"no published sheet for {spec.name}; materialize the sheet asset first")
+        snap = published_sheet(session, lh, spec)
         return spec, snap, lh.read(session, snap.table)
 
     @asset_check(asset=sheet, name="frame_rules", blocking=True, partitions_def=partitions,

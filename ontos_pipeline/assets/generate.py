@@ -1,0 +1,77 @@
+"""Assets of the `generate` group: the prompt template and the training sheet (with its governance check)."""
+
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+    asset_check,
+)
+from pyspark.sql import functions as F
+
+from ontos_pipeline.assets.common import published_sheet
+from ontos_pipeline.assets.metadata import check_result
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.stages import export as export_stage
+from ontos_pipeline.stages.quality import CheckOutcome
+from ontos_pipeline.stages.template import compile_template, current_template, register_template
+from ontos_pipeline.stages.training_sheet import build_training_sheet, current_training_sheet
+
+
+def build_generate_assets(partitions: PartitionsDefinition) -> list:
+    @asset(name="template", group_name="generate", partitions_def=partitions, deps=["sheet"], kinds={"python"},
+           description="The use case's Jinja2 prompt template, compiled in the sandbox against the sheet's columns "
+                       "and registered by content version in `templates`.")
+    def template(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                 use_cases: UseCasesResource) -> MaterializeResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        snapshot = published_sheet(session, lh, spec)
+        compiled = compile_template(spec, [c["name"] for c in snapshot.columns])
+        created = register_template(session, lh, compiled, run_id=context.run_id)
+        return MaterializeResult(data_version=DataVersion(compiled.version), metadata={
+            "version": compiled.version, "new_version": created, "label_type": compiled.label_type,
+            "response_kind": spec.template.response_kind,
+            "variables": MetadataValue.json(compiled.variables),
+            "response_schema": MetadataValue.json(compiled.response_schema),
+            "prompt": MetadataValue.md(f"```jinja\n{compiled.prompt}\n```"),
+        })
+
+    @asset(name="training_sheet", group_name="generate", partitions_def=partitions,
+           deps=["sheet", template, "canonical_labels"], kinds={"spark", "delta"},
+           description="Prompt/response pairs for every sheet item (table qa_pairs): messages rendered in Spark, "
+                       "responses from canonical labels, review decisions applied, stable train/val/test split.")
+    def training_sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                       use_cases: UseCasesResource) -> MaterializeResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        compiled = current_template(session, lh, spec.name)
+        if compiled is None:
+            raise RuntimeError(f"no registered template for {spec.name}; materialize the template asset first")
+        result = build_training_sheet(session, lh, spec, published_sheet(session, lh, spec), compiled)
+        return MaterializeResult(data_version=DataVersion(result.version), metadata={
+            "version": result.version, "training_sheet_id": result.training_sheet_id, "dagster/row_count": result.rows,
+            "new_version": result.created, "by_status": MetadataValue.json(result.by_status),
+            "by_split": MetadataValue.json(result.by_split), "by_source": MetadataValue.json(result.by_source)})
+
+    @asset_check(asset=training_sheet, name="trainable_rows_allow_training", blocking=True, partitions_def=partitions,
+                 description="no row that passes the quality gate has usage constraints prohibiting training")
+    def trainable_rows_allow_training(context: AssetCheckExecutionContext, spark: SparkResource,
+                                      lakehouse: LocalLakehouseResource,
+                                      use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        qa = current_training_sheet(session, lh, spec.training_sheet_id)
+        trainable = export_stage.trainable(qa)
+        leaked = trainable.filter(F.coalesce(F.array_contains("prohibited_uses", "training"), F.lit(False)))
+        n, total = leaked.count(), trainable.count()
+        held_back = qa.filter(F.array_contains("prohibited_uses", "training")).count()
+        return check_result(CheckOutcome(n == 0, f"{total} trainable rows, none prohibited for training; "
+                                                 f"{held_back} rows are held back by usage constraints" if n == 0 else
+                                         f"{n} trainable rows are prohibited for training", {"trainable": total,
+                                                                                              "held_back": held_back}))
+
+    return [template, training_sheet, trainable_rows_allow_training]

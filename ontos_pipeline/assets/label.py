@@ -1,0 +1,95 @@
+"""Assets of the `label` group: canonical labels and their checks."""
+
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+    asset_check,
+)
+from pyspark.sql import functions as F
+
+from ontos_pipeline.assets.common import md_counts, published_sheet
+from ontos_pipeline.assets.metadata import check_result
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.specs import ITEM_KEY
+from ontos_pipeline.stages import labels as label_stage
+from ontos_pipeline.stages.quality import CheckOutcome
+
+
+def build_label_assets(partitions: PartitionsDefinition) -> list:
+    @asset(name="canonical_labels", group_name="label", partitions_def=partitions, deps=["sheet"],
+           kinds={"spark", "delta"},
+           description="Every label source merged per (sheet_id, item_ref, label_type): import table, inbox files, "
+                       "review edits. Invalid labels go to label_rejects, disagreements to label_conflicts; usage "
+                       "constraints inherit the sheet's PHI tags. History is appended, never overwritten.")
+    def canonical_labels(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                         use_cases: UseCasesResource) -> MaterializeResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        result = label_stage.merge_labels(session, lh, spec, published_sheet(session, lh, spec))
+        context.log.info(f"{spec.name}: {result.labelled}/{result.items} items labelled, {result.appended} new "
+                         f"label versions, {result.rejects} rejects, {result.conflicts} open conflicts")
+        return MaterializeResult(
+            data_version=DataVersion(f"{spec.labels.label_type}@v{result.table_version}"),
+            metadata={"coverage": round(result.coverage, 4), "labelled_items": result.labelled,
+                      "items": result.items, "new_label_versions": result.appended, "rejects": result.rejects,
+                      "conflicts": result.conflicts, "by_source": MetadataValue.json(result.by_source),
+                      "distribution": md_counts(result.distribution),
+                      "labels_table_version": result.table_version})
+
+    def labels_of(context, spark, lakehouse, use_cases):
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        snapshot = published_sheet(session, lh, spec)
+        return spec, session, lh, snapshot, label_stage.current_labels(session, lh, snapshot.sheet_id,
+                                                                       spec.labels.label_type)
+
+    @asset_check(asset=canonical_labels, name="labels_valid", blocking=True, partitions_def=partitions,
+                 description="every current canonical label validates against the template's response schema")
+    def labels_valid(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                     use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
+        checked = current.withColumn("_v", label_stage.validation_udf(spec.template.response_schema)("label_data"))
+        bad = checked.filter(F.col("_v.reason").isNotNull())
+        n = bad.count()
+        examples = [f"{r[ITEM_KEY]}: {r['reason']}" for r in bad.select(ITEM_KEY, "_v.reason").limit(5).collect()]
+        return check_result(CheckOutcome(n == 0, "all current labels validate" if n == 0 else
+                                         f"{n} current labels do not validate, e.g. {'; '.join(examples)}",
+                                         {"invalid": n}))
+
+    @asset_check(asset=canonical_labels, name="label_coverage", blocking=True, partitions_def=partitions,
+                 description="share of sheet items with a canonical label is at least labels.min_coverage")
+    def label_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
+                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
+        items = lh.read(session, snapshot.table).select(ITEM_KEY)
+        labelled = current.join(items, ITEM_KEY).count()
+        total = items.count()
+        coverage = labelled / total if total else 0.0
+        ok = coverage >= spec.labels.min_coverage
+        return check_result(CheckOutcome(ok, f"{labelled}/{total} items labelled ({coverage:.1%}); the spec asks "
+                                             f"for at least {spec.labels.min_coverage:.0%}" + (
+                                                 "" if ok else ": label more items (ontos labels import, review)"),
+                                         {"coverage": round(coverage, 4), "minimum": spec.labels.min_coverage}))
+
+    @asset_check(asset=canonical_labels, name="no_open_conflicts", blocking=False, partitions_def=partitions,
+                 description="keys whose top-precedence labels disagree; they stay flagged until a review decides")
+    def no_open_conflicts(context: AssetCheckExecutionContext, spark: SparkResource,
+                          lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
+        conflicted = current.filter("conflict")
+        n = conflicted.count()
+        examples = [r[ITEM_KEY] for r in conflicted.select(ITEM_KEY).orderBy(ITEM_KEY).limit(5).collect()]
+        text = ("no conflicting labels" if n == 0 else
+                f"{n} items have conflicting labels (e.g. {', '.join(examples)}); they are flagged in the training "
+                f"sheet: decide with `ontos review edit {spec.name} ITEM --label ...` or `ontos review approve`")
+        return AssetCheckResult(passed=n == 0, severity=AssetCheckSeverity.WARN, description=text,
+                                metadata={"conflicts": n, "examples": MetadataValue.json(examples)})
+
+    return [canonical_labels, labels_valid, label_coverage, no_open_conflicts]

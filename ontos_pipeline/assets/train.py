@@ -1,0 +1,87 @@
+"""Assets of the `train` group: the fine-tuning export and its checks (training itself comes next)."""
+
+import json
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+    asset_check,
+)
+from pyspark.sql import functions as F
+
+from ontos_pipeline.assets.common import export_directory, published_sheet
+from ontos_pipeline.assets.metadata import check_result
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.specs import ITEM_KEY
+from ontos_pipeline.stages import export as export_stage
+from ontos_pipeline.stages.quality import CheckOutcome
+from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+
+
+def build_export_assets(partitions: PartitionsDefinition) -> list:
+    @asset(name="training_export", group_name="train", partitions_def=partitions, deps=["training_sheet"],
+           kinds={"spark", "json"},
+           description="Fine-tuning JSONL per split (chat and instruction formats; images as content parts for "
+                       "multimodal use cases) of the rows that pass the dual gate, with a manifest of checksums.")
+    def training_export(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                        use_cases: UseCasesResource) -> MaterializeResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        if version is None:
+            raise RuntimeError(f"no training sheet for {spec.name}; materialize training_sheet first")
+        qa = current_training_sheet(session, lh, spec.training_sheet_id)
+        images = [c.name for c in spec.sheet.columns_of("image")]
+        if images:
+            snapshot = published_sheet(session, lh, spec)
+            paths = lh.read(session, snapshot.table).select(
+                ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths"))
+            qa = qa.join(paths, ITEM_KEY, "left")
+        manifest = export_stage.export_training_data(session, qa, export_directory(lh, spec, version))
+        return MaterializeResult(data_version=DataVersion(version), metadata={
+            "directory": MetadataValue.path(manifest.directory), "training_sheet_version": version,
+            "rows_per_split": MetadataValue.json(manifest.rows_per_split),
+            "dagster/row_count": sum(manifest.rows_per_split.values()),
+            "manifest": MetadataValue.json(json.loads(manifest.to_json()))})
+
+    def exported(context, spark, lakehouse, use_cases):
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        directory = export_directory(lh, spec, version or "none")
+        if not (directory / export_stage.MANIFEST).exists():
+            raise RuntimeError(f"no export at {directory}; materialize training_export first")
+        return spec, session, lh, directory
+
+    @asset_check(asset=training_export, name="export_excludes_prohibited", blocking=True, partitions_def=partitions,
+                 description="no exported item has a label or sheet constraint prohibiting training (PHI)")
+    def export_excludes_prohibited(context: AssetCheckExecutionContext, spark: SparkResource,
+                                   lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, session, lh, directory = exported(context, spark, lakehouse, use_cases)
+        index = session.read.json(str(directory / export_stage.INDEX))
+        qa = current_training_sheet(session, lh, spec.training_sheet_id)
+        prohibited = qa.filter(F.array_contains("prohibited_uses", "training")).select(ITEM_KEY)
+        leaked = index.join(prohibited, ITEM_KEY) if "item_ref" in index.columns else index.limit(0)
+        n = leaked.count()
+        examples = [r[ITEM_KEY] for r in leaked.limit(5).collect()]
+        return check_result(CheckOutcome(n == 0, f"none of the exported items is prohibited for training "
+                                                 f"({prohibited.count()} prohibited items held back)" if n == 0 else
+                                         f"{n} exported items are prohibited for training, e.g. {examples}",
+                                         {"leaked": n}))
+
+    @asset_check(asset=training_export, name="export_files_valid", blocking=True, partitions_def=partitions,
+                 description="every line of every export file validates against its format")
+    def export_files_valid(context: AssetCheckExecutionContext, spark: SparkResource,
+                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        _, session, _, directory = exported(context, spark, lakehouse, use_cases)
+        invalid = export_stage.validate_export(session, directory)
+        bad = {k: v for k, v in invalid.items() if v}
+        return check_result(CheckOutcome(not bad, f"{len(invalid)} files, every line valid" if not bad else
+                                         f"invalid lines: {bad}", {"invalid_lines": invalid}))
+
+    return [training_export, export_excludes_prohibited, export_files_valid]
