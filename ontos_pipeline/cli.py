@@ -121,10 +121,14 @@ def _workbench(use_case: str):
     from ontos_pipeline.spark_session import get_spark
 
     settings = load_settings()
+    return get_spark(), build_resources(settings)["lakehouse"].get(), _spec(settings, use_case)
+
+
+def _spec(settings: Settings, use_case: str):
     specs = load_use_cases(settings.use_cases_dir)
     if use_case not in specs:
         raise SpecError(settings.use_cases_dir, "", f"unknown use case {use_case!r}; known: {', '.join(specs)}")
-    return get_spark(), build_resources(settings)["lakehouse"].get(), specs[use_case]
+    return specs[use_case]
 
 
 def reviewer_name(explicit: str | None) -> str:
@@ -178,13 +182,11 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
     """Validate a CSV/JSONL label file and place it in the use case's inbox (atomically)."""
     import jsonschema
 
+    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.stages.labels import inbox_dir, parse_label_file, validate_label
 
     settings = load_settings()
-    specs = load_use_cases(settings.use_cases_dir)
-    if args.use_case not in specs:
-        raise SpecError(settings.use_cases_dir, "", f"unknown use case {args.use_case!r}; known: {', '.join(specs)}")
-    spec, source = specs[args.use_case], Path(args.file)
+    spec, source = _spec(settings, args.use_case), Path(args.file)
     if source.suffix not in (".csv", ".jsonl") or not source.is_file():
         print(f"error: {source}: expected an existing .csv or .jsonl file", file=sys.stderr)
         return 2
@@ -200,9 +202,7 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         print("nothing imported: fix the lines above, or pass --allow-rejects to import the file and keep the "
               "invalid labels in label_rejects with their reasons", file=sys.stderr)
         return 2
-    from ontos_pipeline.lakehouse import LocalLakehouse
-
-    lakehouse = LocalLakehouse(settings.tables_dir, settings.catalog, settings.schema, files_root=settings.files_dir)
+    lakehouse = build_resources(settings)["lakehouse"].get()
     target = inbox_dir(lakehouse, spec.name) / source.name
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)

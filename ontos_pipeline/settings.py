@@ -31,14 +31,6 @@ class Settings:
     def tables_dir(self) -> Path:
         return self.home / "tables"
 
-    @property
-    def files_dir(self) -> Path:
-        return self.home / "files"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
-
 
 def default_use_cases_dir() -> Path:
     import synthetic_data

@@ -9,7 +9,8 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.templates (
   response_schema STRING NOT NULL COMMENT 'JSON Schema of the response',
   variables STRING COMMENT 'JSON: template variable -> sheet column',
   status STRING NOT NULL COMMENT 'draft | published | archived',
-  created_at TIMESTAMP NOT NULL
+  created_at TIMESTAMP NOT NULL,
+  dagster_run_id STRING COMMENT 'run that registered the version'
 )
 USING DELTA
 COMMENT 'Prompt templates';

@@ -19,6 +19,7 @@ from ontos_pipeline.ddl import SPEC_TYPES, spark_type
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.stages.quality import scan_phi
+from ontos_pipeline.stages.registry import publish_version
 
 REGISTRY = "sheets"
 _COMPATIBLE = {
@@ -129,19 +130,11 @@ def build_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec,
 def register(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, version: str, table: str,
              row_count: int, cols: list[dict], findings: Mapping, run_id: str | None) -> None:
     """Publish `version` in the sheet registry and archive the previously published versions of this sheet."""
-    lakehouse.ensure(REGISTRY)
-    existing = lakehouse.read(spark, REGISTRY).filter(F.col("sheet_id") == spec.name)
-    prior = existing.filter(F.col("version") == version).select("created_at", "dagster_run_id").first()
-    created_at = prior["created_at"] if prior else datetime.now(UTC)
-    run = prior["dagster_run_id"] if prior else run_id
     row = {"sheet_id": spec.name, "use_case": spec.name, "version": version, "snapshot_table": table,
            "row_count": row_count, "column_specs": json.dumps(cols), "quality": json.dumps(findings, default=str),
-           "status": "published", "created_at": created_at, "dagster_run_id": run}
-    schema = lakehouse.ddl(REGISTRY).spark_schema()
-    new = spark.createDataFrame([row], schema)
-    archived = (existing.filter((F.col("version") != version) & (F.col("status") == "published"))
-                .withColumn("status", F.lit("archived")))
-    lakehouse.upsert(spark, REGISTRY, new.unionByName(archived), keys=["sheet_id", "version"])
+           "created_at": datetime.now(UTC), "dagster_run_id": run_id}
+    publish_version(spark, lakehouse, REGISTRY, row, keys=["sheet_id", "version"],
+                    scope=F.col("sheet_id") == spec.name)
 
 
 def current_sheet(spark: SparkSession, lakehouse: Lakehouse, use_case: str) -> SheetSnapshot | None:

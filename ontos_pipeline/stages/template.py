@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
+from ontos_pipeline.stages.registry import publish_version
 
 TABLE = "templates"
 PARTS = ("system_prompt", "prompt")
@@ -167,25 +168,13 @@ def register_template(spark: SparkSession, lakehouse: Lakehouse, compiled: Compi
     Other published rows of the same template id or use case are archived. Registering the published version
     again writes nothing; registering an archived version publishes it again (keeping its first `created_at`).
     """
-    lakehouse.ensure(TABLE)
-    scope = lakehouse.read(spark, TABLE).filter(
-        (F.col("template_id") == compiled.name) | (F.col("use_case") == compiled.use_case)).collect()
-    prior = next((r for r in scope if (r["template_id"], r["version"]) == (compiled.name, compiled.version)), None)
-    others = [r for r in scope if r is not prior and r["status"] == "published"]
-    if prior is not None and prior["status"] == "published" and not others:
-        return False
-    ddl = lakehouse.ddl(TABLE)
     row = {"template_id": compiled.name, "use_case": compiled.use_case, "version": compiled.version,
            "label_type": compiled.label_type, "system_prompt": compiled.system_prompt, "prompt": compiled.prompt,
            "response_schema": json.dumps(compiled.response_schema, sort_keys=True),
-           "variables": json.dumps(compiled.variables, sort_keys=True), "status": "published",
-           "created_at": prior["created_at"] if prior is not None else datetime.now(UTC)}
-    if "dagster_run_id" in ddl.column_names:  # not in schemas/templates.sql yet
-        row["dagster_run_id"] = run_id
-    archived = [{**r.asDict(), "status": "archived"} for r in others]
-    lakehouse.upsert(spark, TABLE, spark.createDataFrame([row, *archived], ddl.spark_schema()),
-                     keys=["template_id", "version"])
-    return prior is None
+           "variables": json.dumps(compiled.variables, sort_keys=True), "created_at": datetime.now(UTC),
+           "dagster_run_id": run_id}
+    return publish_version(spark, lakehouse, TABLE, row, keys=["template_id", "version"],
+                           scope=(F.col("template_id") == compiled.name) | (F.col("use_case") == compiled.use_case))
 
 
 def current_template(spark: SparkSession, lakehouse: Lakehouse, use_case: str) -> CompiledTemplate | None:
