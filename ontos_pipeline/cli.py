@@ -54,17 +54,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.rows:
         run_config["ops"] = {"sources": {"config": {"rows": args.rows}}}
     print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}")
-    rows, failed = [], 0
+    rows, models, failed = [], [], 0
     for name in selected:
         started = time.perf_counter()
         result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
                                         raise_on_error=False, tags={"ontos/command": "demo"})
         rows.append(_summary_row(name, result, time.perf_counter() - started))
+        models.append(_model_row(name, result))
         failed += not result.success
         print(f"  {name}: {'ok' if result.success else 'FAILED'} (run {result.run_id[:8]})", flush=True)
     print()
     print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
                         "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
+    print()
+    print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"], models))
     print(f"\nRuns, materializations and checks are in the Dagster instance at {settings.dagster_home}; "
           "open it with `uv run ontos ui`.")
     return 1 if failed else 0
@@ -72,8 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _summary_row(name: str, result, seconds: float) -> list[object]:
     def meta(node: str) -> dict:
-        mats = result.asset_materializations_for_node(node)
-        return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
+        return _materialized(result, node)
 
     sheet, labels, qa, export = meta("sheet"), meta("canonical_labels"), meta("training_sheet"), \
         meta("training_export")
@@ -89,6 +91,23 @@ def _summary_row(name: str, result, seconds: float) -> list[object]:
         f"{len(checks) - len(failed)}/{len(checks)}" + (f" ({', '.join(failed)})" if failed else ""),
         sheet.get("phi_columns", "-"), f"{seconds:.1f}",
     ]
+
+
+def _materialized(result, node: str) -> dict:
+    mats = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
+
+
+def _model_row(name: str, result) -> list[object]:
+    """Model summary of a demo run: headline test metric of baseline and model with intervals, gate result."""
+    trained, evaluation = _materialized(result, "trained_model"), _materialized(result, "model_evaluation")
+    if not evaluation:
+        return [name, "-", "-", "-", "-", "not evaluated"]
+    metric = next(k.removesuffix(" (95% CI)") for k in evaluation if k.endswith(" (95% CI)"))
+    gate = next((c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"), None)
+    return [name, f"v{trained.get('model_version', '?')} {trained.get('family', '')}", metric,
+            evaluation.get(f"baseline {metric}", "-"), evaluation[f"{metric} (95% CI)"],
+            "-" if gate is None else "passed" if gate.passed else "FAILED"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -212,6 +231,38 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild a model's training data from its reproducibility pack; exit 1 unless byte-identical."""
+    from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.spark_session import get_spark
+    from ontos_pipeline.stages.reproduce import rebuild_training_data
+    from ontos_pipeline.stages.train import PACK
+
+    settings = load_settings()
+    resources = build_resources(settings)
+    if args.pack:
+        pack = json.loads(Path(args.pack).read_text(encoding="utf-8"))
+    else:
+        import mlflow
+
+        store = resources["mlflow_store"].get()
+        try:
+            pack = mlflow.artifacts.load_dict(f"runs:/{args.run_id}/{PACK}")
+        except Exception as exc:  # MlflowException and OSError: no such run or no pack in it
+            raise ValueError(f"no reproducibility pack for MLflow run {args.run_id!r} in {store.tracking_uri} "
+                             f"({type(exc).__name__}); pass the run id a trained_model materialization shows") from None
+    result = rebuild_training_data(get_spark(), resources["lakehouse"].get(), pack, args.out)
+    print(f"rebuilt {pack['use_case']} training data (training sheet {pack['data']['training_sheet_version']}) "
+          f"into {result.manifest.directory}")
+    for key, sha in sorted(result.actual.items()):
+        print(f"  {'same' if result.expected.get(key) == sha else 'DIFFERENT'}  {key}  {sha[:16]}")
+    if not result.identical:
+        print(f"{len(result.mismatches)} files differ from the pack: {', '.join(result.mismatches)}", file=sys.stderr)
+        return 1
+    print(f"all {len(result.actual)} files are byte-identical to the pack")
+    return 0
+
+
 def _short(value: object, width: int = 60) -> str:
     text = "-" if value is None else str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -261,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--allow-rejects", action="store_true",
                      help="import even if some labels are invalid (they are kept in label_rejects)")
     imp.set_defaults(func=cmd_labels_import)
+
+    rebuild = sub.add_parser("rebuild-training-data",
+                             help="rebuild a trained model's training data from its reproducibility pack")
+    source = rebuild.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", help="the MLflow run of the trained model")
+    source.add_argument("--pack", help="a reproducibility pack (pack.json) downloaded from MLflow")
+    rebuild.add_argument("--out", required=True, help="directory to write the rebuilt export into")
+    rebuild.set_defaults(func=cmd_rebuild)
     return parser
 
 

@@ -9,9 +9,12 @@ from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, def
 from ontos_pipeline.assets.data import build_data_assets
 from ontos_pipeline.assets.generate import build_generate_assets
 from ontos_pipeline.assets.label import build_label_assets
+from ontos_pipeline.assets.model import build_model_assets
 from ontos_pipeline.assets.train import build_export_assets
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.mlflow import LocalMlflowResource
 from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import load_use_cases
 
@@ -30,6 +33,9 @@ def build_resources(settings: Settings) -> dict:
         "lakehouse": LocalLakehouseResource(home=str(settings.home), catalog=settings.catalog,
                                             schema_name=settings.schema),
         "use_cases": UseCasesResource(directory=str(settings.use_cases_dir)),
+        "mlflow_store": LocalMlflowResource(home=str(settings.home), catalog=settings.catalog,
+                                            schema_name=settings.schema),
+        "trainer": LocalTrainerResource(),
     }
 
 
@@ -38,7 +44,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
     assets = [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
-              *build_export_assets(partitions)]
+              *build_export_assets(partitions), *build_model_assets(partitions)]
     full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all(), partitions_def=partitions,
                                      description="The whole loop for one use case (partition)")
     return Definitions(

@@ -116,6 +116,8 @@ class GateSpec:
 class TrainingSpec:
     gate: GateSpec
     split: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    search_trials: int = 0  # Optuna trials tuning the best model family (0: no search)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
         if column not in columns:
             raise r.fail(f"template.variables.{var}", f"unknown sheet column {column!r}; sheet columns: "
                                                       f"{', '.join(columns)}")
-    training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"))
+    training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"), template.response_kind)
     synthetic_raw = r.get(doc, "synthetic", "", Mapping, None)
     synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
     extra = {k: r.mapping(doc[k], k) for k in ("serving", "monitoring", "retrain") if k in doc}
@@ -461,14 +463,25 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
                         r.get(raw, "prompt", "template", str), schema, kind, variables)
 
 
-def _training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
-    r.unknown_keys(raw, {"gate", "split"}, "training")
-    graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": "accuracy", "minimum": 0.0}),
+def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
+    from ontos_pipeline.stages.metrics import METRICS_BY_KIND
+
+    r.unknown_keys(raw, {"gate", "split", "search", "seed"}, "training")
+    allowed = METRICS_BY_KIND[kind]
+    graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}),
                      "training.gate")
     r.unknown_keys(graw, {"metric", "minimum", "tolerance"}, "training.gate")
-    gate = GateSpec(r.get(graw, "metric", "training.gate", str),
+    gate = GateSpec(r.choice(graw, "metric", "training.gate", allowed, allowed[0]),
                     float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
                     float(r.get(graw, "tolerance", "training.gate", (int, float), 0.02)))
+    if gate.tolerance < 0:
+        raise r.fail("training.gate.tolerance", f"expected a tolerance >= 0, got {gate.tolerance:g}")
+    search = r.mapping(r.get(raw, "search", "training", Mapping, {}), "training.search")
+    r.unknown_keys(search, {"trials"}, "training.search")
+    trials = r.get(search, "trials", "training.search", int, 0)
+    seed = r.get(raw, "seed", "training", int, 0)
+    if trials < 0 or trials > 500:
+        raise r.fail("training.search.trials", f"expected 0 to 500 trials, got {trials}")
     split = dict(r.mapping(r.get(raw, "split", "training", Mapping, {"train": 0.8, "val": 0.1, "test": 0.1}),
                            "training.split"))
     if set(split) != {"train", "val", "test"} or not all(
@@ -476,7 +489,7 @@ def _training(r: _Reader, raw: Mapping[str, Any]) -> TrainingSpec:
         raise r.fail("training.split", f"expected train, val and test shares >= 0, got {split!r}")
     if abs(sum(split.values()) - 1.0) > 1e-6:
         raise r.fail("training.split", f"shares must add up to 1, they add up to {sum(split.values()):g}")
-    return TrainingSpec(gate, {k: float(v) for k, v in split.items()})
+    return TrainingSpec(gate, {k: float(v) for k, v in split.items()}, trials, seed)
 
 
 def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:

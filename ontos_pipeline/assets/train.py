@@ -1,4 +1,4 @@
-"""Assets of the `train` group: the fine-tuning export and its checks (training itself comes next)."""
+"""Assets of the `train` group, part 1: the fine-tuning export and its checks."""
 
 import json
 
@@ -22,6 +22,7 @@ from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.stages import export as export_stage
 from ontos_pipeline.stages.quality import CheckOutcome
+from ontos_pipeline.stages.training_data import export_rows
 from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
 
 
@@ -36,13 +37,8 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
         version = training_sheet_version(session, lh, spec.training_sheet_id)
         if version is None:
             raise RuntimeError(f"no training sheet for {spec.name}; materialize training_sheet first")
-        qa = current_training_sheet(session, lh, spec.training_sheet_id)
-        images = [c.name for c in spec.sheet.columns_of("image")]
-        if images:
-            snapshot = published_sheet(session, lh, spec)
-            paths = lh.read(session, snapshot.table).select(
-                ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths"))
-            qa = qa.join(paths, ITEM_KEY, "left")
+        qa = export_rows(session, lh, spec, current_training_sheet(session, lh, spec.training_sheet_id),
+                         published_sheet(session, lh, spec).table)
         manifest = export_stage.export_training_data(session, qa, export_directory(lh, spec, version))
         return MaterializeResult(data_version=DataVersion(version), metadata={
             "directory": MetadataValue.path(manifest.directory), "training_sheet_version": version,

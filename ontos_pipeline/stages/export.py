@@ -51,14 +51,18 @@ class ExportError(ValueError):
 
 
 # -- the dual quality gate --------------------------------------------------------------------------------------
-def trainable(qa: DataFrame) -> DataFrame:
-    """Rows whose quality is approved and whose usage constraints allow training (see DESIGN.md §3)."""
-    def mentions_training(column: str):
-        return F.coalesce(F.array_contains(F.col(column), TRAINING), F.lit(False))
+def usable(qa: DataFrame, use: str) -> DataFrame:
+    """Rows whose quality is approved and whose usage constraints allow `use` (training, evaluation, serving)."""
+    def mentions(column: str):
+        return F.coalesce(F.array_contains(F.col(column), use), F.lit(False))
 
     return qa.filter(F.col("status").isin(*TRAINABLE_STATUSES) & F.col("response").isNotNull()
-                     & ~mentions_training("prohibited_uses")
-                     & (F.col("allowed_uses").isNull() | mentions_training("allowed_uses")))
+                     & ~mentions("prohibited_uses") & (F.col("allowed_uses").isNull() | mentions("allowed_uses")))
+
+
+def trainable(qa: DataFrame) -> DataFrame:
+    """Rows that pass the dual quality gate for training (see DESIGN.md §3)."""
+    return usable(qa, TRAINING)
 
 
 # -- rendering (runs on the executors) --------------------------------------------------------------------------

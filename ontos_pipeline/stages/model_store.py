@@ -1,0 +1,90 @@
+"""Models in MLflow: the pyfunc wrapper, one experiment and one registered model per use case, aliases.
+
+Locally the tracking and registry store is SQLite under ONTOS_HOME and artifacts are files next to it; on
+Databricks the same calls go to the workspace tracking server and the `databricks-uc` registry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ontos_pipeline.trainer.models import ResponseModel
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PIP_REQUIREMENTS = ["ontos-pipeline", "scikit-learn", "pandas", "numpy", "jinja2", "pillow", "scipy"]
+
+
+class OntosPyfunc(mlflow.pyfunc.PythonModel):
+    """Item columns in; one {"response", "confidence"} per row out (the response validates against the schema)."""
+
+    def __init__(self, model: ResponseModel):
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
+        return self.model.predict(model_input)
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """Where runs, artifacts and registered models live (built by the MLflow resource)."""
+
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str | None = None  # local only: experiments keep their artifacts here
+    catalog: str = "ontos"
+    schema: str = "workbench"
+
+    def activate(self) -> ModelStore:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        return self
+
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(self.tracking_uri, self.registry_uri)
+
+    def model_name(self, use_case: str) -> str:
+        return f"{self.catalog}.{self.schema}.{use_case}"
+
+    def experiment_id(self, use_case: str) -> str:
+        name = f"ontos-{use_case}"
+        found = self.client().get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = Path(self.artifact_root, use_case).as_uri() if self.artifact_root else None
+        return self.client().create_experiment(name, artifact_location=location)
+
+    def version(self, use_case: str, alias: str) -> ModelVersion | None:
+        """The version an alias points to, or None when the model or the alias does not exist."""
+        try:
+            return self.client().get_model_version_by_alias(self.model_name(use_case), alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, use_case: str, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(self.model_name(use_case), alias, str(version))
+
+    def load(self, uri: str) -> ResponseModel:
+        """The ResponseModel behind a pyfunc URI (models:/name/1, models:/name@champion, runs:/id/model)."""
+        self.activate()
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+
+    def version_uri(self, use_case: str, version: str) -> str:
+        return f"models:/{self.model_name(use_case)}/{version}"
+
+
+def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:
+    root = Path(home) / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return ModelStore(uri, uri, str(root / "artifacts"), catalog, schema)
