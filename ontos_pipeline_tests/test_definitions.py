@@ -23,12 +23,16 @@ def test_definitions_load_validate_and_partition_by_use_case(home):
     assert repo.asset_graph.get(AssetKey("sources")).group_name == "synthetic"
     groups = {k.to_user_string(): repo.asset_graph.get(k).group_name for k in repo.asset_graph.get_all_asset_keys()}
     assert groups == {"sources": "synthetic", "sheet": "data", "template": "generate", "training_sheet": "generate",
-                      "canonical_labels": "label", "training_export": "train"}
+                      "canonical_labels": "label", "training_export": "train", "trained_model": "train",
+                      "model_evaluation": "train"}
     checks = {k.name: repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys}
     assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True,
                       "labels_valid": True, "label_coverage": True, "no_open_conflicts": False,
                       "trainable_rows_allow_training": True, "export_excludes_prohibited": True,
-                      "export_files_valid": True}
+                      "export_files_valid": True, "promotion_gate": True}
+    lineage = {k.to_user_string(): sorted(d.to_user_string() for d in repo.asset_graph.get(k).parent_keys)
+               for k in (AssetKey("trained_model"), AssetKey("model_evaluation"))}
+    assert lineage == {"trained_model": ["training_export"], "model_evaluation": ["trained_model"]}
     job = defs.resolve_job_def(FULL_PIPELINE)
     assert job.executor_def.name == "in_process"
 
