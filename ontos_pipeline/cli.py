@@ -84,11 +84,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _summary_row(name: str, result, seconds: float) -> list[object]:
-    def meta(node: str) -> dict:
-        return _materialized(result, node)
-
-    sheet, labels, qa, export = meta("sheet"), meta("canonical_labels"), meta("training_sheet"), \
-        meta("training_export")
+    sheet, labels, qa, export = (_materialized(result, node) for node in
+                                 ("sheet", "canonical_labels", "training_sheet", "training_export"))
     status = qa.get("by_status", {})
     splits = export.get("rows_per_split", {})
     checks = result.get_asset_check_evaluations()

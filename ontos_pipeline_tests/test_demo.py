@@ -27,7 +27,7 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     result = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    data_table, model_table = result.stdout[result.stdout.index("use case"):].split("\n\n")[:2]
+    data_table, model_table = result.stdout[result.stdout.index("\nuse case "):].strip().split("\n\n")[:2]
     rows = {line.split()[0]: line.split() for line in data_table.splitlines()[2:] if line.split()[0] in DEMO}
     assert sorted(rows) == DEMO
     for cells in rows.values():

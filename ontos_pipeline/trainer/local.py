@@ -18,7 +18,7 @@ import pandas as pd
 from ontos_pipeline.specs import UseCaseSpec
 from ontos_pipeline.stages.template import CompiledTemplate
 from ontos_pipeline.trainer.features import FeatureColumns, ItemFeatures
-from ontos_pipeline.trainer.models import FAMILIES, SEARCH_SPACE, ResponseModel, fit_family
+from ontos_pipeline.trainer.models import FAMILIES, SEARCH_SPACE, ResponseModel, fit_family, with_prompt
 from ontos_pipeline.trainer.scoring import better, score
 
 RESPONSE = "response"  # column of parsed JSON responses in the training frames
@@ -75,8 +75,8 @@ class LocalTrainer:
                 raise ValueError(f"{spec.name}: the {split} split has no trainable rows; label and approve more "
                                  "items (or change training.split) before training")
         columns = FeatureColumns.of(spec)
-        shell = ResponseModel(template, kind, columns, None)
-        train, val = shell.with_prompt(data.train), shell.with_prompt(data.val)
+        train, val = (with_prompt(template, columns, data.train.reset_index(drop=True)),
+                      with_prompt(template, columns, data.val.reset_index(drop=True)))
         features = ItemFeatures(columns, self.seed).fit(train)
 
         def run(family: str, params: Mapping) -> CandidateRun:

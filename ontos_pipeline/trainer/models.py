@@ -180,26 +180,31 @@ class ResponseModel:
 
     @property
     def input_columns(self) -> list[str]:
-        """Item columns a request must carry: the template's variables and the model's feature columns."""
-        return sorted({*self.template.variables.values(), *self.columns.required})
-
-    def with_prompt(self, frame: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in self.input_columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"missing input columns: {', '.join(missing)} (expected {', '.join(self.input_columns)})")
-        renderer = self.template.renderer()
-        rows = frame.to_dict("records")
-        prompts = ["\n".join(renderer.render(row)) for row in rows]
-        return frame.assign(**{PROMPT: prompts})
+        return input_columns(self.template, self.columns)
 
     def predict_frame(self, frame: pd.DataFrame) -> Prediction:
-        return self.predictor.predict(self.with_prompt(frame.reset_index(drop=True)))
+        return self.predictor.predict(with_prompt(self.template, self.columns, frame.reset_index(drop=True)))
 
     def predict(self, frame: pd.DataFrame) -> list[dict]:
         """[{"response": value, "confidence": float}] for each row of `frame` (item columns)."""
         p = self.predict_frame(frame)
         return [{"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence,
                                                                                    strict=True)]
+
+
+def input_columns(template: CompiledTemplate, columns: FeatureColumns) -> list[str]:
+    """Item columns a request must carry: the template's variables and the model's feature columns."""
+    return sorted({*template.variables.values(), *columns.required})
+
+
+def with_prompt(template: CompiledTemplate, columns: FeatureColumns, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus the PROMPT column (system and user text rendered in the sandbox), checking the inputs."""
+    expected = input_columns(template, columns)
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise ValueError(f"missing input columns: {', '.join(missing)} (expected {', '.join(expected)})")
+    renderer = template.renderer()
+    return frame.assign(**{PROMPT: ["\n".join(renderer.render(row)) for row in frame.to_dict("records")]})
 
 
 def fit_family(kind: str, family: str, template: CompiledTemplate, columns: FeatureColumns,
