@@ -125,7 +125,8 @@ def _numeric(metrics: dict, prefix: str) -> dict[str, float]:
 
 
 def _log_child(candidate: CandidateRun, example: pd.DataFrame, with_model: bool) -> str:
-    with mlflow.start_run(run_name=candidate.family, nested=True) as child:
+    with mlflow.start_run(run_name=candidate.family, nested=True,
+                          experiment_id=mlflow.active_run().info.experiment_id) as child:
         mlflow.set_tag("ontos.family", candidate.family)
         mlflow.log_params({k: v for k, v in candidate.params.items()} or {"defaults": True})
         mlflow.log_metrics({**_numeric(candidate.metrics, "val_"), "fit_seconds": candidate.seconds})
@@ -150,7 +151,9 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
     store.activate()
     example = train.head(EXAMPLE_ROWS)  # training rows: approved for training, so never PHI
     name = store.model_name(spec.name)
-    with mlflow.start_run(experiment_id=store.experiment_id(spec.name), run_name=run_name,
+    experiment_id = store.experiment_id(spec.name)
+    mlflow.set_experiment(experiment_id=experiment_id)  # child runs land in the parent's experiment too
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                           tags={"dagster_run_id": dagster_run_id or "", "ontos.use_case": spec.name,
                                 "ontos.trainer": trainer}) as run:
         run_id = run.info.run_id
