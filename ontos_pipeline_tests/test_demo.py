@@ -115,6 +115,18 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
         f"{fmt}/{split}": info["sha256"] for fmt, splits in json.loads(
             (tmp_path / "rebuilt" / "manifest.json").read_text())["files"].items() for split, info in splits.items()}
 
+    # MLflow: one parent run per training with a child run per family in the same experiment, all under ONTOS_HOME.
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home}/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("ontos-invoice_extraction")
+    parent = client.get_run(invoice_runs.iloc[0]["mlflow_run_id"])
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["baseline", "boosting", "linear"]
+    assert parent.data.tags["dagster_run_id"] and "test_field_exact_match" in parent.data.metrics
+    assert not (tmp_path / "mlruns").exists()
+
     # The registered pyfunc loads by alias in a fresh process and answers from the item's columns.
     script = f"""
 import json, mlflow, pandas as pd
