@@ -11,8 +11,11 @@ the peak RSS of the process tree (Python + Spark's JVM) sampled every 50 ms:
 - plain: what a user would write on the exported instruction JSONL: TF-IDF of the prompt + LogisticRegression
   (enum, text: answer strings as classes), + Ridge (number), + one LogisticRegression per field (object).
 Finally one process scores each challenger registered by `ours` on the test rows of the export (the same rows the
-plain script scores, checked by item_ref) with the spec's gate metric, and reads the step time from Dagster.
-Prints a table and writes bench/results/train_models.json.
+plain script scores, checked by item_ref) with the spec's gate metric, and reads from Dagster and MLflow where the
+step's time went. Columns: `ours s` / `plain s` are process wall times (imports included), `(step s)` the
+trained_model step as Dagster recorded it, ours' `(fit s)` the candidates' fit + validation scoring (MLflow
+`fit_seconds`), plain's `(fit s)` reading the JSONL, fitting, predicting and scoring inside the script.
+Prints two tables and writes bench/results/train_models.json.
 """
 
 from __future__ import annotations
@@ -117,10 +120,9 @@ def score_ours(home: str, use_cases: list[str]) -> dict:
         record = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("trained_model"),
                                                                     asset_partitions=[name]), limit=1).records[0]
         step = next(s for s in instance.get_run_step_stats(record.run_id) if s.step_key == "trained_model")
-        meta, run = record.asset_materialization.metadata, store.client().get_run(version.run_id).info
-        client = store.client()  # the candidates' nested runs: in every experiment (they land in Default today)
-        candidates = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                        f"tags.mlflow.parentRunId = '{version.run_id}'")
+        client, meta = store.client(), record.asset_materialization.metadata
+        run = client.get_run(version.run_id).info
+        candidates = client.search_runs([run.experiment_id], f"tags.mlflow.parentRunId = '{version.run_id}'")
         out[name] = {"model_version": version.version, "family": meta["family"].value,
                      "val_metric": meta[f"val_{metric}"].value, "step_s": step.end_time - step.start_time,
                      "fit_s": sum(r.data.metrics["fit_seconds"] for r in candidates),
@@ -174,14 +176,15 @@ def main() -> None:
         for name in use_cases:
             spec = specs[name]
             kind, metric = spec.template.response_kind, spec.training.gate.metric
-            out = Path(tmp) / f"{name}-ours.json"
+            load, out = os.getloadavg()[0], Path(tmp) / f"{name}-ours.json"
             out.write_text("{}")  # the dagster CLI writes nothing: run_child adds wall time and peak RSS to {}
             ours = run_child([dagster, "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select",
                               "trained_model", "--partition", name, "--config-json", quiet], out, "ours")
             out = Path(tmp) / f"{name}-plain.json"
             plain = run_child([sys.executable, __file__, "--plain", str(export_dir(home, name)), "--kind", kind,
                                "--metric", metric, "--out", str(out)], out, "plain")
-            rows.append({"use_case": name, "kind": kind, "metric": metric, "ours": ours, "plain": plain})
+            rows.append({"use_case": name, "kind": kind, "metric": metric, "ours": ours, "plain": plain,
+                         "load_avg_1m_before": load})  # the machine may be shared: note how busy it was
         out = Path(tmp) / "scores.json"
         scores = run_child([sys.executable, __file__, "--score", *[a for u in use_cases for a in ("--use-case", u)],
                             "--out", str(out)], out, "score")
