@@ -48,7 +48,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = load_settings()
     prepare_dagster_home(settings)
     if not args.verbose:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.ERROR)  # pyfunc pickling and pip notices: --verbose shows them
     instance = DagsterInstance.get()
     specs = load_use_cases(settings.use_cases_dir)
     selected = args.use_case or list(specs)
