@@ -4,7 +4,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import mlflow
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -120,7 +119,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
                 store.load(f"runs:/{baseline_run}/model"),
                 None if champion is None else store.load(store.version_uri(spec.name, champion.version)),
                 None if champion is None else champion.version, Path(tmp), spec.training.seed)
-            plots = _log_evaluation(store, challenger.run_id, result, Path(tmp))
+            plots = evaluation_stage.log_evaluation(store, challenger.run_id, result, Path(tmp))
         evaluation_stage.record_evaluation(session, lh, result, store.model_name(spec.name), challenger.version,
                                            challenger.run_id, context.run_id)
         store.client().set_model_version_tag(store.model_name(spec.name), challenger.version, "gate",
@@ -162,28 +161,3 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
 
     return [trained_model, model_evaluation, promotion_gate]
 
-
-def _log_evaluation(store, run_id: str, result: evaluation_stage.Evaluation, plots_dir: Path) -> dict[str, str]:
-    """Attach metrics, the report and the plots to the model's MLflow run; return the stored plot paths."""
-    store.activate()
-    m = result.metric
-    values = {f"test_{m}": result.challenger["headline"], f"baseline_test_{m}": result.baseline["headline"]}
-    low, high = result.challenger["ci"]
-    values.update({f"test_{m}_ci_low": low, f"test_{m}_ci_high": high})
-    if result.champion:
-        values[f"champion_test_{m}"] = result.champion["headline"]
-    client = store.client()
-    for key, value in values.items():
-        if value is not None:
-            client.log_metric(run_id, key, float(value))
-    client.set_tag(run_id, "ontos.gate", "passed" if result.gate.passed else "failed")
-    report = {"metric": m, "rows": result.rows, "challenger": result.challenger, "baseline": result.baseline,
-              "champion": result.champion, "champion_version": result.champion_version,
-              "gate": {"passed": result.gate.passed, "rules": [r.__dict__ for r in result.gate.rules]},
-              "worst_slices": result.slices, "worst_failures": result.failures}
-    client.log_dict(run_id, report, "evaluation/report.json")
-    client.log_artifacts(run_id, str(plots_dir), "evaluation")
-    root = mlflow.get_run(run_id).info.artifact_uri
-    local = Path(root.removeprefix("file://")) / "evaluation" if root.startswith("file://") else None
-    return {name: str(local / Path(path).name) if local else f"{root}/evaluation/{Path(path).name}"
-            for name, path in result.plots.items()}

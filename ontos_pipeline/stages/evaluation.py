@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, GateSpec, UseCaseSpec
 from ontos_pipeline.stages import metrics
+from ontos_pipeline.stages.model_store import ModelStore
 from ontos_pipeline.trainer.local import RESPONSE
 from ontos_pipeline.trainer.models import Prediction, ResponseModel
 from ontos_pipeline.trainer.scoring import score
@@ -61,6 +62,14 @@ class Evaluation:
     slices: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)  # name -> PNG path
+
+
+    def report(self) -> dict:
+        """The whole evaluation as JSON-ready data (stored in MLflow; its metrics part in model_evaluations)."""
+        return {"metric": self.metric, "rows": self.rows, "challenger": self.challenger, "baseline": self.baseline,
+                "champion": self.champion, "champion_version": self.champion_version,
+                "gate": {"passed": self.gate.passed, "rules": [asdict(r) for r in self.gate.rules]},
+                "worst_slices": self.slices, "worst_failures": self.failures}
 
 
 def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion: float | None) -> GateResult:
@@ -156,13 +165,13 @@ def record_evaluation(spark: SparkSession, lakehouse: Lakehouse, evaluation: Eva
                       model_version: str, mlflow_run_id: str, dagster_run_id: str | None) -> str:
     """Upsert the evaluation of this model version (one row per version; re-evaluation replaces it)."""
     evaluation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{model_name}/{model_version}"))
+    report = evaluation.report()
     row = {"evaluation_id": evaluation_id, "use_case": evaluation.use_case, "model_name": model_name,
            "model_version": str(model_version), "champion_version": evaluation.champion_version,
-           "metrics": json.dumps({"metric": evaluation.metric, "rows": evaluation.rows,
-                                  "challenger": evaluation.challenger, "baseline": evaluation.baseline,
-                                  "champion": evaluation.champion}, default=str),
+           "metrics": json.dumps({k: v for k, v in report.items()
+                                  if k in ("metric", "rows", "challenger", "baseline", "champion")}, default=str),
            "gate_passed": evaluation.gate.passed,
-           "gate_details": json.dumps([asdict(r) for r in evaluation.gate.rules]),
+           "gate_details": json.dumps(report["gate"]["rules"]),
            "mlflow_run_id": mlflow_run_id, "dagster_run_id": dagster_run_id, "created_at": datetime.now(UTC)}
     lakehouse.ensure(TABLE)
     lakehouse.upsert(spark, TABLE, spark.createDataFrame([row], lakehouse.ddl(TABLE).spark_schema()),
@@ -181,3 +190,23 @@ def stored_evaluation(spark: SparkSession, lakehouse: Lakehouse, use_case: str,
     row = rows.orderBy(F.col("created_at").desc()).first()
     return None if row is None else row.asDict()
 
+
+
+def log_evaluation(store: ModelStore, run_id: str, evaluation: Evaluation, plots_dir: Path) -> dict[str, str]:
+    """Attach test metrics, the report and the plots to the model's MLflow run; return where the plots are stored."""
+    m = evaluation.metric
+    low, high = evaluation.challenger["ci"]
+    values = {f"test_{m}": evaluation.challenger["headline"], f"test_{m}_ci_low": low, f"test_{m}_ci_high": high,
+              f"baseline_test_{m}": evaluation.baseline["headline"],
+              f"champion_test_{m}": evaluation.champion["headline"] if evaluation.champion else None}
+    client = store.client()
+    for key, value in values.items():
+        if value is not None:
+            client.log_metric(run_id, key, float(value))
+    client.set_tag(run_id, "ontos.gate", "passed" if evaluation.gate.passed else "failed")
+    client.log_dict(run_id, evaluation.report(), "evaluation/report.json")
+    client.log_artifacts(run_id, str(plots_dir), "evaluation")
+    root = client.get_run(run_id).info.artifact_uri
+    local = Path(root.removeprefix("file://")) / "evaluation" if root.startswith("file://") else None
+    return {name: str(local / Path(path).name) if local else f"{root}/evaluation/{Path(path).name}"
+            for name, path in evaluation.plots.items()}

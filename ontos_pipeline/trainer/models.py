@@ -13,6 +13,7 @@ columns, responses that validate against the template's response schema with a c
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,18 +46,18 @@ class Prediction:
     classes: list[str] = field(default_factory=list)
 
 
-class Predictor:
+class Predictor(ABC):
     """One fitted family: `fit(frame, responses)` then `predict(frame)`; `frame` holds the PROMPT column."""
 
     def __init__(self, family: str, schema: Mapping, features: ItemFeatures | None, params: Mapping, seed: int):
         self.family, self.schema, self.features, self.seed = family, dict(schema), features, seed
         self.params = {**DEFAULTS.get(family, {}), **params}
 
-    def fit(self, frame: pd.DataFrame, responses: Sequence) -> Predictor:
-        raise NotImplementedError
+    @abstractmethod
+    def fit(self, frame: pd.DataFrame, responses: Sequence) -> Predictor: ...
 
-    def predict(self, frame: pd.DataFrame) -> Prediction:
-        raise NotImplementedError
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> Prediction: ...
 
 
 class EnumPredictor(Predictor):
