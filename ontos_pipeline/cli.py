@@ -248,7 +248,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     settings = load_settings()
     resources = build_resources(settings)
     if args.pack:
-        pack = json.loads(Path(args.pack).read_text(encoding="utf-8"))
+        try:
+            pack = json.loads(Path(args.pack).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the reproducibility pack {args.pack}: {exc}; pass the pack.json of a "
+                             "trained_model run (MLflow artifact reproducibility/pack.json)") from None
     else:
         import mlflow
 

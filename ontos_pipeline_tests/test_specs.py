@@ -81,6 +81,10 @@ CASES = [
     ("source never joined", lambda d: d["sheet"].__setitem__("joins", []), "sheet.joins", "never joined"),
     ("wrong field type", lambda d: set_path(d, ["synthetic", "rows"], "many"), "synthetic.rows",
      "expected an integer"),
+    ("gate metric of another kind", lambda d: set_path(d, ["training", "gate"], {"metric": "r2", "minimum": 0.5}),
+     "training.gate.metric", "unknown value 'r2'; expected one of accuracy, macro_f1"),
+    ("negative search trials", lambda d: d["training"].__setitem__("search", {"trials": -1}),
+     "training.search.trials", "expected 0 to 500 trials"),
 ]
 
 
