@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path):
     home = tmp_path / "home"
-    env = {**os.environ, "ONTOS_HOME": str(home)}
+    # a fresh shell: MLflow exports the URIs of any store an earlier test used (set_tracking_uri sets env vars)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
+    env["ONTOS_HOME"] = str(home)
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=900)
