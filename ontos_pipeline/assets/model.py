@@ -78,7 +78,8 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         outcome = backend.train(spec, template, data)
         lineage = Lineage(spec.training_sheet_id, version, qa_version, snapshot.version, snapshot.table,
                           template.version, lh.version("canonical_labels"), str(export_dir))
-        trained = log_training(mlflow_store.get(), spec, template, outcome, lineage, data.train, len(data.val),
+        store = mlflow_store.get()
+        trained = log_training(store, spec, template, outcome, lineage, data.train, len(data.val),
                                f"trained_model-{context.run_id[:8]}", context.run_id, backend.name,
                                spec.training.seed, lakehouse.home)
         record_training_run(session, lh, spec, trained, lineage, context.run_id)
@@ -92,7 +93,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
             "train_rows": len(data.train), "val_rows": len(data.val), "leaks": MetadataValue.json(leaks),
             "search": MetadataValue.json(outcome.search or {}),
             "rebuild_training_data": trained.pack["command"],
-            "mlflow_ui": f"uv run mlflow ui --backend-store-uri {mlflow_store.get().tracking_uri}"})
+            "mlflow_ui": f"uv run mlflow ui --backend-store-uri {store.tracking_uri}"})
 
     @asset(name="model_evaluation", group_name="train", partitions_def=partitions, deps=[trained_model],
            kinds={"mlflow"},
@@ -155,7 +156,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         rules = json.loads(stored["gate_details"])
         return AssetCheckResult(
             passed=bool(stored["gate_passed"]), severity=AssetCheckSeverity.ERROR,
-            description="; ".join(f"{'PASS' if r['passed'] else 'FAIL'} {r['rule']}: {r['detail']}" for r in rules),
+            description=evaluation_stage.GateResult.from_rules(bool(stored["gate_passed"]), rules).summary(),
             metadata={"model_version": stored["model_version"], "rules": MetadataValue.json(rules),
                       "champion_version": stored["champion_version"] or "none"})
 

@@ -45,6 +45,11 @@ class GateResult:
     passed: bool
     rules: list[GateRule]
 
+    @classmethod
+    def from_rules(cls, passed: bool, rules: list[dict]) -> GateResult:
+        """A stored gate result (the `gate_details` JSON of model_evaluations)."""
+        return cls(passed, [GateRule(**r) for r in rules])
+
     def summary(self) -> str:
         return "; ".join(f"{'PASS' if r.passed else 'FAIL'} {r.rule}: {r.detail}" for r in self.rules)
 
@@ -142,10 +147,11 @@ def evaluate(spec: UseCaseSpec, test: pd.DataFrame, challenger: ResponseModel, b
                  "confidence": round(float(p.confidence[i]), 4), "score": round(float(row_score[i]), 4)}
                 for i in worst if row_score[i] < (1.0 if kind != "number" else np.inf)]
     return Evaluation(spec.name, metric, len(test), result, base, champ, champion_version, gate, slices, failures,
-                      _plots(kind, truths, p, result, plots_dir))
+                      _plots(kind, truths, p, row_score, result, plots_dir))
 
 
-def _plots(kind: str, truths: list, p: Prediction, result: dict, directory: Path) -> dict[str, str]:
+def _plots(kind: str, truths: list, p: Prediction, row_score: np.ndarray, result: dict,
+           directory: Path) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
     if kind == "enum":
@@ -154,7 +160,7 @@ def _plots(kind: str, truths: list, p: Prediction, result: dict, directory: Path
     if kind == "number":
         out["residuals"] = metrics.residuals_png(truths, p.responses, directory / "residuals.png")
     else:
-        correct = metrics.row_scores(kind, truths, p.responses) >= (0.5 if kind == "text" else 1.0)
+        correct = row_score >= (0.5 if kind == "text" else 1.0)
         out["calibration"] = metrics.calibration_png(p.confidence, correct, directory / "calibration.png")
     if kind == "object":
         out["field_accuracy"] = metrics.field_accuracy_png(result["per_field"], directory / "field_accuracy.png")

@@ -216,6 +216,16 @@ class ExportManifest:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
+    def checksums(self) -> dict[str, str]:
+        """{"<format>/<split>": sha256} of every file."""
+        return {f"{fmt}/{split}": info["sha256"] for fmt, splits in sorted(self.files.items())
+                for split, info in sorted(splits.items())}
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ExportManifest:
+        data = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+        return cls(data["directory"], data["files"], data["rows_per_split"])
+
 
 def _file_info(directory: Path, relative: str) -> dict:
     """Rows, bytes and SHA-256 of one file, streamed in 1 MiB chunks."""

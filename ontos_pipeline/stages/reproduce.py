@@ -48,6 +48,4 @@ def rebuild_training_data(spark: SparkSession, lakehouse: Lakehouse, pack: dict,
           .filter((F.col("training_sheet_id") == data["training_sheet_id"])
                   & (F.col("version") == data["training_sheet_version"])))
     manifest = export_training_data(spark, export_rows(spark, lakehouse, spec, qa, data["sheet_table"]), out)
-    actual = {f"{fmt}/{split}": info["sha256"] for fmt, splits in sorted(manifest.files.items())
-              for split, info in sorted(splits.items())}
-    return Rebuild(manifest, dict(pack["export"]["sha256"]), actual)
+    return Rebuild(manifest, dict(pack["export"]["sha256"]), manifest.checksums())

@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
-from ontos_pipeline.stages.export import MANIFEST
+from ontos_pipeline.stages.export import ExportManifest
 from ontos_pipeline.stages.model_store import CHALLENGER, PIP_REQUIREMENTS, ModelStore, OntosPyfunc
 from ontos_pipeline.stages.template import CompiledTemplate
 from ontos_pipeline.trainer.local import CandidateRun, TrainingOutcome
@@ -52,9 +52,7 @@ class Lineage:
     export_directory: str
 
     def export_checksums(self) -> dict[str, str]:
-        manifest = json.loads((Path(self.export_directory) / MANIFEST).read_text(encoding="utf-8"))
-        return {f"{fmt}/{split}": info["sha256"] for fmt, splits in sorted(manifest["files"].items())
-                for split, info in sorted(splits.items())}
+        return ExportManifest.read(self.export_directory).checksums()
 
 
 @dataclass(frozen=True)
