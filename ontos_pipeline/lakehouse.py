@@ -10,12 +10,16 @@ unreferenced files that no reader sees; an overwrite replaces the whole table in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,7 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from ontos_pipeline.ddl import DDLError, TableDDL, load_ddl
-from ontos_pipeline.identifiers import TableName
+from ontos_pipeline.identifiers import TableName, validate_identifier
 
 WRITE_MODES = ("overwrite", "append")
 
@@ -88,6 +92,25 @@ class Lakehouse(ABC):
 
     @abstractmethod
     def drop(self, table: str | TableName) -> None: ...
+
+    # -- small operational tables (endpoint events, feedback, alerts), without Spark ---------------------------
+    @abstractmethod
+    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
+                columns: Sequence[str] | None = None) -> list[dict]:
+        """Rows of a small table as dicts, filtered by equality on `where`; [] when the table does not exist."""
+
+    @abstractmethod
+    def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
+        """Append rows (dicts; missing columns are null) in one atomic commit; returns the new version."""
+
+    @abstractmethod
+    def update_records(self, table: str | TableName, where: Mapping[str, object],
+                       values: Mapping[str, object]) -> int:
+        """Set `values` on the rows matching `where` in one atomic commit; returns the number of rows updated."""
+
+    @abstractmethod
+    def locked(self, table: str | TableName) -> AbstractContextManager:
+        """Serialize read-then-write sequences on one table across threads and processes."""
 
     @abstractmethod
     def volume_path(self, *parts: str) -> str:
@@ -263,10 +286,86 @@ class LocalLakehouse(Lakehouse):
     def drop(self, table: str | TableName) -> None:
         shutil.rmtree(self.path(table), ignore_errors=True)
 
+    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
+                columns: Sequence[str] | None = None) -> list[dict]:
+        name = self.name(table)
+        dt = self._table(name)
+        if dt is None:
+            return []
+        filters = [(k, "=", v) for k, v in (where or {}).items()] or None
+        return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters).to_pylist()
+
+    def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is None:
+            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
+        unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
+        if unknown:
+            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}; the table has "
+                                 f"{', '.join(ddl.column_names)}")
+        for i, r in enumerate(records):
+            missing = [c for c in ddl.required if r.get(c) is None]
+            if missing:
+                raise LakehouseError(f"append to {name}: row {i} has no value for required column(s) "
+                                     f"{', '.join(missing)}")
+        schema = ddl.arrow_schema()
+        data = pa.Table.from_pylist([{c: r.get(c) for c in ddl.column_names} for r in records], schema=schema)
+        mode = "append" if self.exists(name) else "overwrite"
+        return self.write_batches(name, schema, lambda: iter(data.to_batches()), mode=mode)
+
+    def update_records(self, table: str | TableName, where: Mapping[str, object],
+                       values: Mapping[str, object]) -> int:
+        name = self.name(table)
+        dt = self._table(name)
+        if dt is None:
+            return 0
+        predicate = " AND ".join(f"{validate_identifier(k, what='column')} = {_sql_literal(v)}"
+                                 for k, v in where.items())
+        updates = {validate_identifier(k, what="column"): _sql_literal(v) for k, v in values.items()}
+        metrics = dt.update(updates=updates, predicate=predicate or None)
+        return int(metrics.get("num_updated_rows", 0))
+
+    @contextmanager
+    def locked(self, table: str | TableName) -> Iterator[None]:
+        name = self.name(table)
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with _THREAD_LOCK:
+            held = getattr(_HELD, "names", None) or set()
+            if str(name) in held:  # re-entered by the thread that holds it
+                yield
+                return
+            with open(folder / f"{name}.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                _HELD.names = held | {str(name)}
+                try:
+                    yield
+                finally:
+                    _HELD.names = held
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
     def volume_path(self, *parts: str) -> str:
         path = self.files_root.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+
+_THREAD_LOCK = threading.RLock()  # flock is per open file: threads of one process queue here first
+_HELD = threading.local()
+
+
+def _sql_literal(value: object) -> str:
+    """A SQL literal for delta-rs predicates and updates (values are data, never identifiers)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"'{value.astimezone(UTC).isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _add_action(full: Path, relative: str) -> AddAction | None:

@@ -121,6 +121,27 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    endpoint_name: str
+    max_rows_per_request: int = 1000
+    max_body_bytes: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """Monitoring window and alert thresholds (drift defaults follow Evidently and Lakehouse Monitoring)."""
+
+    window_minutes: int = 60
+    psi_threshold: float = 0.2  # PSI >= 0.2: significant shift
+    p_value: float = 0.05  # KS (numeric) / chi-square (categorical) test level
+    min_rows: int = 30  # fewer served rows than this: drift is not assessed
+    max_error_rate: float = 0.05
+    max_latency_p95_ms: float = 1000.0
+    min_accuracy: float | None = None
+    min_positive_feedback_rate: float | None = None
+
+
+@dataclass(frozen=True)
 class SyntheticSpec:
     generator: str
     rows: int
@@ -139,7 +160,9 @@ class UseCaseSpec:
     template: TemplateSpec
     training: TrainingSpec
     synthetic: SyntheticSpec | None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # serving / monitoring / retrain (later stages)
+    serving: ServingSpec
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # retrain (later stage)
 
     @property
     def primary_table(self) -> str:
@@ -238,7 +261,9 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
     training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"), template.response_kind)
     synthetic_raw = r.get(doc, "synthetic", "", Mapping, None)
     synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
-    extra = {k: r.mapping(doc[k], k) for k in ("serving", "monitoring", "retrain") if k in doc}
+    serving = _serving(r, r.mapping(r.get(doc, "serving", "", Mapping, {}), "serving"), name)
+    monitoring = _monitoring(r, r.mapping(r.get(doc, "monitoring", "", Mapping, {}), "monitoring"))
+    extra = {k: r.mapping(doc[k], k) for k in ("retrain",) if k in doc}
     return UseCaseSpec(
         name=name,
         title=r.get(doc, "title", "", str, name.replace("_", " ").capitalize()),
@@ -249,6 +274,8 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
         template=template,
         training=training,
         synthetic=synthetic,
+        serving=serving,
+        monitoring=monitoring,
         extra=extra,
     )
 
@@ -499,4 +526,49 @@ def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:
                          r.get(raw, "drifted_rows", "synthetic", int, 200), r.get(raw, "seed", "synthetic", int, 0))
     if spec.rows < 1 or spec.drifted_rows < 0:
         raise r.fail("synthetic.rows", "rows must be >= 1 and drifted_rows >= 0")
+    return spec
+
+
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # Databricks serving endpoint names
+
+
+def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
+    r.unknown_keys(raw, {"endpoint_name", "max_rows_per_request", "max_body_bytes"}, "serving")
+    name = r.get(raw, "endpoint_name", "serving", str, use_case)
+    if not _ENDPOINT_NAME.match(name):
+        raise r.fail("serving.endpoint_name", f"{name!r} is not an endpoint name: use 1 to 63 letters, digits, "
+                                              "'-' or '_', starting with a letter or digit")
+    spec = ServingSpec(name, r.get(raw, "max_rows_per_request", "serving", int, 1000),
+                       r.get(raw, "max_body_bytes", "serving", int, 5_000_000))
+    if spec.max_rows_per_request < 1 or spec.max_body_bytes < 1024:
+        raise r.fail("serving", "max_rows_per_request must be >= 1 and max_body_bytes >= 1024")
+    return spec
+
+
+def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
+    w = "monitoring"
+    r.unknown_keys(raw, {"window_minutes", "drift", "min_rows", "max_error_rate", "max_latency_p95_ms",
+                         "min_accuracy", "min_positive_feedback_rate"}, w)
+    drift = r.mapping(r.get(raw, "drift", w, Mapping, {}), f"{w}.drift")
+    r.unknown_keys(drift, {"psi", "p_value"}, f"{w}.drift")
+    number = (int, float)
+
+    def share(obj: Mapping[str, Any], key: str, where: str, default: float | None) -> float | None:
+        value = r.get(obj, key, where, number, default) if key in obj or default is not None else None
+        if value is not None and not 0 <= value <= 1:
+            raise r.fail(f"{where}.{key}", f"expected a share between 0 and 1, got {value:g}")
+        return None if value is None else float(value)
+
+    spec = MonitoringSpec(
+        window_minutes=r.get(raw, "window_minutes", w, int, 60),
+        psi_threshold=float(r.get(drift, "psi", f"{w}.drift", number, 0.2)),
+        p_value=share(drift, "p_value", f"{w}.drift", 0.05),  # type: ignore[arg-type]
+        min_rows=r.get(raw, "min_rows", w, int, 30),
+        max_error_rate=share(raw, "max_error_rate", w, 0.05),  # type: ignore[arg-type]
+        max_latency_p95_ms=float(r.get(raw, "max_latency_p95_ms", w, number, 1000.0)),
+        min_accuracy=share(raw, "min_accuracy", w, None),
+        min_positive_feedback_rate=share(raw, "min_positive_feedback_rate", w, None),
+    )
+    if spec.window_minutes < 1 or spec.min_rows < 1 or spec.psi_threshold <= 0 or spec.max_latency_p95_ms <= 0:
+        raise r.fail(w, "window_minutes, min_rows, drift.psi and max_latency_p95_ms must be > 0")
     return spec

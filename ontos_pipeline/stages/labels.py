@@ -205,13 +205,18 @@ def validation_udf(schema: Mapping[str, object]):
     schema = dict(schema)
 
     def check(values: pd.Series) -> pd.DataFrame:
-        import jsonschema
-
-        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        validator = response_validator(schema)
         out = [validate_label(validator, text) for text in values]
         return pd.DataFrame(out, columns=["reason", "canonical"])
 
     return F.pandas_udf(check, "reason string, canonical string")
+
+
+def response_validator(schema: Mapping[str, object]):
+    """A JSON-schema validator for responses (formats such as `date` are checked)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(dict(schema), format_checker=jsonschema.FormatChecker())
 
 
 def validate_label(validator, text: str | None) -> tuple[str | None, str | None]:

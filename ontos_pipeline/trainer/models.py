@@ -188,9 +188,15 @@ class ResponseModel:
 
     def predict(self, frame: pd.DataFrame) -> list[dict]:
         """[{"response": value, "confidence": float}] for each row of `frame` (item columns)."""
-        p = self.predict_frame(frame)
-        return [{"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence,
-                                                                                   strict=True)]
+        return self.answer(frame)[0]
+
+    def answer(self, frame: pd.DataFrame) -> tuple[list[dict], list[str]]:
+        """`predict` plus the prompt rendered for each row (what the serving process logs)."""
+        prompted = with_prompt(self.template, self.columns, frame.reset_index(drop=True))
+        p = self.predictor.predict(prompted)
+        answers = [{"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence,
+                                                                                      strict=True)]
+        return answers, prompted[PROMPT].tolist()
 
 
 def input_columns(template: CompiledTemplate, columns: FeatureColumns) -> list[str]:
