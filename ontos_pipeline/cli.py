@@ -7,20 +7,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ontos_pipeline.cli_serving import add_parsers as add_serving_parsers
+from ontos_pipeline.console import format_table
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import SpecError, load_use_cases
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*cells[0]), "  ".join("-" * w for w in widths)]
-    return "\n".join(lines + [fmt.format(*r) for r in cells[1:]])
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -34,87 +27,11 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-GATE_STEP = "model_evaluation_promotion_gate"  # a run that stops only here kept its model out: not an error
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the demo data and run the full pipeline for every use case, recorded in the instance."""
-    import logging
+    """Generate the demo data, run the pipeline, serve, send traffic and monitor, for every use case."""
+    from ontos_pipeline.demo import run_demo
 
-    from dagster import DagsterInstance
-
-    from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions
-
-    settings = load_settings()
-    prepare_dagster_home(settings)
-    if not args.verbose:
-        logging.getLogger("mlflow").setLevel(logging.ERROR)  # pyfunc pickling and pip notices: --verbose shows them
-    instance = DagsterInstance.get()
-    specs = load_use_cases(settings.use_cases_dir)
-    selected = args.use_case or list(specs)
-    unknown = [u for u in selected if u not in specs]
-    if unknown:
-        print(f"unknown use case(s): {', '.join(unknown)}; known: {', '.join(specs)}", file=sys.stderr)
-        return 2
-    job = build_definitions(settings).resolve_job_def(FULL_PIPELINE)
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
-    if args.rows:
-        run_config["ops"] = {"sources": {"config": {"rows": args.rows}}}
-    print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}")
-    rows, models, failed = [], [], 0
-    for name in selected:
-        started = time.perf_counter()
-        result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
-                                        raise_on_error=False, tags={"ontos/command": "demo"})
-        rows.append(_summary_row(name, result, time.perf_counter() - started))
-        models.append(_model_row(name, result))
-        blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP}
-        failed += not result.success and not blocked
-        state = "ok" if result.success else "stopped at the promotion gate" if blocked else "FAILED"
-        print(f"  {name}: {state} (run {result.run_id[:8]})", flush=True)
-    print()
-    print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
-                        "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
-    print()
-    print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"], models))
-    print(f"\nRuns, materializations and checks are in the Dagster instance at {settings.dagster_home}; "
-          "open it with `uv run ontos ui`.\nModels, runs and plots are in MLflow: `uv run mlflow ui "
-          f"--backend-store-uri sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}`.")
-    return 1 if failed else 0
-
-
-def _summary_row(name: str, result, seconds: float) -> list[object]:
-    sheet, labels, qa, export = (_materialized(result, node) for node in
-                                 ("sheet", "canonical_labels", "training_sheet", "training_export"))
-    status = qa.get("by_status", {})
-    splits = export.get("rows_per_split", {})
-    checks = result.get_asset_check_evaluations()
-    failed = [c.check_name for c in checks if not c.passed]
-    return [
-        name, sheet.get("dagster/row_count", "-"), str(sheet.get("version", "-"))[:12],
-        f"{labels['coverage']:.1%}" if "coverage" in labels else "-",
-        " / ".join(str(status.get(s, 0)) for s in ("auto_approved", "pending", "rejected", "flagged")) if qa else "-",
-        " / ".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if export else "-",
-        f"{len(checks) - len(failed)}/{len(checks)}" + (f" ({', '.join(failed)})" if failed else ""),
-        sheet.get("phi_columns", "-"), f"{seconds:.1f}",
-    ]
-
-
-def _materialized(result, node: str) -> dict:
-    mats = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
-
-
-def _model_row(name: str, result) -> list[object]:
-    """Model summary of a demo run: headline test metric of baseline and model with intervals, gate result."""
-    trained, evaluation = _materialized(result, "trained_model"), _materialized(result, "model_evaluation")
-    if not evaluation:
-        return [name, "-", "-", "-", "-", "not evaluated"]
-    metric = next(k.removesuffix(" (95% CI)") for k in evaluation if k.endswith(" (95% CI)"))
-    gate = next((c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"), None)
-    return [name, f"v{trained.get('model_version', '?')} {trained.get('family', '')}", metric,
-            evaluation.get(f"baseline {metric}", "-"), evaluation[f"{metric} (95% CI)"],
-            "-" if gate is None else "passed" if gate.passed else "FAILED"]
+    return run_demo(args)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -331,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--pack", help="a reproducibility pack (pack.json) downloaded from MLflow")
     rebuild.add_argument("--out", required=True, help="directory to write the rebuilt export into")
     rebuild.set_defaults(func=cmd_rebuild)
+    add_serving_parsers(sub)
     return parser
 
 

@@ -7,18 +7,22 @@ import warnings
 from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
 
 from ontos_pipeline.assets.data import build_data_assets
+from ontos_pipeline.assets.deploy import build_deploy_assets
 from ontos_pipeline.assets.generate import build_generate_assets
 from ontos_pipeline.assets.label import build_label_assets
 from ontos_pipeline.assets.model import build_model_assets
+from ontos_pipeline.assets.monitor import build_monitor_assets
 from ontos_pipeline.assets.train import build_export_assets
+from ontos_pipeline.automation import monitoring_schedule
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.mlflow import LocalMlflowResource
+from ontos_pipeline.resources.serving import LocalServingResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import load_use_cases
 
-FULL_PIPELINE = "full_pipeline"
+FULL_PIPELINE, MONITOR = "full_pipeline", "monitor"
 
 # Partitioned asset checks are a Dagster preview feature; we rely on it knowingly (one check result per use case).
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
@@ -28,14 +32,16 @@ def build_resources(settings: Settings) -> dict:
     if settings.target != "local":
         raise SettingsError(f"ONTOS_TARGET={settings.target!r}: only the embedded 'local' target is available in "
                             "this version; unset ONTOS_TARGET or set it to local")
+    lakehouse = LocalLakehouseResource(home=str(settings.home), catalog=settings.catalog,
+                                       schema_name=settings.schema)
+    mlflow_store = LocalMlflowResource(home=str(settings.home), catalog=settings.catalog, schema_name=settings.schema)
     return {
         "spark": SparkResource(),
-        "lakehouse": LocalLakehouseResource(home=str(settings.home), catalog=settings.catalog,
-                                            schema_name=settings.schema),
+        "lakehouse": lakehouse,
         "use_cases": UseCasesResource(directory=str(settings.use_cases_dir)),
-        "mlflow_store": LocalMlflowResource(home=str(settings.home), catalog=settings.catalog,
-                                            schema_name=settings.schema),
+        "mlflow_store": mlflow_store,
         "trainer": LocalTrainerResource(),
+        "serving": LocalServingResource(mlflow_store=mlflow_store, lakehouse=lakehouse, port=settings.serve_port),
     }
 
 
@@ -44,12 +50,17 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
     assets = [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
-              *build_export_assets(partitions), *build_model_assets(partitions)]
-    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all(), partitions_def=partitions,
-                                     description="The whole loop for one use case (partition)")
+              *build_export_assets(partitions), *build_model_assets(partitions), *build_deploy_assets(partitions),
+              *build_monitor_assets(partitions)]
+    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups("monitor"),
+                                     partitions_def=partitions,
+                                     description="Data to deployed endpoint for one use case (partition)")
+    monitor = define_asset_job(MONITOR, selection=AssetSelection.groups("monitor"), partitions_def=partitions,
+                               description="Monitoring report of one use case's endpoint over the latest window")
     return Definitions(
         assets=assets,
-        jobs=[full_pipeline],
+        jobs=[full_pipeline, monitor],
+        schedules=[monitoring_schedule(monitor, list(use_cases))],
         resources=build_resources(settings),
         executor=in_process_executor,  # one Spark session per run, shared by its steps
     )

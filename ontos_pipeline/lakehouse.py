@@ -36,6 +36,7 @@ from ontos_pipeline.ddl import DDLError, TableDDL, load_ddl
 from ontos_pipeline.identifiers import TableName, validate_identifier
 
 WRITE_MODES = ("overwrite", "append")
+CHECKPOINT_EVERY = 50
 
 
 class LakehouseError(RuntimeError):
@@ -107,6 +108,10 @@ class Lakehouse(ABC):
     def update_records(self, table: str | TableName, where: Mapping[str, object],
                        values: Mapping[str, object]) -> int:
         """Set `values` on the rows matching `where` in one atomic commit; returns the number of rows updated."""
+
+    @abstractmethod
+    def max_value(self, table: str | TableName, column: str) -> object | None:
+        """The largest value of a column (from statistics where the format keeps them); None when empty."""
 
     @abstractmethod
     def locked(self, table: str | TableName) -> AbstractContextManager:
@@ -281,7 +286,22 @@ class LocalLakehouse(Lakehouse):
             if errors:  # delta-rs wraps exceptions raised while producing batches: surface the original
                 raise errors[0] from None
             raise
-        return self.version(name)  # type: ignore[return-value]
+        version = self.version(name)
+        if version and version % CHECKPOINT_EVERY == 0:  # appended often (logs): keep table opening cheap
+            DeltaTable(str(path)).create_checkpoint()
+        return version  # type: ignore[return-value]
+
+    def max_value(self, table: str | TableName, column: str) -> object | None:
+        """The largest value of a column from the Delta file statistics (no data read); None when empty."""
+        dt = self._table(self.name(table))
+        if dt is None:
+            return None
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        stat = f"max.{column}"
+        if stat not in actions.column_names:
+            values = [r[column] for r in self.records(table, columns=[column]) if r[column] is not None]
+            return max(values, default=None)
+        return pc.max(actions.column(stat)).as_py()
 
     def drop(self, table: str | TableName) -> None:
         shutil.rmtree(self.path(table), ignore_errors=True)
@@ -310,7 +330,13 @@ class LocalLakehouse(Lakehouse):
                 raise LakehouseError(f"append to {name}: row {i} has no value for required column(s) "
                                      f"{', '.join(missing)}")
         schema = ddl.arrow_schema()
-        data = pa.Table.from_pylist([{c: r.get(c) for c in ddl.column_names} for r in records], schema=schema)
+        columns = {}
+        for field in schema:
+            try:
+                columns[field.name] = pa.array([r.get(field.name) for r in records], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise LakehouseError(f"append to {name}: column {field.name!r} expects {field.type}: {exc}") from None
+        data = pa.Table.from_pydict(columns, schema=schema)
         mode = "append" if self.exists(name) else "overwrite"
         return self.write_batches(name, schema, lambda: iter(data.to_batches()), mode=mode)
 

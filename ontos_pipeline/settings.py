@@ -22,6 +22,7 @@ class Settings:
     catalog: str
     schema: str
     use_cases_dir: Path
+    serve_port: int = 8765  # the local serving process (`ontos serve`) on 127.0.0.1
 
     @property
     def dagster_home(self) -> Path:
@@ -54,4 +55,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             raise SettingsError(str(exc)) from None
     use_cases = env.get("ONTOS_USE_CASES_DIR")
     use_cases_dir = Path(use_cases).expanduser().resolve() if use_cases else default_use_cases_dir()
-    return Settings(target, home, catalog, schema, use_cases_dir)
+    port_text = env.get("ONTOS_SERVE_PORT", "8765")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SettingsError(f"ONTOS_SERVE_PORT={port_text!r} is not a TCP port; use a number from 1 to 65535")
+    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions, build_resources
+from ontos_pipeline.definitions import FULL_PIPELINE, MONITOR, build_definitions, build_resources
 from ontos_pipeline.stages.sheet import current_sheet
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES, make_settings
 from ontos_pipeline_tests.widgets import good_widgets, write_widgets
@@ -24,15 +24,22 @@ def test_definitions_load_validate_and_partition_by_use_case(home):
     groups = {k.to_user_string(): repo.asset_graph.get(k).group_name for k in repo.asset_graph.get_all_asset_keys()}
     assert groups == {"sources": "synthetic", "sheet": "data", "template": "generate", "training_sheet": "generate",
                       "canonical_labels": "label", "training_export": "train", "trained_model": "train",
-                      "model_evaluation": "train"}
+                      "model_evaluation": "train", "serving_endpoint": "deploy", "inference_log": "monitor",
+                      "monitoring_report": "monitor"}
     checks = {k.name: repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys}
     assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True,
                       "labels_valid": True, "label_coverage": True, "no_open_conflicts": False,
                       "trainable_rows_allow_training": True, "export_excludes_prohibited": True,
-                      "export_files_valid": True, "promotion_gate": True}
-    lineage = {k.to_user_string(): sorted(d.to_user_string() for d in repo.asset_graph.get(k).parent_keys)
-               for k in (AssetKey("trained_model"), AssetKey("model_evaluation"))}
-    assert lineage == {"trained_model": ["training_export"], "model_evaluation": ["trained_model"]}
+                      "export_files_valid": True, "promotion_gate": True, "monitoring_thresholds": False}
+    lineage = {k: sorted(d.to_user_string() for d in repo.asset_graph.get(AssetKey(k)).parent_keys)
+               for k in ("trained_model", "model_evaluation", "serving_endpoint", "monitoring_report")}
+    assert lineage == {"trained_model": ["training_export"], "model_evaluation": ["trained_model"],
+                       "serving_endpoint": ["model_evaluation"],
+                       "monitoring_report": ["inference_log", "serving_endpoint"]}
+    monitor = defs.resolve_job_def(MONITOR)
+    assert {k.to_user_string() for k in monitor.asset_layer.executable_asset_keys} == {"monitoring_report"}
+    schedule = defs.resolve_schedule_def("monitoring_schedule")
+    assert schedule.job_name == MONITOR and schedule.cron_schedule == "0 * * * *"
     job = defs.resolve_job_def(FULL_PIPELINE)
     assert job.executor_def.name == "in_process"
 

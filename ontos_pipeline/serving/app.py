@@ -13,6 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -93,6 +94,7 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
     def health() -> dict:
         endpoints = registry.describe()
         return {"status": "ok", "endpoints": {e["name"]: e["state"] for e in endpoints},
+                "model_loads": len(registry.swaps),
                 "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged}}
 
     @app.get("/serving-endpoints")
@@ -108,39 +110,52 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
 
     @app.post("/feedback")
     async def feedback(request: Request) -> JSONResponse:
+        """One feedback object, or a list of them (one commit per endpoint)."""
         try:
             body = parse_json(await _body(request, DEFAULT_MAX_BODY))
-            if not isinstance(body, Mapping):
-                raise FeedbackError("feedback must be a JSON object")
-            name = body.get("endpoint")
-            if name is None and body.get("use_case"):
-                name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
-            rid = body.get("request_id")
-            known = recent.get(rid) if isinstance(rid, str) else None
-            if known is None and isinstance(rid, str):
-                known = _logged_request(lakehouse, rid)
-            if name is None and known is None:
-                raise BadRequest(404 if rid else 400,
-                                 f"unknown request_id {rid!r}; give 'endpoint' too" if rid else
-                                 "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id")
-            name = name or known[0]
-            spec = registry.specs.get(name)
-            if spec is None:
-                raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
-                                 "RESOURCE_DOES_NOT_EXIST")
-            item = parse_feedback({k: v for k, v in body.items() if k not in ("endpoint", "use_case")}, spec.name)
-            if item.item_ref is None and known is not None and known[1]:
-                item = type(item)(**{**item.__dict__, "item_ref": known[1]})
-            problem = f"unknown request_id {rid!r}" if rid and known is None else None
-            row = (await run_in_threadpool(record_feedback, lakehouse, spec, [item], [problem]))[0]
+            items = body if isinstance(body, list) else [body]
+            if not items:
+                raise FeedbackError("the list of feedback is empty")
+            resolved = [resolve(b) for b in items]
         except BadRequest as exc:
             return error(exc.status, exc.code, exc.message)
         except FeedbackError as exc:
             return error(400, "INVALID_PARAMETER_VALUE", str(exc))
-        result = {k: row[k] for k in ("feedback_id", "seq", "status", "reason", "item_ref")}
-        if row["status"] == "rejected":
-            return error(422, "INVALID_PARAMETER_VALUE", row["reason"], **result)
-        return JSONResponse(result, status_code=201)
+        rows = []
+        for spec in {id(s): s for s, _, _ in resolved}.values():
+            mine = [(item, problem) for s, item, problem in resolved if s is spec]
+            rows += await run_in_threadpool(record_feedback, lakehouse, spec, [i for i, _ in mine],
+                                            [p for _, p in mine])
+        results = [{k: row[k] for k in ("feedback_id", "seq", "status", "reason", "item_ref")} for row in rows]
+        if not isinstance(body, list):
+            if rows[0]["status"] == "rejected":
+                return error(422, "INVALID_PARAMETER_VALUE", rows[0]["reason"], **results[0])
+            return JSONResponse(results[0], status_code=201)
+        return JSONResponse({"feedback": results}, status_code=201)
+
+    def resolve(body: object):
+        """(use case spec, parsed feedback, problem) for one feedback object; raises on unusable ones."""
+        if not isinstance(body, Mapping):
+            raise FeedbackError("feedback must be a JSON object (or a list of them)")
+        name = body.get("endpoint")
+        if name is None and body.get("use_case"):
+            name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
+        rid = body.get("request_id")
+        known = recent.get(rid) if isinstance(rid, str) else None
+        if known is None and isinstance(rid, str):
+            known = _logged_request(lakehouse, rid)
+        if name is None and known is None:
+            raise BadRequest(404 if rid else 400, f"unknown request_id {rid!r}; give 'endpoint' too" if rid else
+                             "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id")
+        name = name or known[0]
+        spec = registry.specs.get(name)
+        if spec is None:
+            raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
+                             "RESOURCE_DOES_NOT_EXIST")
+        item = parse_feedback({k: v for k, v in body.items() if k not in ("endpoint", "use_case")}, spec.name)
+        if item.item_ref is None and known is not None and known[1]:
+            item = replace(item, item_ref=known[1])
+        return spec, item, f"unknown request_id {rid!r}" if rid and known is None else None
 
     return app
 

@@ -70,7 +70,7 @@ class EndpointRegistry:
             try:
                 champion = self.store.version(spec.name, CHAMPION)
                 current = self._served.get(endpoint)
-                if champion is None or (current is not None and current.version == champion.version):
+                if champion is None or (current is not None and current.version == str(champion.version)):
                     continue
                 model = self._load(self.store.version_uri(spec.name, champion.version))
                 served = Served(endpoint, spec, str(champion.version), model, datetime.now(UTC),

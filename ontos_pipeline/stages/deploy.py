@@ -55,7 +55,7 @@ def deploy(store: ModelStore, lakehouse: Lakehouse, use_case: str, endpoint: str
 def _deploy(store: ModelStore, lakehouse: Lakehouse, use_case: str, endpoint: str, gate_passed: bool | None,
             gate_summary: str, actor: str) -> EndpointEvent:
     challenger, champion = store.version(use_case, CHALLENGER), store.version(use_case, CHAMPION)
-    current = champion.version if champion else None
+    current = str(champion.version) if champion else None
     if challenger is None:
         raise DeployError(f"no {CHALLENGER} model for {use_case}; materialize trained_model and model_evaluation")
     if gate_passed is None:
@@ -65,12 +65,12 @@ def _deploy(store: ModelStore, lakehouse: Lakehouse, use_case: str, endpoint: st
         reason = f"gate failed for version {challenger.version}: {gate_summary}"
         event = _event(endpoint, use_case, "keep", current, current,
                        reason + ("" if current else "; nothing is served until a version passes"), actor)
-    elif current == challenger.version:
+    elif current == str(challenger.version):
         event = _event(endpoint, use_case, "keep", current, current,
                        f"version {current} is already the {CHAMPION}", actor)
     else:
         store.set_alias(use_case, CHAMPION, challenger.version)
-        event = _event(endpoint, use_case, "deploy", challenger.version, current,
+        event = _event(endpoint, use_case, "deploy", str(challenger.version), current,
                        f"gate passed: {gate_summary}", actor)
     lakehouse.append_records(ENDPOINTS, [event.record()])
     return event
@@ -87,7 +87,7 @@ def rollback(store: ModelStore, lakehouse: Lakehouse, use_case: str, endpoint: s
     champion = store.version(use_case, CHAMPION)
     if champion is None:
         raise DeployError(f"{use_case} has no {CHAMPION}: nothing is served, so there is nothing to roll back")
-    current = champion.version
+    current = str(champion.version)
     if to_version is None:
         deploys = [e for e in history(lakehouse, use_case) if e["event"] == "deploy"]
         last = next((e for e in reversed(deploys) if e["served_version"] == current), None)

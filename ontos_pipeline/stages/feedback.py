@@ -76,7 +76,7 @@ def record_feedback(lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Fee
                      "author": f.author, "status": "rejected" if reason else "new",
                      "reason": reason if problem or not reason else f"correction {reason}", "created_at": now})
     with lakehouse.locked(FEEDBACK):
-        last = max((r["seq"] for r in lakehouse.records(FEEDBACK, columns=["seq"])), default=0)
+        last = lakehouse.max_value(FEEDBACK, "seq") or 0
         for i, row in enumerate(rows, start=1):
             row["seq"] = last + i
         lakehouse.append_records(FEEDBACK, rows)

@@ -130,11 +130,11 @@ def _log_child(candidate: CandidateRun, example: pd.DataFrame, with_model: bool)
         mlflow.log_metrics({**_numeric(candidate.metrics, "val_"), "fit_seconds": candidate.seconds})
         mlflow.log_dict(candidate.metrics, "validation_metrics.json")
         if with_model:
-            _log_pyfunc(candidate.model, example, registered_name=None)
+            log_pyfunc(candidate.model, example, registered_name=None)
         return child.info.run_id
 
 
-def _log_pyfunc(model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
+def log_pyfunc(model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
     example = example[model.input_columns].reset_index(drop=True)
     signature = infer_signature(example, model.predict(example))
     return mlflow.pyfunc.log_model(name="model", python_model=OntosPyfunc(model), signature=signature,
@@ -176,7 +176,7 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / pack["spec"]["file"]).write_text(pack["spec"]["text"], encoding="utf-8")
             mlflow.log_artifacts(tmp, "reproducibility")
-        info = _log_pyfunc(outcome.best.model, example, registered_name=name)
+        info = log_pyfunc(outcome.best.model, example, registered_name=name)
     version = str(info.registered_model_version)
     client = store.client()
     for key, value in (("use_case", spec.name), ("family", outcome.best.family),

@@ -1,0 +1,128 @@
+"""Assets of the `monitor` group: the inference log (written by the serving process) and monitoring reports."""
+
+from datetime import UTC, datetime, timedelta
+
+import mlflow
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+    asset_check,
+)
+
+from ontos_pipeline.assets.common import md_counts
+from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
+from ontos_pipeline.resources.mlflow import LocalMlflowResource
+from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.stages import monitoring as monitoring_stage
+from ontos_pipeline.stages.alerts import raise_alerts
+from ontos_pipeline.stages.model_store import CHAMPION
+from ontos_pipeline.stages.train import PACK
+
+INFERENCE_LOG_ASSET = AssetSpec(
+    "inference_log", group_name="monitor", deps=["serving_endpoint"], kinds={"delta"},
+    description="Every request the serving process answered (`ontos serve`), failures included: the local twin of "
+                "Databricks inference tables. Written by the serving process, not by a Dagster run.")
+
+
+class MonitoringConfig(Config):
+    """The time window of a report (ISO 8601); default: the spec's `monitoring.window_minutes` until now."""
+
+    since: str | None = None
+    until: str | None = None
+
+
+def _window(config: MonitoringConfig, minutes: int) -> monitoring_stage.Window:
+    def parse(text: str, field: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"monitoring_report config {field}={text!r} is not an ISO 8601 time") from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    end = parse(config.until, "until") if config.until else datetime.now(UTC)
+    start = parse(config.since, "since") if config.since else end - timedelta(minutes=minutes)
+    if start >= end:
+        raise ValueError(f"monitoring_report window is empty: since {start.isoformat()} is not before until "
+                         f"{end.isoformat()}")
+    return monitoring_stage.Window(start, end)
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
+
+
+def build_monitor_assets(partitions: PartitionsDefinition) -> list:
+    @asset(name="monitoring_report", group_name="monitor", partitions_def=partitions,
+           deps=["serving_endpoint", INFERENCE_LOG_ASSET.key], kinds={"spark", "delta"},
+           description="Requests, error rate, latency percentiles, response distribution, feedback rate and accuracy, "
+                       "and drift of every input feature and of the predictions against the served model's "
+                       "training rows, for one time window; breaches open alerts.")
+    def monitoring_report(context: AssetExecutionContext, config: MonitoringConfig, spark: SparkResource,
+                          lakehouse: LocalLakehouseResource, use_cases: UseCasesResource,
+                          mlflow_store: LocalMlflowResource) -> MaterializeResult:
+        spec, session, lh, store = (use_cases.get(context.partition_key), spark.session(), lakehouse.get(),
+                                    mlflow_store.get())
+        window = _window(config, spec.monitoring.window_minutes)
+        champion = store.version(spec.name, CHAMPION)
+        if champion is None:
+            raise RuntimeError(f"{spec.name} has no {CHAMPION}: nothing is served; materialize serving_endpoint")
+        pack = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PACK}")
+        reference = monitoring_stage.training_reference(session, lh, spec, pack)
+        report = monitoring_stage.monitor(session, lh, spec, window, reference)
+        lh.append_records(monitoring_stage.REPORTS, [report.record()])
+        breaches = monitoring_stage.breaches(report, spec)
+        opened = raise_alerts(lh, spec.name, breaches, report.report_id)
+        drift_rows = [d.record() for d in report.drift]
+        return MaterializeResult(metadata={
+            "report_id": report.report_id, "endpoint": report.endpoint_name, "served_version": champion.version,
+            "window": f"{window.start.isoformat(timespec='seconds')} .. {window.end.isoformat(timespec='seconds')}",
+            "requests": report.request_count, "records": report.records,
+            "error_rate": report.error_rate if report.error_rate is not None else "n/a",
+            "status_codes": md_counts(report.status_counts),
+            "latency_p50": _ms(report.latency_ms["p50"]), "latency_p95": _ms(report.latency_ms["p95"]),
+            "latency_p99": _ms(report.latency_ms["p99"]),
+            "positive_feedback_rate": report.positive_feedback_rate if report.positive_feedback_rate is not None
+            else "n/a",
+            "accuracy": report.accuracy if report.accuracy is not None else "n/a",
+            "feedback_judged": report.feedback_count,
+            "response_distribution": MetadataValue.json(report.response_distribution),
+            "drifted": ", ".join(report.drifted) or "none",
+            "drift": MetadataValue.md(_drift_table(drift_rows) if drift_rows else
+                                      f"not assessed: {report.records} records < min_rows "
+                                      f"{spec.monitoring.min_rows}"),
+            "breaches": MetadataValue.json([b.message for b in breaches]),
+            "alerts_opened": len(opened)})
+
+    @asset_check(asset=monitoring_report, name="monitoring_thresholds", partitions_def=partitions,
+                 description="no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds "
+                             "in the latest report")
+    def monitoring_thresholds(context: AssetCheckExecutionContext, lakehouse: LocalLakehouseResource,
+                              use_cases: UseCasesResource) -> AssetCheckResult:
+        spec = use_cases.get(context.partition_key)
+        report = monitoring_stage.latest_report(lakehouse.get(), spec)
+        if report is None:
+            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                    description=f"no monitoring report for {spec.name} yet")
+        found = monitoring_stage.breaches(report, spec)
+        return AssetCheckResult(
+            passed=not found, severity=AssetCheckSeverity.ERROR,
+            description="; ".join(b.message for b in found) or "all metrics within thresholds",
+            metadata={"report_id": report.report_id, "breaches": MetadataValue.json(
+                [{"metric": b.metric, "value": b.value, "threshold": b.threshold} for b in found])})
+
+    return [INFERENCE_LOG_ASSET, monitoring_report, monitoring_thresholds]
+
+
+def _drift_table(rows: list[dict]) -> str:
+    lines = ["| column | kind | PSI | test | statistic | p-value | drifted |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['column']} | {r['kind']} | {r['psi']:.3f} | {r['test']} | {r['statistic']:.3f} | "
+              f"{r['p_value']:.3g} | {'**yes**' if r['drifted'] else 'no'} |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""`ontos demo`: the loop on the embedded default, recorded in the Dagster instance under ONTOS_HOME.
+
+1. the `full_pipeline` job per use case: data, labels, training sheet, model, evaluation, gate, endpoint;
+2. `ontos serve` in a child process, normal then drifted traffic with feedback over real HTTP;
+3. the `monitor` job per use case and window (normal, then drifted traffic), which raises alerts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import requests
+
+from ontos_pipeline.console import format_table
+from ontos_pipeline.settings import Settings, load_settings
+from ontos_pipeline.specs import UseCaseSpec, load_use_cases
+
+GATE_STEP = "model_evaluation_promotion_gate"  # a run that stops only here kept its model out: not an error
+TRAFFIC = 200  # requests per use case and batch
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from ontos_pipeline.cli import prepare_dagster_home
+    from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions
+
+    settings = load_settings()
+    prepare_dagster_home(settings)
+    if not args.verbose:
+        logging.getLogger("mlflow").setLevel(logging.ERROR)  # pyfunc pickling and pip notices: --verbose shows them
+    instance = DagsterInstance.get()
+    specs = load_use_cases(settings.use_cases_dir)
+    selected = args.use_case or list(specs)
+    unknown = [u for u in selected if u not in specs]
+    if unknown:
+        print(f"unknown use case(s): {', '.join(unknown)}; known: {', '.join(specs)}", file=sys.stderr)
+        return 2
+    definitions = build_definitions(settings)
+    job = definitions.resolve_job_def(FULL_PIPELINE)
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
+    if args.rows:
+        run_config["ops"] = {"sources": {"config": {"rows": args.rows}}}
+    print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}")
+    print("1/3 pipeline: data -> labels -> training sheet -> model -> evaluation -> gate -> endpoint", flush=True)
+    rows, models, failed = [], [], 0
+    for name in selected:
+        started = time.perf_counter()
+        result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
+                                        raise_on_error=False, tags={"ontos/command": "demo"})
+        rows.append(_summary_row(name, result, time.perf_counter() - started))
+        models.append(_model_row(name, result))
+        blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP}
+        failed += not result.success and not blocked
+        state = "ok" if result.success else "stopped at the promotion gate" if blocked else "FAILED"
+        print(f"  {name}: {state} (run {result.run_id[:8]})", flush=True)
+    print()
+    print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
+                        "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
+    print()
+    print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"], models))
+    serving = serve_traffic_and_monitor(settings, definitions, instance, [specs[n] for n in selected], run_config)
+    print()
+    print(format_table(["use case", "served", "requests", "p95 ms (normal / drifted)", "error rate",
+                        "accuracy normal -> drifted", "feedback", "drifted inputs (normal window)",
+                        "drifted inputs (drifted window)", "alerts"], serving))
+    print(f"\nRuns, materializations and checks are in the Dagster instance at {settings.dagster_home}; "
+          "open it with `uv run ontos ui`.\nModels, runs and plots are in MLflow: `uv run mlflow ui "
+          f"--backend-store-uri sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}`.\nServe the champions with "
+          "`uv run ontos serve`; open alerts: `uv run ontos alerts list`.")
+    return 1 if failed else 0
+
+
+def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: list[UseCaseSpec],
+                              run_config: dict) -> list[list[object]]:
+    """Serve every champion in a child process, send normal then drifted traffic, monitor both windows."""
+    from ontos_pipeline.definitions import MONITOR, build_resources
+    from ontos_pipeline.spark_session import get_spark
+    from ontos_pipeline.stages import traffic
+    from ontos_pipeline.stages.model_store import CHAMPION
+
+    store = build_resources(settings)["mlflow_store"].get()
+    served = {s.name: store.version(s.name, CHAMPION) for s in specs}
+    live = [s for s in specs if served[s.name] is not None]
+    if not live:
+        return [[s.name, "none", "-", "-", "-", "-", "-", "-", "-", "-"] for s in specs]
+    print(f"\n2/3 serving {len(live)} endpoints (`ontos serve`) and sending normal, then drifted traffic with "
+          "feedback", flush=True)
+    lakehouse, spark = build_resources(settings)["lakehouse"].get(), get_spark()
+    windows, results = {}, {}
+    with ServingProcess(settings, [s.serving.endpoint_name for s in live]) as url:
+        for spec in live:
+            t0 = datetime.now(UTC)
+            normal = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "normal", TRAFFIC), 0.5)
+            t1 = datetime.now(UTC)
+            drifted = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "drifted", TRAFFIC), 0.5, seed=1)
+            windows[spec.name], results[spec.name] = (t0, t1, datetime.now(UTC)), (normal, drifted)
+            print(f"  {spec.name}: {normal.requests} normal + {drifted.requests} drifted requests, accuracy "
+                  f"{_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}", flush=True)
+    print("\n3/3 monitoring reports (normal window, drifted window)", flush=True)
+    monitor = definitions.resolve_job_def(MONITOR)
+    rows = []
+    for spec in specs:
+        if spec.name not in windows:
+            rows.append([spec.name, "none (gate kept nothing to serve)", 0, "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        t0, t1, t2 = windows[spec.name]
+        reports = []
+        for since, until in ((t0, t1), (t1, t2)):
+            config = {**run_config, "ops": {"monitoring_report": {"config": {"since": since.isoformat(),
+                                                                             "until": until.isoformat()}}}}
+            result = monitor.execute_in_process(partition_key=spec.name, instance=instance, run_config=config,
+                                                raise_on_error=False, tags={"ontos/command": "demo"})
+            reports.append(_materialized(result, "monitoring_report"))
+        normal, drifted = results[spec.name]
+        feedback = sum(normal.feedback.values()) + sum(drifted.feedback.values())
+        rows.append([spec.name, f"v{served[spec.name].version}", reports[0].get("requests", 0)
+                     + reports[1].get("requests", 0),
+                     f"{_ms(reports[0].get('latency_p95'))} / {_ms(reports[1].get('latency_p95'))}",
+                     _rate(reports[1].get("error_rate")), f"{_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}",
+                     feedback, reports[0].get("drifted", "-"), reports[1].get("drifted", "-"),
+                     sum(r.get("alerts_opened", 0) for r in reports)])
+        print(f"  {spec.name}: drifted inputs {reports[1].get('drifted', '-')}", flush=True)
+    return rows
+
+
+class ServingProcess:
+    """`ontos serve` as a child process on a free port; leaving the block stops it gracefully (log flushed)."""
+
+    def __init__(self, settings: Settings, endpoints: list[str], timeout: float = 300.0):
+        self.settings, self.endpoints, self.timeout = settings, endpoints, timeout
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> str:
+        log = self.settings.home / "serving" / "demo-serve.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ONTOS_HOME": str(self.settings.home)}
+        with open(log, "w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ontos_pipeline.cli", "serve", "--port", str(self.port), "--poll-seconds",
+                 "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"`ontos serve` exited with {self.process.returncode}; see {log}")
+            try:
+                states = requests.get(f"{self.url}/health", timeout=2).json()["endpoints"]
+                if all(states.get(e) == "READY" for e in self.endpoints):
+                    return self.url
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"`ontos serve` did not serve {', '.join(self.endpoints)} within {self.timeout:.0f} s; "
+                           f"see {log}")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # graceful: finishes requests, flushes the inference log
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _rate(value) -> str:
+    return f"{value:.1%}" if isinstance(value, float | int) else str(value or "-")
+
+
+def _ms(value) -> str:
+    return str(value or "-").removesuffix(" ms")
+
+
+def _summary_row(name: str, result, seconds: float) -> list[object]:
+    sheet, labels, qa, export = (_materialized(result, node) for node in
+                                 ("sheet", "canonical_labels", "training_sheet", "training_export"))
+    status = qa.get("by_status", {})
+    splits = export.get("rows_per_split", {})
+    checks = result.get_asset_check_evaluations()
+    failed = [c.check_name for c in checks if not c.passed]
+    return [
+        name, sheet.get("dagster/row_count", "-"), str(sheet.get("version", "-"))[:12],
+        f"{labels['coverage']:.1%}" if "coverage" in labels else "-",
+        " / ".join(str(status.get(s, 0)) for s in ("auto_approved", "pending", "rejected", "flagged")) if qa else "-",
+        " / ".join(str(splits.get(s, 0)) for s in ("train", "val", "test")) if export else "-",
+        f"{len(checks) - len(failed)}/{len(checks)}" + (f" ({', '.join(failed)})" if failed else ""),
+        sheet.get("phi_columns", "-"), f"{seconds:.1f}",
+    ]
+
+
+def _materialized(result, node: str) -> dict:
+    mats = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else {}
+
+
+def _model_row(name: str, result) -> list[object]:
+    """Model summary of a demo run: headline test metric of baseline and model with intervals, gate, endpoint."""
+    trained, evaluation = _materialized(result, "trained_model"), _materialized(result, "model_evaluation")
+    if not evaluation:
+        return [name, "-", "-", "-", "-", "not evaluated"]
+    metric = next(k.removesuffix(" (95% CI)") for k in evaluation if k.endswith(" (95% CI)"))
+    gate = next((c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"), None)
+    return [name, f"v{trained.get('model_version', '?')} {trained.get('family', '')}", metric,
+            evaluation.get(f"baseline {metric}", "-"), evaluation[f"{metric} (95% CI)"],
+            "-" if gate is None else "passed" if gate.passed else "FAILED"]

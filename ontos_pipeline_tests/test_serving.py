@@ -1,0 +1,265 @@
+"""The serving process against real registered MLflow models: request shapes, errors, hot swap, the inference log,
+feedback, and the deploy/rollback decisions behind the `champion` alias. A real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import mlflow
+import pytest
+import requests
+
+from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.serving.logbook import INFERENCE_LOG, recover
+from ontos_pipeline.serving.server import BackgroundServer, ServingOptions
+from ontos_pipeline.stages.deploy import DeployError, deploy, history, rollback
+from ontos_pipeline.stages.model_store import CHALLENGER, CHAMPION, local_store
+from ontos_pipeline.stages.train import log_pyfunc
+from ontos_pipeline.trainer.local import RESPONSE, LocalTrainer, TrainingData
+from ontos_pipeline_tests.conftest import make_settings
+from ontos_pipeline_tests.kinds import items, kind_spec
+
+ENDPOINT = "enum_case"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A home whose registry holds two versions of the enum model (v1 baseline, v2 trained), champion = v1."""
+    root = tmp_path_factory.mktemp("serving")
+    cases = root / "use_cases"
+    cases.mkdir()
+    spec, template = kind_spec(cases, "enum")
+    outcome = LocalTrainer(seed=1).train(spec, template, TrainingData(items("enum", 300, 1), items("enum", 80, 2)))
+    store = local_store(root / "home")
+    store.activate()
+    example = items("enum", 5, 3).drop(columns=[RESPONSE])
+    versions = []
+    for model in (outcome.baseline.model, outcome.best.model):
+        with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
+            versions.append(str(log_pyfunc(model, example, store.model_name(spec.name)).registered_model_version))
+    store.set_alias(spec.name, CHAMPION, versions[0])
+    return {"settings": make_settings(root / "home", cases), "store": store, "spec": spec, "versions": versions,
+            "lakehouse": LocalLakehouse(root / "home" / "tables")}
+
+
+@pytest.fixture
+def champion_v1(served):
+    served["store"].set_alias(served["spec"].name, CHAMPION, served["versions"][0])
+    return served
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server(served, **options) -> BackgroundServer:
+    return BackgroundServer(served["settings"], ServingOptions(port=_port(), **options))
+
+
+def _records(n: int, seed: int = 7) -> list[dict]:
+    frame = items("enum", n, seed).drop(columns=[RESPONSE])
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _logged(served, ids: list[str]) -> dict[str, dict]:
+    rows = served["lakehouse"].records(INFERENCE_LOG)
+    return {r["request_id"]: r for r in rows if r["request_id"] in set(ids)}
+
+
+def test_the_three_databricks_request_shapes_give_the_same_predictions(champion_v1):
+    served = champion_v1
+    records = _records(3)
+    columns = list(records[0])
+    with _server(served) as server:
+        url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
+        answers = [requests.post(url, json=body, timeout=30) for body in (
+            {"dataframe_records": records},
+            {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}},
+            {"inputs": records},
+            {"inputs": {c: [r[c] for r in records] for c in columns}})]
+        listing = requests.get(f"{server.url}/serving-endpoints", timeout=30).json()["endpoints"]
+        health = requests.get(f"{server.url}/health", timeout=30).json()
+    assert [a.status_code for a in answers] == [200] * 4
+    predictions = [a.json()["predictions"] for a in answers]
+    assert all(p == predictions[0] for p in predictions) and len(predictions[0]) == 3
+    for p in predictions[0]:
+        jsonschema.validate(p["response"], served["spec"].template.response_schema)
+        assert 0 <= p["confidence"] <= 1
+    assert {a.headers["x-model-version"] for a in answers} == {served["versions"][0]}
+    assert listing == [{**listing[0], "name": ENDPOINT, "state": "READY", "served_version": served["versions"][0],
+                        "model": f"ontos.workbench.{served['spec'].name}"}]
+    assert health["status"] == "ok" and health["endpoints"] == {ENDPOINT: "READY"}
+
+
+def test_bad_input_gets_a_named_4xx_never_a_500_and_every_request_is_logged(champion_v1):
+    served = champion_v1
+    record = _records(1)[0]
+    url_of = "{}/serving-endpoints/{}/invocations".format
+    with _server(served) as server:
+        url = url_of(server.url, ENDPOINT)
+        cases = {
+            "malformed": requests.post(url, data=b'{"dataframe_records": [', timeout=30),
+            "unknown endpoint": requests.post(url_of(server.url, "nope"), json={"inputs": [record]}, timeout=30),
+            "missing column": requests.post(url, json={"dataframe_records": [{"x": 1.0}]}, timeout=30),
+            "mistyped column": requests.post(url, json={"dataframe_records": [{**record, "x": "high"}]}, timeout=30),
+            "no shape": requests.post(url, json={"records": [record]}, timeout=30),
+            "oversized": requests.post(url, data=b" " * 6_000_000, timeout=30),
+            "too many rows": requests.post(url, json={"dataframe_records": [record] * 1001}, timeout=30),
+            "ok": requests.post(url, json={"dataframe_records": [record]}, timeout=30),
+        }
+    status = {k: r.status_code for k, r in cases.items()}
+    assert status == {"malformed": 400, "unknown endpoint": 404, "missing column": 400, "mistyped column": 400,
+                      "no shape": 400, "oversized": 413, "too many rows": 413, "ok": 200}
+    message = {k: r.json().get("message", "") for k, r in cases.items()}
+    assert "malformed JSON at line 1" in message["malformed"]
+    assert "no endpoint named 'nope'" in message["unknown endpoint"]
+    assert "missing column(s) color, note" in message["missing column"]
+    assert "record 0: column 'x' must be double" in message["mistyped column"]
+    assert "dataframe_records, dataframe_split, inputs" in message["no shape"]
+    logged = _logged(served, [r.headers["x-request-id"] for r in cases.values()])
+    assert len(logged) == len(cases)  # failures included: the log equals the answered requests
+    for name, response in cases.items():
+        row = logged[response.headers["x-request-id"]]
+        assert row["status_code"] == response.status_code, name
+        assert (row["error"] is None) == (name == "ok"), name
+        assert row["latency_ms"] > 0 and row["endpoint_name"] == ("nope" if name == "unknown endpoint" else ENDPOINT)
+    assert json.loads(logged[cases["ok"].headers["x-request-id"]]["response"]) == cases["ok"].json()["predictions"]
+
+
+def test_hot_swap_serves_the_new_champion_without_failing_a_request(champion_v1):
+    served = champion_v1
+    records = _records(4)
+    v1, v2 = served["versions"]
+    seen: list[tuple[str, int, str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            r = session.post(url, json={"dataframe_records": records}, timeout=60)
+            seen.append((r.headers["x-request-id"], r.status_code, r.headers.get("x-model-version")))
+
+    with _server(served, poll_seconds=0.2) as server:
+        url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        served["store"].set_alias(served["spec"].name, CHAMPION, v2)  # what serving_endpoint does on deploy
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(v == v2 for _, _, v in seen) < 20:
+            time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join()
+        time.sleep(0.5)  # a few more alias polls
+        loads = requests.get(f"{server.url}/health", timeout=30).json()["model_loads"]
+    assert loads == 2  # v1 at start, v2 once: an unchanged alias never reloads
+    assert seen and all(status == 200 for _, status, _ in seen)
+    assert {v for _, _, v in seen} == {v1, v2}
+    logged = sorted(_logged(served, [rid for rid, _, _ in seen]).values(), key=lambda r: r["request_time"])
+    assert len(logged) == len(seen)
+    versions = [r["model_version"] for r in logged]
+    switch = versions.index(v2)
+    assert set(versions[:switch]) == {v1} and set(versions[switch:]) == {v2}  # in order: never back to v1
+
+
+def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
+    served = champion_v1
+    with _server(served) as server:
+        answer = requests.post(f"{server.url}/serving-endpoints/{ENDPOINT}/invocations",
+                               json={"dataframe_records": _records(1)}, timeout=30)
+        rid = answer.headers["x-request-id"]
+        post = lambda body: requests.post(f"{server.url}/feedback", json=body, timeout=30)  # noqa: E731
+        up = post({"request_id": rid, "rating": "up", "comment": "right", "author": "ann"})
+        fix = post({"request_id": rid, "rating": "down", "correction": "high"})
+        bad = post({"request_id": rid, "correction": "enormous"})
+        stranger = post({"endpoint": ENDPOINT, "request_id": "no-such-request", "rating": "down"})
+        structural = [post({"request_id": rid}), post({"request_id": rid, "rating": "meh"}),
+                      post({"rating": "up"}), post({"endpoint": "nope", "item_ref": "I1", "rating": "up"}),
+                      post([])]
+        batch = post([{"endpoint": ENDPOINT, "item_ref": "I7-0001", "rating": "up"},
+                      {"request_id": rid, "correction": "low"}])
+    assert (up.status_code, fix.status_code) == (201, 201)
+    assert (bad.status_code, bad.json()["status"]) == (422, "rejected")
+    assert "correction does not match the response schema" in bad.json()["message"]
+    assert (stranger.status_code, stranger.json()["reason"]) == (422, "unknown request_id 'no-such-request'")
+    assert [r.status_code for r in structural] == [400, 400, 400, 404, 400]
+    assert "give a rating" in structural[0].json()["message"]
+    assert batch.status_code == 201 and [f["status"] for f in batch.json()["feedback"]] == ["new", "new"]
+    rows = sorted(served["lakehouse"].records("feedback"), key=lambda r: r["seq"])
+    mine = [r for r in rows if r["request_id"] in (rid, "no-such-request") or r["item_ref"] == "I7-0001"]
+    assert [r["status"] for r in mine] == ["new", "new", "rejected", "rejected", "new", "new"]
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))  # gap-free high-water mark
+    by_id = {r["feedback_id"]: r for r in rows}
+    assert json.loads(by_id[fix.json()["feedback_id"]]["correction"]) == "high"
+    assert by_id[up.json()["feedback_id"]]["item_ref"] == "I7-0000"  # taken from the request's record
+
+
+def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
+    served = champion_v1
+    port = _port()
+    env = {**os.environ, "ONTOS_HOME": str(served["settings"].home),
+           "ONTOS_USE_CASES_DIR": str(served["settings"].use_cases_dir)}
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
+    process = subprocess.Popen([sys.executable, "-m", "ontos_pipeline.cli", "serve", "--port", str(port),
+                                "--flush-seconds", "3600"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=2).json()["endpoints"].get(ENDPOINT) == "READY":
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        ids = [requests.post(f"{url}/serving-endpoints/{ENDPOINT}/invocations",
+                             json={"dataframe_records": _records(1, seed=i)}, timeout=30).headers["x-request-id"]
+               for i in range(25)]
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # no shutdown hook runs: the buffer was never flushed
+        process.wait()
+    assert _logged(served, ids) == {}
+    spool = served["settings"].home / "serving" / "spool"
+    assert recover(served["lakehouse"], spool) == 25
+    assert set(_logged(served, ids)) == set(ids)
+    assert recover(served["lakehouse"], spool) == 0 and len(_logged(served, ids)) == 25  # idempotent
+    assert not any(Path(spool).glob("*/*.jsonl"))
+
+
+def test_deploy_follows_the_gate_and_rollback_restores_the_previous_version(served, tmp_path):
+    store, lakehouse, name, (v1, v2) = served["store"], LocalLakehouse(tmp_path / "t"), served["spec"].name, \
+        served["versions"]
+    store.client().delete_registered_model_alias(store.model_name(name), CHAMPION)
+    store.set_alias(name, CHALLENGER, v1)
+    first = deploy(store, lakehouse, name, ENDPOINT, True, "PASS beats_baseline", "run-1")
+    store.set_alias(name, CHALLENGER, v2)
+    kept = deploy(store, lakehouse, name, ENDPOINT, False, "FAIL meets_minimum: 0.41 < 0.6", "run-2")
+    assert str(store.version(name, CHAMPION).version) == v1
+    second = deploy(store, lakehouse, name, ENDPOINT, True, "PASS all", "run-3")
+    again = deploy(store, lakehouse, name, ENDPOINT, True, "PASS all", "run-4")
+    assert [(e.event, e.served_version, e.previous_version) for e in (first, kept, second, again)] == [
+        ("deploy", v1, None), ("keep", v1, v1), ("deploy", v2, v1), ("keep", v2, v2)]
+    assert kept.reason.startswith(f"gate failed for version {v2}: FAIL meets_minimum: 0.41 < 0.6")
+    back = rollback(store, lakehouse, name, ENDPOINT, "ann")
+    assert (back.event, back.served_version, back.previous_version, back.actor) == ("rollback", v1, v2, "ann")
+    assert str(store.version(name, CHAMPION).version) == v1
+    with pytest.raises(DeployError, match=f"version {v1} has no earlier served version"):
+        rollback(store, lakehouse, name, ENDPOINT, "ann")
+    with pytest.raises(DeployError, match="has no version 99"):
+        rollback(store, lakehouse, name, ENDPOINT, "ann", to_version="99")
+    assert [e["event"] for e in history(lakehouse, name)] == ["deploy", "keep", "deploy", "keep", "rollback"]
+    store.set_alias(name, CHAMPION, v1)
