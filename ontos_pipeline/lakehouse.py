@@ -312,8 +312,15 @@ class LocalLakehouse(Lakehouse):
         dt = self._table(name)
         if dt is None:
             return []
-        filters = [(k, "=", v) for k, v in (where or {}).items()] or None
-        return dt.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters).to_pylist()
+        where = dict(where or {})
+        wanted = list(dict.fromkeys([*columns, *where])) if columns else None
+        table = dt.to_pyarrow_table(columns=wanted)
+        for key, value in where.items():  # filtered here: rewritten files may hold string_view columns
+            column = table[key]
+            if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
+                column = column.cast(pa.string())
+            table = table.filter(pc.equal(column, pa.scalar(value)))
+        return table.select(list(columns)).to_pylist() if columns else table.to_pylist()
 
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)

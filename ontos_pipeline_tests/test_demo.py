@@ -29,7 +29,8 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     result = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    data_table, model_table = result.stdout[result.stdout.index("\nuse case "):].strip().split("\n\n")[:2]
+    tables_out = [b.strip() for b in result.stdout.split("\n\n") if b.strip().startswith("use case ")]
+    data_table, model_table, serving_table = tables_out
     rows = {line.split()[0]: line.split() for line in data_table.splitlines()[2:] if line.split()[0] in DEMO}
     assert sorted(rows) == DEMO
     for cells in rows.values():
@@ -58,9 +59,33 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
         baseline, model = (float(v) for v in re.findall(r"(-?\d\.\d{4}) \[", line))
         assert model > baseline or gates[name] == "FAILED", line
 
+    # Every champion was served: real requests (normal, then drifted) and feedback, all in the inference log.
+    served = sorted(n for n, g in gates.items() if g == "passed")
+    tables = home / "tables" / "ontos" / "workbench"
+    log = DeltaTable(str(tables / "inference_log")).to_pandas()
+    serving = {line.split()[0]: line.split() for line in serving_table.splitlines()[2:] if line.split()[0] in DEMO}
+    assert sorted(serving) == DEMO
+    for name, cells in serving.items():
+        if gates[name] != "passed":
+            assert cells[1] == "none", cells
+            continue
+        assert cells[1] == "v1", cells
+        assert int(cells[2]) == (log["endpoint_name"] == name).sum() > 0, cells  # every request logged
+        assert cells[6].endswith("%") and cells[-1].isdigit(), cells  # error rate, alerts
+    assert set(log["status_code"]) <= {200, 400} and (log["status_code"] == 200).mean() > 0.9
+    feedback = DeltaTable(str(tables / "feedback")).to_pandas()
+    assert len(feedback) > 0 and set(feedback["rating"].dropna()) <= {"up", "down"}
+    assert feedback["request_id"].isin(log["request_id"]).all()
+    assert feedback["seq"].sort_values().tolist() == list(range(1, len(feedback) + 1))
+    reports = DeltaTable(str(tables / "monitoring_reports")).to_pandas()
+    assert sorted(reports["use_case"]) == sorted(served * 2)
+    assert reports["request_count"].sum() == len(log)
+    events = DeltaTable(str(tables / "serving_endpoints")).to_pandas()
+    assert sorted(events[events["event"] == "deploy"]["use_case"]) == served
+
     instance = DagsterInstance.from_config(str(home / "dagster"))
     try:
-        runs = instance.get_runs(RunsFilter(tags={"ontos/command": "demo"}))
+        runs = instance.get_runs(RunsFilter(tags={"ontos/command": "demo"}, job_name="full_pipeline"))
         assert sorted(r.tags["dagster/partition"] for r in runs) == DEMO
         for run in runs:  # a run fails only where the blocking promotion gate kept its model out
             expected = DagsterRunStatus.SUCCESS if gates[run.tags["dagster/partition"]] == "passed" \
@@ -68,11 +93,15 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
             assert run.status == expected, run.tags["dagster/partition"]
         materialized = instance.get_materialized_partitions(AssetKey("sheet"))
         assert materialized == set(DEMO)
+        monitors = instance.get_runs(RunsFilter(tags={"ontos/command": "demo"}, job_name="monitor"))
+        assert sorted(r.tags["dagster/partition"] for r in monitors) == sorted(served * 2)
+        assert all(r.status == DagsterRunStatus.SUCCESS for r in monitors)
+        assert instance.get_materialized_partitions(AssetKey("serving_endpoint")) == set(served)
+        assert instance.get_materialized_partitions(AssetKey("monitoring_report")) == set(served)
     finally:
         instance.dispose()
 
     # PHI governance: every exported invoice belongs to a patient who consented to training.
-    tables = home / "tables" / "ontos" / "workbench"
     sheet = DeltaTable(str(next(tables.glob("sheet_invoice_extraction_*")))).to_pandas()
     consent = dict(zip(sheet["item_ref"], sheet["consent_training"], strict=True))
     exported = [json.loads(line)["item_ref"] for f in (home / "files" / "exports" / "invoice_extraction").glob(
@@ -89,11 +118,19 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     assert edit.returncode == 0 and "recorded 1 decision(s)" in edit.stdout, edit.stderr[-2000:]
     dagster = Path(sys.executable).parent / "dagster"
     run = subprocess.run([str(dagster), "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select",
-                          "canonical_labels,training_sheet,training_export,trained_model,model_evaluation",
+                          "canonical_labels,training_sheet,training_export,trained_model,model_evaluation,"
+                          "serving_endpoint",
                           "--partition", "invoice_extraction"],
                          cwd=tmp_path, env={**env, "DAGSTER_HOME": str(home / "dagster")}, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
+    # The retrained version passed its gate and is served; rolling back points the endpoint at version 1 again.
+    history = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "history", "invoice_extraction"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert [line.split()[2:4] for line in history.stdout.splitlines()[2:]] == [["deploy", "1"], ["deploy", "2"]]
+    back = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "rollback", "invoice_extraction",
+                           "--by", "rita"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert back.returncode == 0 and "rolled back from version 2 to 1" in back.stdout, back.stderr[-2000:]
     qa = DeltaTable(str(tables / "qa_pairs")).to_pandas()
     row = qa[(qa["item_ref"] == item) & (qa["training_sheet_id"] == "invoice_extraction__invoice_fields")].iloc[0]
     assert (row["status"], row["response_source"], json.loads(row["response"])) == ("edited", "review", label)

@@ -85,6 +85,12 @@ CASES = [
      "training.gate.metric", "unknown value 'r2'; expected one of accuracy, macro_f1"),
     ("negative search trials", lambda d: d["training"].__setitem__("search", {"trials": -1}),
      "training.search.trials", "expected 0 to 500 trials"),
+    ("bad endpoint name", lambda d: d.__setitem__("serving", {"endpoint_name": "my endpoint!"}),
+     "serving.endpoint_name", "is not an endpoint name"),
+    ("p-value out of range", lambda d: d.__setitem__("monitoring", {"drift": {"p_value": 1.5}}),
+     "monitoring.drift.p_value", "expected a share between 0 and 1, got 1.5"),
+    ("unknown monitoring field", lambda d: d.__setitem__("monitoring", {"max_latency_ms": 10}),
+     "monitoring.max_latency_ms", "unknown field"),
 ]
 
 
@@ -96,6 +102,18 @@ def test_errors_name_file_field_and_expectation(tmp_path, label, change, field, 
     message = str(err.value)
     assert message.startswith(f"{path}: {field}: "), message
     assert expected in message, message
+
+
+def test_serving_and_monitoring_settings_have_defaults_and_overrides(tmp_path):
+    plain = load_use_case(write(tmp_path, mutated(lambda d: None)))
+    assert (plain.serving.endpoint_name, plain.monitoring.psi_threshold, plain.monitoring.min_accuracy) == (
+        plain.name, 0.2, None)
+    tuned = load_use_case(write(tmp_path, mutated(lambda d: d.update(
+        serving={"endpoint_name": "defects-v2", "max_rows_per_request": 50},
+        monitoring={"window_minutes": 15, "drift": {"psi": 0.25}, "min_accuracy": 0.8})), "tuned.yaml"))
+    assert (tuned.serving.endpoint_name, tuned.serving.max_rows_per_request) == ("defects-v2", 50)
+    m = tuned.monitoring
+    assert (m.window_minutes, m.psi_threshold, m.p_value, m.min_accuracy) == (15, 0.25, 0.05, 0.8)
 
 
 def test_duplicate_use_case_names_are_rejected_naming_both_files(tmp_path):

@@ -72,17 +72,18 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
                                     mlflow_store.get())
         window = _window(config, spec.monitoring.window_minutes)
         champion = store.version(spec.name, CHAMPION)
-        if champion is None:
-            raise RuntimeError(f"{spec.name} has no {CHAMPION}: nothing is served; materialize serving_endpoint")
-        pack = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PACK}")
-        reference = monitoring_stage.training_reference(session, lh, spec, pack)
+        reference = None  # nothing served yet: operational metrics only (requests got 503s)
+        if champion is not None:
+            pack = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PACK}")
+            reference = monitoring_stage.training_reference(session, lh, spec, pack)
         report = monitoring_stage.monitor(session, lh, spec, window, reference)
         lh.append_records(monitoring_stage.REPORTS, [report.record()])
         breaches = monitoring_stage.breaches(report, spec)
         opened = raise_alerts(lh, spec.name, breaches, report.report_id)
         drift_rows = [d.record() for d in report.drift]
         return MaterializeResult(metadata={
-            "report_id": report.report_id, "endpoint": report.endpoint_name, "served_version": champion.version,
+            "report_id": report.report_id, "endpoint": report.endpoint_name,
+            "served_version": str(champion.version) if champion else "none (no champion)",
             "window": f"{window.start.isoformat(timespec='seconds')} .. {window.end.isoformat(timespec='seconds')}",
             "requests": report.request_count, "records": report.records,
             "error_rate": report.error_rate if report.error_rate is not None else "n/a",
@@ -96,8 +97,9 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
             "response_distribution": MetadataValue.json(report.response_distribution),
             "drifted": ", ".join(report.drifted) or "none",
             "drift": MetadataValue.md(_drift_table(drift_rows) if drift_rows else
-                                      f"not assessed: {report.records} records < min_rows "
-                                      f"{spec.monitoring.min_rows}"),
+                                      "not assessed: no champion, so no training rows to compare with"
+                                      if reference is None else f"not assessed: {report.records} records < "
+                                      f"min_rows {spec.monitoring.min_rows}"),
             "breaches": MetadataValue.json([b.message for b in breaches]),
             "alerts_opened": len(opened)})
 

@@ -82,11 +82,11 @@ class MonitoringReport:
 
 
 def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
-    """Monitored input features -> (numeric | categorical, expression over the column's text value `v`)."""
+    """Monitored input features -> (numeric | categorical, expression); values that do not parse count as missing."""
     out: dict[str, tuple[str, Column]] = {}
     for c in spec.sheet.columns:
         if c.category == "numeric":
-            out[c.name] = ("numeric", F.col(c.name).cast("double"))
+            out[c.name] = ("numeric", F.col(c.name).try_cast("double"))
         elif c.category == "categorical" or (c.category != "metadata" and c.type == "boolean"):
             out[c.name] = ("categorical", F.lower(F.col(c.name).cast("string")))
         elif c.category == "text":
@@ -95,7 +95,7 @@ def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
     if kind == "enum":
         out[PREDICTION] = ("categorical", F.col(PREDICTION))
     elif kind == "number":
-        out[PREDICTION] = ("numeric", F.col(PREDICTION).cast("double"))
+        out[PREDICTION] = ("numeric", F.col(PREDICTION).try_cast("double"))
     else:
         out[f"{PREDICTION}:length"] = ("numeric", F.length(F.col(PREDICTION)).cast("double"))
     return out
@@ -124,8 +124,9 @@ def scalar_text(column: Column) -> Column:
 
 
 def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window: Window,
-            reference: DataFrame) -> MonitoringReport:
-    """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response)."""
+            reference: DataFrame | None) -> MonitoringReport:
+    """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response),
+    None when no model is served (no drift then)."""
     m = spec.monitoring
     requests = window_requests(spark, lakehouse, spec.serving.endpoint_name, window).cache()
     try:
@@ -140,9 +141,11 @@ def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window
         current = records.select(*[F.col("inputs")[c].alias(c) for c in columns], PREDICTION).cache()
         count = current.count()
         distribution = response_distribution(current, spec.template.response_kind)
-        ref = reference.select(*[F.col(c).cast("string").alias(c) for c in columns],
-                               scalar_text(F.col("response")).alias(PREDICTION))
-        drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value) if count >= m.min_rows else []
+        drift = []
+        if reference is not None and count >= m.min_rows:
+            ref = reference.select(*[F.col(c).cast("string").alias(c) for c in columns],
+                                   scalar_text(F.col("response")).alias(PREDICTION))
+            drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value)
         current.unpersist()
         positive, accuracy, judged = feedback_metrics(spark, lakehouse, spec, records, window)
     finally:
@@ -159,7 +162,7 @@ def response_distribution(current: DataFrame, kind: str) -> dict:
     if kind == "enum":
         return {r[PREDICTION]: int(r["count"]) for r in current.groupBy(PREDICTION).count().collect()}
     if kind == "number":
-        row = current.agg(F.percentile(F.col(PREDICTION).cast("double"), [0.0, 0.25, 0.5, 0.75, 1.0])
+        row = current.agg(F.percentile(F.col(PREDICTION).try_cast("double"), [0.0, 0.25, 0.5, 0.75, 1.0])
                           .alias("q")).first()
         return dict(zip(["min", "p25", "p50", "p75", "max"], row["q"] or [], strict=False))
     top = current.groupBy(PREDICTION).count().orderBy(F.desc("count"), PREDICTION).limit(5).collect()

@@ -50,8 +50,8 @@ class TrafficResult:
 
 
 def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: str, n: int) -> pd.DataFrame:
-    """`n` items of the batch with their sheet columns and the ground truth (column `_truth`, parsed JSON);
-    when the batch has fewer items, they repeat."""
+    """Up to `n` distinct items of the batch with their sheet columns and the ground truth (column `_truth`, parsed
+    JSON). Items never repeat: repeats would make the drift tests see a lumpy distribution that is not there."""
     if batch not in BATCHES:
         raise ValueError(f"unknown batch {batch!r}; use one of {', '.join(BATCHES)}")
     if batch == "normal":
@@ -74,8 +74,6 @@ def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: s
     if frame.empty:
         raise ValueError(f"{spec.name} has no {batch} items to send")
     frame[TRUTH] = [json.loads(v) for v in frame[TRUTH]]
-    if len(frame) < n:  # fewer items than requests: items come back, as real traffic repeats itself
-        frame = frame.iloc[[i % len(frame) for i in range(n)]].reset_index(drop=True)
     return frame
 
 

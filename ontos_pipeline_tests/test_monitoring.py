@@ -1,0 +1,181 @@
+"""Monitoring in Spark over real inference-log and feedback tables: hand-computed rates and percentiles, drift on the
+synthetic drifted batch (and none on held-out normal items), the drift statistics, and the alert lifecycle."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from ontos_pipeline.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.specs import load_use_case
+from ontos_pipeline.stages import alerts
+from ontos_pipeline.stages.alerts import AlertError, Breach
+from ontos_pipeline.stages.drift import categorical_drift, numeric_drift, psi
+from ontos_pipeline.stages.monitoring import QUANTILES, Window, breaches, monitor
+from ontos_pipeline_tests.conftest import DEMO_USE_CASES
+from ontos_pipeline_tests.kinds import items, kind_spec
+from synthetic_data.generator import generate_tables
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def _request(i: int, endpoint: str, record: dict, answer: object, latency: float, status: int = 200,
+             at: datetime | None = None) -> dict:
+    return {"request_id": f"r{i}", "request_time": at or T0 + timedelta(seconds=i), "endpoint_name": endpoint,
+            "model_version": "1", "inputs": json.dumps([record], default=str),
+            "response": json.dumps([{"response": answer, "confidence": 0.8}]) if status == 200 else None,
+            "latency_ms": latency, "status_code": status, "error": None if status == 200 else "bad input"}
+
+
+def test_rates_percentiles_and_feedback_accuracy_match_hand_computed_values(spark, lakehouse, tmp_path):
+    spec, _ = kind_spec(tmp_path, "enum")
+    frame = items("enum", 40, 5)
+    rng = np.random.default_rng(3)
+    latency = rng.gamma(2.0, 15.0, 40).round(3)
+    status = [200] * 36 + [400, 400, 413, 500]
+    answers = ["low", "mid", "high"] * 13 + ["low"]
+    rows = [_request(i, "enum_case", {k: v for k, v in r.items() if k != "response"}, answers[i], latency[i],
+                     status[i]) for i, r in enumerate(frame.to_dict("records"))]
+    rows += [_request(100, "enum_case", rows[0] | {}, "low", 9999.0, at=T0 - timedelta(hours=2)),  # outside
+             _request(101, "other", {}, "low", 9999.0)]  # another endpoint
+    lakehouse.append_records(INFERENCE_LOG, rows)
+    fb = [  # request -> feedback; the latest (highest seq) per request counts, rejected feedback never does
+        ("r0", "up", None, "new"), ("r0", "down", None, "new"), ("r1", "up", None, "new"), ("r2", "up", None, "new"),
+        ("r3", "down", None, "new"), ("r4", None, "mid", "new"),  # r4 answered "mid": the correction agrees
+        ("r5", "down", "low", "new"),  # r5 answered "high": wrong
+        ("r6", "up", None, "rejected"), ("r38", "up", None, "new"),  # r38 failed: no answer to judge
+    ]
+    lakehouse.append_records("feedback", [
+        {"feedback_id": f"f{i}", "seq": i + 1, "use_case": spec.name, "request_id": rid, "rating": rating,
+         "correction": correction and json.dumps(correction), "status": state, "created_at": T0}
+        for i, (rid, rating, correction, state) in enumerate(fb)])
+    reference = spark.createDataFrame(items("enum", 200, 9).assign(response=lambda d: d.response.map(json.dumps)))
+    report = monitor(spark, lakehouse, spec, Window(T0, T0 + timedelta(minutes=5)), reference)
+
+    assert report.request_count == 40 and report.records == 36
+    assert report.error_rate == pytest.approx(4 / 40)
+    expected = np.percentile(latency, [50, 95, 99])  # linear interpolation, like Spark's percentile
+    assert [report.latency_ms[k] for k in ("p50", "p95", "p99")] == pytest.approx(expected, rel=1e-9)
+    assert report.status_counts == {"200": 36, "400": 2, "413": 1, "500": 1}
+    assert report.response_distribution == {"low": 12, "mid": 12, "high": 12}
+    # judged: r0 (down), r1 (up), r2 (up), r3 (down), r4 (correction agrees), r5 (correction disagrees)
+    assert report.feedback_count == 6
+    assert report.positive_feedback_rate == pytest.approx(2 / 5)  # rated: r0 down, r1 up, r2 up, r3 down, r5 down
+    assert report.accuracy == pytest.approx(3 / 6)
+    found = {b.metric: b for b in breaches(report, spec)}
+    assert found["error_rate"].message == "error_rate = 0.1 > threshold 0.05"
+    assert "latency_p95_ms" not in found
+
+
+def _table(gen, name: str) -> pa.Table:
+    table = next(t for t in gen if t.name == name)
+    return pa.Table.from_batches(list(table.batches()), table.schema)
+
+
+def test_drift_is_found_on_the_drifted_batch_and_not_on_held_out_normal_items(spark, lakehouse, tmp_path):
+    spec = load_use_case(DEMO_USE_CASES / "remaining_useful_life.yaml")
+    generated = generate_tables("remaining_useful_life", rows=1400, drifted_rows=300, seed=16, image_dir=tmp_path)
+    normal = _table(generated, "acme_raw.asset_health_snapshots").to_pandas()
+    drifted = _table(generated, "acme_raw.asset_health_snapshots_drifted").to_pandas()
+    labels = {r["item_ref"]: r["label_data"] for r in _table(generated, "acme_raw.remaining_useful_life_labels")
+              .to_pylist()}
+    drifted_labels = {r["item_ref"]: r["label_data"] for r in
+                      _table(generated, "acme_raw.remaining_useful_life_labels_drifted").to_pylist()}
+    train, held_out = normal.iloc[:1000], normal.iloc[1000:1300]
+    reference = spark.createDataFrame(train.assign(response=train.item_ref.map(labels)))
+    rows = [_request(i, spec.serving.endpoint_name, r, json.loads(labels[r["item_ref"]]), 10.0)
+            for i, r in enumerate(held_out.to_dict("records"))]
+    later = T0 + timedelta(hours=1)
+    rows += [_request(1000 + i, spec.serving.endpoint_name, r, json.loads(drifted_labels[r["item_ref"]]), 10.0,
+                      at=later + timedelta(seconds=i)) for i, r in enumerate(drifted.to_dict("records"))]
+    lakehouse.append_records(INFERENCE_LOG, rows)
+
+    calm = monitor(spark, lakehouse, spec, Window(T0, later), reference)
+    shifted = monitor(spark, lakehouse, spec, Window(later, later + timedelta(hours=1)), reference)
+    assert (calm.records, shifted.records) == (300, 300)
+    columns = {"asset_class", "age_days", "cycles", "avg_load_pct", "maintenance_count", "days_since_maintenance",
+               "vibration_trend", "temperature_trend", "prediction"}
+    assert {d.column for d in calm.drift} == {d.column for d in shifted.drift} == columns
+    assert calm.drifted == [], [d.record() for d in calm.drift]
+    assert {"avg_load_pct", "cycles", "prediction"} <= set(shifted.drifted), [d.record() for d in shifted.drift]
+    for d in shifted.drift:
+        assert d.drifted == (d.psi >= 0.2 and d.p_value < 0.05)
+    assert {b.metric for b in breaches(shifted, spec)} == {f"psi[{c}]" for c in shifted.drifted}
+
+
+def test_drift_statistics():
+    assert psi([10, 20, 30], [10, 20, 30]) == 0.0
+    expected = 0.4 * np.log(0.9 / 0.5) + (-0.4) * np.log(0.1 / 0.5)
+    assert psi([50, 50], [90, 10]) == pytest.approx(expected)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 3000), rng.normal(0.15, 1, 2000)
+    edges = np.quantile(a, QUANTILES)
+
+    def bins(x):
+        inner = (x[:, None] >= edges[1:-1][None, :]).sum(axis=1)
+        return np.bincount(np.where(x < edges[0], 0, np.where(x > edges[-1], 21, 1 + inner)), minlength=22)
+
+    d = numeric_drift("x", bins(a).tolist(), bins(b).tolist(), 0.2, 0.05)
+    exact = stats.ks_2samp(a, b)
+    assert d.statistic <= exact.statistic + 1e-12 and d.statistic == pytest.approx(exact.statistic, abs=0.02)
+    assert d.p_value < 0.05 and not d.drifted  # significant but small: PSI stays below 0.2
+    same = categorical_drift("c", {"a": 500, "b": 500}, {"a": 260, "b": 240}, 0.2, 0.05)
+    moved = categorical_drift("c", {"a": 500, "b": 500}, {"a": 50, "b": 300, "new": 150}, 0.2, 0.05)
+    assert not same.drifted and same.p_value > 0.05
+    assert moved.drifted and moved.p_value < 1e-6 and moved.psi > 1
+
+
+def test_alert_lifecycle_and_deduplication(lakehouse):
+    drift, errors = Breach("drift", "psi[x]", 0.31, 0.2, ">="), Breach("error_rate", "error_rate", 0.1, 0.05, ">")
+    opened = alerts.raise_alerts(lakehouse, "uc", [drift, errors], "rep1")
+    assert [a["message"] for a in opened] == ["psi[x] = 0.31 >= threshold 0.2", "error_rate = 0.1 > threshold 0.05"]
+    assert alerts.raise_alerts(lakehouse, "uc", [drift], "rep2") == []  # still open: not raised twice
+    first = opened[0]["alert_id"]
+    assert alerts.transition(lakehouse, first, "acknowledged", "ann")["status"] == "acknowledged"
+    with pytest.raises(AlertError, match=f"alert {first} is acknowledged; only open alerts can become acknowledged"):
+        alerts.transition(lakehouse, first, "acknowledged", "ann")
+    assert alerts.raise_alerts(lakehouse, "uc", [drift], "rep3") == []  # acknowledged is still active
+    done = alerts.transition(lakehouse, first[:6], "resolved", "bob")  # a unique prefix is enough
+    assert (done["status"], done["actor"]) == ("resolved", "bob") and done["resolved_at"] is not None
+    with pytest.raises(AlertError, match="is resolved"):
+        alerts.transition(lakehouse, first, "resolved", "bob")
+    with pytest.raises(AlertError, match="no alert 'zzz'"):
+        alerts.transition(lakehouse, "zzz", "resolved", "bob")
+    assert len(alerts.raise_alerts(lakehouse, "uc", [drift], "rep4")) == 1  # came back after it was resolved
+    listed = alerts.list_alerts(lakehouse, "uc")
+    assert sorted(a["status"] for a in listed) == ["open", "open", "resolved"]
+    assert alerts.list_alerts(lakehouse, "uc", "resolved")[0]["acknowledged_at"] is not None
+
+
+def test_the_monitoring_check_turns_red_naming_metric_value_and_threshold(spark, tmp_path):
+    from dagster import DagsterInstance
+
+    from ontos_pipeline.definitions import MONITOR, build_definitions
+    from ontos_pipeline.lakehouse import LocalLakehouse
+    from ontos_pipeline_tests.conftest import make_settings
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    spec, _ = kind_spec(cases, "enum")
+    settings = make_settings(tmp_path / "home", cases)
+    lakehouse = LocalLakehouse(settings.tables_dir, files_root=settings.home / "files")
+    record = items("enum", 1, 1).drop(columns=["response"]).iloc[0].to_dict()
+    lakehouse.append_records(INFERENCE_LOG, [_request(i, spec.serving.endpoint_name, record, "low", 5.0 + i,
+                                                      200 if i % 2 else 503) for i in range(20)])
+    job = build_definitions(settings).resolve_job_def(MONITOR)
+    config = {"ops": {"monitoring_report": {"config": {"since": T0.isoformat(),
+                                                       "until": (T0 + timedelta(minutes=1)).isoformat()}}}}
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(partition_key=spec.name, instance=instance, run_config=config)
+    assert result.success  # a breach is a red check, not a failed run
+    report = {k: v.value for k, v in result.asset_materializations_for_node("monitoring_report")[0].metadata.items()}
+    assert (report["requests"], report["error_rate"], report["served_version"]) == (20, 0.5, "none (no champion)")
+    check = result.get_asset_check_evaluations()[0]
+    assert (check.check_name, check.passed) == ("monitoring_thresholds", False)
+    assert check.description == "error_rate = 0.5 > threshold 0.05"
+    assert [(a["kind"], a["status"]) for a in alerts.list_alerts(lakehouse, spec.name)] == [("error_rate", "open")]
