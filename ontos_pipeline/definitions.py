@@ -8,12 +8,13 @@ from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, def
 
 from ontos_pipeline.assets.data import build_data_assets
 from ontos_pipeline.assets.deploy import build_deploy_assets
+from ontos_pipeline.assets.feedback import build_feedback_assets
 from ontos_pipeline.assets.generate import build_generate_assets
 from ontos_pipeline.assets.label import build_label_assets
 from ontos_pipeline.assets.model import build_model_assets
 from ontos_pipeline.assets.monitor import build_monitor_assets
 from ontos_pipeline.assets.train import build_export_assets
-from ontos_pipeline.automation import monitoring_schedule
+from ontos_pipeline.automation import feedback_retrain_sensor, monitoring_schedule
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.mlflow import LocalMlflowResource
 from ontos_pipeline.resources.serving import LocalServingResource
@@ -22,10 +23,14 @@ from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import load_use_cases
 
-FULL_PIPELINE, MONITOR = "full_pipeline", "monitor"
+FULL_PIPELINE, MONITOR, RETRAIN = "full_pipeline", "monitor", "retrain"
+# what a retrain runs: new source rows and labels (feedback included) through to the endpoint
+RETRAIN_ASSETS = ["sheet", "canonical_labels", "template", "training_sheet", "training_export", "trained_model",
+                  "model_evaluation", "serving_endpoint"]
 
 # Partitioned asset checks are a Dagster preview feature; we rely on it knowingly (one check result per use case).
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+warnings.filterwarnings("ignore", message="Function `observable_source_asset` is currently in beta")
 
 
 def build_resources(settings: Settings) -> dict:
@@ -51,16 +56,21 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     partitions = StaticPartitionsDefinition(list(use_cases))
     assets = [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
               *build_export_assets(partitions), *build_model_assets(partitions), *build_deploy_assets(partitions),
-              *build_monitor_assets(partitions)]
-    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups("monitor"),
+              *build_monitor_assets(partitions), *build_feedback_assets(partitions)]
+    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups(
+                                         "monitor", "improve"),
                                      partitions_def=partitions,
                                      description="Data to deployed endpoint for one use case (partition)")
+    retrain = define_asset_job(RETRAIN, selection=AssetSelection.assets(*RETRAIN_ASSETS), partitions_def=partitions,
+                               description="Retrain one use case on its current data and labels (feedback included), "
+                                           "evaluate, gate and redeploy; requested by feedback_retrain_sensor")
     monitor = define_asset_job(MONITOR, selection=AssetSelection.groups("monitor"), partitions_def=partitions,
                                description="Monitoring report of one use case's endpoint over the latest window")
     return Definitions(
         assets=assets,
-        jobs=[full_pipeline, monitor],
+        jobs=[full_pipeline, monitor, retrain],
         schedules=[monitoring_schedule(monitor, list(use_cases))],
+        sensors=[feedback_retrain_sensor(retrain, settings.sensor_interval)],
         resources=build_resources(settings),
         executor=in_process_executor,  # one Spark session per run, shared by its steps
     )

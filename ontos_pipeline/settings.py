@@ -23,6 +23,7 @@ class Settings:
     schema: str
     use_cases_dir: Path
     serve_port: int = 8765  # the local serving process (`ontos serve`) on 127.0.0.1
+    sensor_interval: int = 30  # seconds between evaluations of the retrain sensor (ONTOS_SENSOR_INTERVAL)
 
     @property
     def dagster_home(self) -> Path:
@@ -58,4 +59,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     port_text = env.get("ONTOS_SERVE_PORT", "8765")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise SettingsError(f"ONTOS_SERVE_PORT={port_text!r} is not a TCP port; use a number from 1 to 65535")
-    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text))
+    interval = env.get("ONTOS_SENSOR_INTERVAL", "30")
+    if not interval.isdigit() or int(interval) < 1:
+        raise SettingsError(f"ONTOS_SENSOR_INTERVAL={interval!r} is not a number of seconds; use an integer >= 1")
+    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval))

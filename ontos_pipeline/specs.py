@@ -142,6 +142,17 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True)
+class RetrainSpec:
+    """When feedback and reviewed labels trigger a retrain, and how feedback becomes canonical labels."""
+
+    min_actionable_feedback: int = 20  # corrections + thumbs-down since the last requested retrain
+    min_reviewed_labels: int = 20  # review decisions + inbox label rows since the last requested retrain
+    correction_confidence: float = 0.9  # confidence of a canonical label made from a correction
+    confirm_thumbs_up: bool = True  # a thumbs-up confirms the served answer as a label (off for PHI sheets)
+    confirm_confidence: float = 0.6
+
+
+@dataclass(frozen=True)
 class SyntheticSpec:
     generator: str
     rows: int
@@ -162,7 +173,7 @@ class UseCaseSpec:
     synthetic: SyntheticSpec | None
     serving: ServingSpec
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # retrain (later stage)
+    retrain: RetrainSpec = field(default_factory=RetrainSpec)
 
     @property
     def primary_table(self) -> str:
@@ -263,7 +274,7 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
     synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
     serving = _serving(r, r.mapping(r.get(doc, "serving", "", Mapping, {}), "serving"), name)
     monitoring = _monitoring(r, r.mapping(r.get(doc, "monitoring", "", Mapping, {}), "monitoring"))
-    extra = {k: r.mapping(doc[k], k) for k in ("retrain",) if k in doc}
+    retrain = _retrain(r, r.mapping(r.get(doc, "retrain", "", Mapping, {}), "retrain"), sheet)
     return UseCaseSpec(
         name=name,
         title=r.get(doc, "title", "", str, name.replace("_", " ").capitalize()),
@@ -276,7 +287,7 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
         synthetic=synthetic,
         serving=serving,
         monitoring=monitoring,
-        extra=extra,
+        retrain=retrain,
     )
 
 
@@ -571,4 +582,24 @@ def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
     )
     if spec.window_minutes < 1 or spec.min_rows < 1 or spec.psi_threshold <= 0 or spec.max_latency_p95_ms <= 0:
         raise r.fail(w, "window_minutes, min_rows, drift.psi and max_latency_p95_ms must be > 0")
+    return spec
+
+
+def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpec:
+    w = "retrain"
+    r.unknown_keys(raw, {"min_actionable_feedback", "min_reviewed_labels", "correction_confidence",
+                         "confirm_thumbs_up", "confirm_confidence"}, w)
+    phi = sheet.consent_column is not None or any("phi" in c.tags for c in sheet.columns)
+    spec = RetrainSpec(
+        min_actionable_feedback=r.get(raw, "min_actionable_feedback", w, int, 20),
+        min_reviewed_labels=r.get(raw, "min_reviewed_labels", w, int, 20),
+        correction_confidence=float(r.get(raw, "correction_confidence", w, (int, float), 0.9)),
+        confirm_thumbs_up=r.get(raw, "confirm_thumbs_up", w, bool, not phi),
+        confirm_confidence=float(r.get(raw, "confirm_confidence", w, (int, float), 0.6)),
+    )
+    if spec.min_actionable_feedback < 1 or spec.min_reviewed_labels < 1:
+        raise r.fail(w, "min_actionable_feedback and min_reviewed_labels must be >= 1")
+    for key in ("correction_confidence", "confirm_confidence"):
+        if not 0 <= getattr(spec, key) <= 1:
+            raise r.fail(f"{w}.{key}", f"expected a confidence between 0 and 1, got {getattr(spec, key):g}")
     return spec

@@ -21,6 +21,7 @@ from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesR
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.stages import labels as label_stage
+from ontos_pipeline.stages.feedback import FeedbackSource
 from ontos_pipeline.stages.quality import CheckOutcome
 
 
@@ -28,12 +29,14 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
     @asset(name="canonical_labels", group_name="label", partitions_def=partitions, deps=["sheet"],
            kinds={"spark", "delta"},
            description="Every label source merged per (sheet_id, item_ref, label_type): import table, inbox files, "
-                       "review edits. Invalid labels go to label_rejects, disagreements to label_conflicts; usage "
+                       "review edits, feedback (corrections; thumbs-up confirmations where the spec allows). "
+                       "Invalid labels go to label_rejects, disagreements to label_conflicts; usage "
                        "constraints inherit the sheet's PHI tags. History is appended, never overwritten.")
     def canonical_labels(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        result = label_stage.merge_labels(session, lh, spec, published_sheet(session, lh, spec))
+        result = label_stage.merge_labels(session, lh, spec, published_sheet(session, lh, spec),
+                                          (*label_stage.DEFAULT_SOURCES, FeedbackSource()))
         context.log.info(f"{spec.name}: {result.labelled}/{result.items} items labelled, {result.appended} new "
                          f"label versions, {result.rejects} rejects, {result.conflicts} open conflicts")
         return MaterializeResult(

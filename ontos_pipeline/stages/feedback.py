@@ -14,9 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
 from ontos_pipeline.lakehouse import Lakehouse
-from ontos_pipeline.specs import UseCaseSpec
-from ontos_pipeline.stages.labels import response_validator, validate_label
+from ontos_pipeline.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
+from ontos_pipeline.stages.labels import CANDIDATE_SCHEMA, response_validator, validate_label
 
 FEEDBACK = "feedback"
 RATINGS = ("up", "down")
@@ -81,3 +86,58 @@ def record_feedback(lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Fee
             row["seq"] = last + i
         lakehouse.append_records(FEEDBACK, rows)
     return rows
+
+
+@dataclass(frozen=True)
+class FeedbackSource:
+    """Accepted feedback as label candidates (source `feedback`, one candidate per feedback row).
+
+    A correction is a candidate with the spec's `retrain.correction_confidence`; a thumbs-up confirms the served
+    answer (read from the inference log by request id) with `retrain.confirm_confidence` when
+    `retrain.confirm_thumbs_up` is on (off by default for sheets with PHI). Candidates are validated like any
+    label by the merge: a correction for an item the sheet does not hold lands in `label_rejects` with the reason,
+    and the feedback row itself stays in the feedback table.
+    """
+
+    name: str = "feedback"
+
+    def read(self, spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec) -> DataFrame | None:
+        if not lakehouse.exists(FEEDBACK):
+            return None
+        accepted = lakehouse.read(spark, FEEDBACK).filter(
+            (F.col("use_case") == spec.name) & (F.col("status") != "rejected"))
+        frames = [accepted.filter(F.col("correction").isNotNull()).select(
+            "*", F.col("correction").alias("label_data"), F.lit(spec.retrain.correction_confidence).alias("conf"))]
+        if spec.retrain.confirm_thumbs_up and lakehouse.exists(INFERENCE_LOG):
+            served = lakehouse.read(spark, INFERENCE_LOG).filter(F.col("status_code") == 200).select(
+                "request_id", F.udf(lambda r: _single_answer(r), T.StringType())(F.col("response")).alias("label_data"))
+            ups = accepted.filter((F.col("rating") == "up") & F.col("correction").isNull()
+                                  & F.col("request_id").isNotNull())
+            frames.append(ups.join(served, "request_id", "left").select(
+                *accepted.columns, "label_data", F.lit(spec.retrain.confirm_confidence).alias("conf")))
+        rows = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+        error = (F.when(F.col(ITEM_KEY).isNull(), F.concat(F.lit("feedback "), F.col("feedback_id"), F.lit(
+            ": no item_ref (the request held several records); send the feedback with the item_ref")))
+                 .when(F.col("label_data").isNull(), F.concat(F.lit("feedback "), F.col("feedback_id"), F.lit(
+                     ": thumbs-up for a request whose answer is not in the inference log (or held several)")))
+                 )
+        return rows.select(
+            F.col(ITEM_KEY), F.col("label_data"), F.col("conf").cast("double").alias("confidence"),
+            F.lit("feedback").alias("source"), F.concat(F.lit("feedback:"), F.col("feedback_id")).alias("source_ref"),
+            F.coalesce(F.col("author"), F.lit("feedback")).alias("labeled_by"),
+            F.lit(None).cast("array<string>").alias("allowed_uses"),
+            F.lit(None).cast("array<string>").alias("prohibited_uses"), F.col("created_at"),
+            error.alias("error")).select(*CANDIDATE_SCHEMA.fieldNames())
+
+
+def _single_answer(response: str | None) -> str | None:
+    """JSON text of the one answer of a single-record response (`[{"response": ..., ...}]`), else None."""
+    if response is None:
+        return None
+    try:
+        answers = json.loads(response)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(answers, list) or len(answers) != 1 or not isinstance(answers[0], dict):
+        return None
+    return json.dumps(answers[0].get("response"), sort_keys=True, ensure_ascii=False)
