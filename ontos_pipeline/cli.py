@@ -11,9 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ontos_pipeline.cli_serving import add_parsers as add_serving_parsers
+from ontos_pipeline.cli_tasks import add_parsers as add_task_parsers
 from ontos_pipeline.console import format_table
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import SpecError, load_use_cases
+
+INSTANCE_MARK = "# written by ontos"
+INSTANCE_CONFIG = f"""{INSTANCE_MARK}: the instance of ONTOS_HOME (delete this line to keep your own edits)
+telemetry:
+  enabled: false
+run_queue:
+  max_concurrent_runs: 2  # sensor- and UI-launched runs (each starts its own Spark) on a small machine
+"""
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -21,8 +30,8 @@ def prepare_dagster_home(settings: Settings) -> Path:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    if not config.exists() or config.read_text(encoding="utf-8").startswith(("telemetry:", INSTANCE_MARK)):
+        config.write_text(INSTANCE_CONFIG, encoding="utf-8")  # ours (not edited by hand): keep it current
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -249,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--out", required=True, help="directory to write the rebuilt export into")
     rebuild.set_defaults(func=cmd_rebuild)
     add_serving_parsers(sub)
+    add_task_parsers(sub)
     return parser
 
 

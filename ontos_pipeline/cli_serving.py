@@ -1,12 +1,15 @@
-"""`ontos serve | endpoint | simulate-traffic | alerts`: the commands around the serving process."""
+"""`ontos serve | endpoint | simulate-traffic | feedback | alerts`: the commands around the serving process."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
+from dataclasses import replace
 from datetime import UTC
+from pathlib import Path
 
 from ontos_pipeline.console import format_table
 from ontos_pipeline.settings import load_settings
@@ -70,7 +73,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not 0 <= args.feedback_rate <= 1:
         raise ValueError("--feedback-rate must be between 0 and 1")
     url = args.url or f"http://127.0.0.1:{settings.serve_port}"
-    frame = traffic.items(get_spark(), build_resources(settings)["lakehouse"].get(), spec, args.batch, args.n)
+    lakehouse = build_resources(settings)["lakehouse"].get()
+    frame = traffic.items(get_spark(), lakehouse, spec, args.batch, args.n)
+    if args.land:
+        landed = traffic.land_batch(get_spark(), lakehouse, spec, args.batch)
+        print(f"{landed} {args.batch} rows landed in {lakehouse.name(spec.primary_table)} (the next sheet holds them)")
     result = traffic.send(url, spec, frame, args.feedback_rate, args.correction_share, args.error_share,
                           args.concurrency, args.seed)
     acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
@@ -78,6 +85,51 @@ def cmd_simulate(args: argparse.Namespace) -> int:
           f"{dict(sorted(result.statuses.items()))}, versions {dict(result.versions)}, accuracy {acc}, "
           f"feedback {dict(result.feedback)}")
     return 0 if result.statuses.get(200) else 1
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Record feedback on served answers (one from the flags, or a JSONL file of them) in the feedback table."""
+    from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.stages.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
+
+    settings = load_settings()
+    spec = _spec(settings, args.use_case)
+    lakehouse = build_resources(settings)["lakehouse"].get()
+    if args.file:
+        bodies = []
+        for number, line in enumerate(Path(args.file).read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    bodies.append((f"{args.file}:{number}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise FeedbackError(f"{args.file}:{number}: not JSON ({exc.msg})") from None
+    else:
+        body = {k: v for k, v in (("request_id", args.request_id), ("item_ref", args.item_ref),
+                                  ("rating", args.rating), ("comment", args.comment)) if v is not None}
+        if args.correction is not None:
+            try:
+                body["correction"] = json.loads(args.correction)
+            except json.JSONDecodeError:
+                body["correction"] = args.correction  # a plain string answer (enum or text)
+        bodies = [("--flags", body)]
+    items, problems = [], []
+    for where, body in bodies:
+        if isinstance(body, dict):
+            body = {"author": _actor(args), **body}
+        try:
+            item = parse_feedback(body, spec.name)
+        except FeedbackError as exc:
+            raise FeedbackError(f"{where}: {exc}") from None
+        known = logged_request(lakehouse, item.request_id) if item.request_id else None
+        if known and known[1] and item.item_ref is None:
+            item = replace(item, item_ref=known[1])
+        items.append(item)
+        problems.append(f"unknown request_id {item.request_id!r}" if item.request_id and known is None else None)
+    rows = record_feedback(lakehouse, spec, items, problems)
+    for row in rows:
+        state = "accepted" if row["status"] == "new" else f"REJECTED: {row['reason']}"
+        print(f"feedback {row['feedback_id'][:12]} (seq {row['seq']}, item {row['item_ref'] or '-'}): {state}")
+    return 0 if all(r["status"] == "new" for r in rows) else 1
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -132,7 +184,20 @@ def add_parsers(sub) -> None:
     sim.add_argument("--concurrency", type=int, default=4)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--url", help="serving process root (default: http://127.0.0.1:$ONTOS_SERVE_PORT)")
+    sim.add_argument("--land", action="store_true",
+                     help="also land the batch's rows in the source table, as new production data (drifted batch)")
     sim.set_defaults(func=cmd_simulate)
+
+    fb = sub.add_parser("feedback", help="record feedback on a served answer (or a JSONL file of feedback)")
+    fb.add_argument("use_case")
+    fb.add_argument("--request-id", help="the X-Request-Id of the answer")
+    fb.add_argument("--item-ref", help="the item the answer was about (when there is no request id)")
+    fb.add_argument("--rating", choices=("up", "down"))
+    fb.add_argument("--correction", help="the right answer, as JSON (a plain string is taken as a string)")
+    fb.add_argument("--comment")
+    fb.add_argument("--file", help="JSONL: one feedback object per line (request_id/item_ref, rating, correction, ...)")
+    fb.add_argument("--by", help="who gives it (default: $ONTOS_USER or the login name)")
+    fb.set_defaults(func=cmd_feedback)
 
     al = sub.add_parser("alerts", help="monitoring alerts: list, ack, resolve")
     al_sub = al.add_subparsers(dest="action", required=True)

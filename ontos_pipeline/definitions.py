@@ -9,6 +9,7 @@ from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, def
 from ontos_pipeline.assets.data import build_data_assets
 from ontos_pipeline.assets.deploy import build_deploy_assets
 from ontos_pipeline.assets.feedback import build_feedback_assets
+from ontos_pipeline.assets.gaps import build_gap_assets
 from ontos_pipeline.assets.generate import build_generate_assets
 from ontos_pipeline.assets.label import build_label_assets
 from ontos_pipeline.assets.model import build_model_assets
@@ -23,7 +24,7 @@ from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import load_use_cases
 
-FULL_PIPELINE, MONITOR, RETRAIN = "full_pipeline", "monitor", "retrain"
+FULL_PIPELINE, MONITOR, RETRAIN, IMPROVE = "full_pipeline", "monitor", "retrain", "improve"
 # what a retrain runs: new source rows and labels (feedback included) through to the endpoint
 RETRAIN_ASSETS = ["sheet", "canonical_labels", "template", "training_sheet", "training_export", "trained_model",
                   "model_evaluation", "serving_endpoint"]
@@ -56,7 +57,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     partitions = StaticPartitionsDefinition(list(use_cases))
     assets = [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
               *build_export_assets(partitions), *build_model_assets(partitions), *build_deploy_assets(partitions),
-              *build_monitor_assets(partitions), *build_feedback_assets(partitions)]
+              *build_monitor_assets(partitions), *build_feedback_assets(partitions),
+              *build_gap_assets(partitions)]
     full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups(
                                          "monitor", "improve"),
                                      partitions_def=partitions,
@@ -66,9 +68,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                                            "evaluate, gate and redeploy; requested by feedback_retrain_sensor")
     monitor = define_asset_job(MONITOR, selection=AssetSelection.groups("monitor"), partitions_def=partitions,
                                description="Monitoring report of one use case's endpoint over the latest window")
+    improve = define_asset_job(IMPROVE, selection=AssetSelection.assets("gap_report", "annotation_tasks"),
+                               partitions_def=partitions,
+                               description="Gap report and annotation tasks of one use case from its latest "
+                                           "evaluation, monitoring and feedback")
     return Definitions(
         assets=assets,
-        jobs=[full_pipeline, monitor, retrain],
+        jobs=[full_pipeline, monitor, retrain, improve],
         schedules=[monitoring_schedule(monitor, list(use_cases))],
         sensors=[feedback_retrain_sensor(retrain, settings.sensor_interval)],
         resources=build_resources(settings),

@@ -1,8 +1,13 @@
 """`ontos demo`: the loop on the embedded default, recorded in the Dagster instance under ONTOS_HOME.
 
 1. the `full_pipeline` job per use case: data, labels, training sheet, model, evaluation, gate, endpoint;
-2. `ontos serve` in a child process, normal then drifted traffic with feedback over real HTTP;
-3. the `monitor` job per use case and window (normal, then drifted traffic), which raises alerts.
+2. `ontos serve` in a child process: normal traffic, then the drifted batch lands in the source tables (new
+   production data) and half of it is sent as traffic with feedback over real HTTP;
+3. the `monitor` job per use case and window (normal, then drifted traffic), which raises alerts;
+4. the Dagster daemon evaluates `feedback_retrain_sensor`, which requests the `retrain` runs (labels from feedback,
+   training sheet, model, evaluation, gate, endpoint) by itself;
+5. the `improve` job per use case: gap report and annotation tasks. The last table compares the first model's
+   baseline, the first model and the retrained model on the drifted items that got no feedback.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from datetime import UTC, datetime
 import requests
 
 from ontos_pipeline.console import format_table
+from ontos_pipeline.improve_demo import GATE_STEP, improve_loop
 from ontos_pipeline.settings import Settings, load_settings
 from ontos_pipeline.specs import UseCaseSpec, load_use_cases
 
-GATE_STEP = "model_evaluation_promotion_gate"  # a run that stops only here kept its model out: not an error
 TRAFFIC = 200  # requests per use case and batch
+DRIFTED_FEEDBACK = 0.9  # share of drifted answers that get feedback, and of wrong ones that get a correction
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -50,7 +56,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.rows:
         run_config["ops"] = {"sources": {"config": {"rows": args.rows}}}
     print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}")
-    print("1/3 pipeline: data -> labels -> training sheet -> model -> evaluation -> gate -> endpoint", flush=True)
+    print("1/5 pipeline: data -> labels -> training sheet -> model -> evaluation -> gate -> endpoint", flush=True)
     rows, models, failed = [], [], 0
     for name in selected:
         started = time.perf_counter()
@@ -67,21 +73,31 @@ def run_demo(args: argparse.Namespace) -> int:
                         "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
     print()
     print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"], models))
-    serving = serve_traffic_and_monitor(settings, definitions, instance, [specs[n] for n in selected], run_config)
+    serving, held_out = serve_traffic_and_monitor(settings, definitions, instance, [specs[n] for n in selected],
+                                                  run_config)
     print()
     print(format_table(["use case", "served", "requests", "p95 ms (normal / drifted)", "error rate",
                         "accuracy normal -> drifted", "feedback", "drifted inputs (normal window)",
                         "drifted inputs (drifted window)", "alerts"], serving))
+    improved, retrain_failed = improve_loop(settings, definitions, instance, [specs[n] for n in selected], held_out,
+                                            run_config)
+    failed += retrain_failed
+    print()
+    print(format_table(["use case", "metric", "drifted items", "baseline", "first model", "retrained model",
+                        "feedback used", "served", "tasks", "retrain"], improved))
     print(f"\nRuns, materializations and checks are in the Dagster instance at {settings.dagster_home}; "
           "open it with `uv run ontos ui`.\nModels, runs and plots are in MLflow: `uv run mlflow ui "
           f"--backend-store-uri sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}`.\nServe the champions with "
-          "`uv run ontos serve`; open alerts: `uv run ontos alerts list`.")
+          "`uv run ontos serve`; open alerts: `uv run ontos alerts list`; annotation tasks: `uv run ontos tasks "
+          "list`.")
     return 1 if failed else 0
 
 
 def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: list[UseCaseSpec],
-                              run_config: dict) -> list[list[object]]:
-    """Serve every champion in a child process, send normal then drifted traffic, monitor both windows."""
+                              run_config: dict) -> tuple[list[list[object]], dict]:
+    """Serve every champion in a child process, send normal traffic, land the drifted batch and send half of it
+    with feedback, monitor both windows. Returns the summary rows and, per use case, the drifted items held out
+    (never sent, so never given feedback) for judging the retrain."""
     from ontos_pipeline.definitions import MONITOR, build_resources
     from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.stages import traffic
@@ -91,21 +107,24 @@ def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: 
     served = {s.name: store.version(s.name, CHAMPION) for s in specs}
     live = [s for s in specs if served[s.name] is not None]
     if not live:
-        return [[s.name, "none", "-", "-", "-", "-", "-", "-", "-", "-"] for s in specs]
-    print(f"\n2/3 serving {len(live)} endpoints (`ontos serve`) and sending normal, then drifted traffic with "
-          "feedback", flush=True)
+        return [[s.name, "none", "-", "-", "-", "-", "-", "-", "-", "-"] for s in specs], {}
+    print(f"\n2/5 serving {len(live)} endpoints (`ontos serve`): normal traffic, then the drifted batch lands in the "
+          "source tables and half of it is sent with feedback", flush=True)
     lakehouse, spark = build_resources(settings)["lakehouse"].get(), get_spark()
-    windows, results = {}, {}
+    windows, results, held_out = {}, {}, {}
     with ServingProcess(settings, [s.serving.endpoint_name for s in live]) as url:
         for spec in live:
             t0 = datetime.now(UTC)
             normal = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "normal", TRAFFIC), 0.5)
             t1 = datetime.now(UTC)
-            drifted = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "drifted", TRAFFIC), 0.5, seed=1)
+            batch = traffic.items(spark, lakehouse, spec, "drifted", 2 * TRAFFIC)
+            landed = traffic.land_batch(spark, lakehouse, spec, "drifted")
+            sent, held_out[spec.name] = batch.iloc[:len(batch) // 2], batch.iloc[len(batch) // 2:]
+            drifted = traffic.send(url, spec, sent, DRIFTED_FEEDBACK, DRIFTED_FEEDBACK, seed=1)
             windows[spec.name], results[spec.name] = (t0, t1, datetime.now(UTC)), (normal, drifted)
-            print(f"  {spec.name}: {normal.requests} normal + {drifted.requests} drifted requests, accuracy "
-                  f"{_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}", flush=True)
-    print("\n3/3 monitoring reports (normal window, drifted window)", flush=True)
+            print(f"  {spec.name}: {normal.requests} normal + {drifted.requests} drifted requests ({landed} drifted "
+                  f"rows landed), accuracy {_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}", flush=True)
+    print("\n3/5 monitoring reports (normal window, drifted window)", flush=True)
     monitor = definitions.resolve_job_def(MONITOR)
     rows = []
     for spec in specs:
@@ -129,7 +148,7 @@ def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: 
                      feedback, reports[0].get("drifted", "-"), reports[1].get("drifted", "-"),
                      sum(r.get("alerts_opened", 0) for r in reports)])
         print(f"  {spec.name}: drifted inputs {reports[1].get('drifted', '-')}", flush=True)
-    return rows
+    return rows, held_out
 
 
 class ServingProcess:

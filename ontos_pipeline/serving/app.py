@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ontos_pipeline.lakehouse import Lakehouse
-from ontos_pipeline.serving.logbook import INFERENCE_LOG, InferenceLog
+from ontos_pipeline.serving.logbook import InferenceLog
 from ontos_pipeline.serving.payload import BadRequest, parse_json, records_of, validate_records
 from ontos_pipeline.serving.registry import EndpointRegistry
-from ontos_pipeline.stages.feedback import FeedbackError, parse_feedback, record_feedback
+from ontos_pipeline.stages.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
 
 DEFAULT_MAX_BODY = 5_000_000
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
@@ -143,7 +143,7 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
         rid = body.get("request_id")
         known = recent.get(rid) if isinstance(rid, str) else None
         if known is None and isinstance(rid, str):
-            known = _logged_request(lakehouse, rid)
+            known = logged_request(lakehouse, rid)
         if name is None and known is None:
             raise BadRequest(404 if rid else 400, f"unknown request_id {rid!r}; give 'endpoint' too" if rid else
                              "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id")
@@ -172,15 +172,3 @@ async def _body(request: Request, limit: int) -> bytes:
             raise BadRequest(413, f"the body exceeds the limit of {limit} bytes", "REQUEST_LIMIT_EXCEEDED")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | None] | None:
-    rows = lakehouse.records(INFERENCE_LOG, {"request_id": request_id}, columns=["endpoint_name", "inputs"])
-    if not rows:
-        return None
-    try:
-        refs = {r.get("item_ref") for r in json.loads(rows[0]["inputs"] or "[]") if isinstance(r, dict)}
-    except (json.JSONDecodeError, TypeError):
-        refs = set()
-    return rows[0]["endpoint_name"], refs.pop() if len(refs) == 1 else None
-

@@ -64,6 +64,18 @@ def parse_feedback(body: object, use_case: str) -> Feedback:
                     body.get("correction"), body.get("comment"), body.get("author"))
 
 
+def logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | None] | None:
+    """(endpoint, item_ref of its single record or None) of a request in the inference log; None if unknown."""
+    rows = lakehouse.records(INFERENCE_LOG, {"request_id": request_id}, columns=["endpoint_name", "inputs"])
+    if not rows:
+        return None
+    try:
+        refs = {r.get(ITEM_KEY) for r in json.loads(rows[0]["inputs"] or "[]") if isinstance(r, dict)}
+    except (json.JSONDecodeError, TypeError):
+        refs = set()
+    return rows[0]["endpoint_name"], refs.pop() if len(refs) == 1 else None
+
+
 def record_feedback(lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Feedback],
                     problems: Sequence[str | None] | None = None) -> list[dict]:
     """Append feedback rows in one commit; each row says whether it was accepted (`new`) or `rejected` and why.

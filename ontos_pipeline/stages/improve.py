@@ -133,3 +133,21 @@ def evaluate_retrains(lakehouse: Lakehouse, specs: Mapping[str, UseCaseSpec],
                         arrivals(lakehouse, spec, cursor.get(name, CursorEntry())))
                  for name, spec in specs.items()]
     return decisions, {**cursor, **{d.use_case: d.cursor for d in decisions}}
+
+
+# -- did the retrain help? ---------------------------------------------------------------------------------------
+def headline(spec: UseCaseSpec, model, frame) -> float | None:
+    """The spec's gate metric of `model` (a ResponseModel) on `frame`: item columns plus the truth column."""
+    from ontos_pipeline.stages.traffic import TRUTH
+    from ontos_pipeline.trainer.scoring import score
+
+    prediction = model.predict_frame(frame.drop(columns=[TRUTH]))
+    value = score(spec.template.response_kind, frame[TRUTH].tolist(), prediction,
+                  model.template.response_schema).get(spec.training.gate.metric)
+    return None if value is None else float(value)
+
+
+def baseline_uri(store, use_case: str, version: str) -> str:
+    """The pyfunc of the baseline fitted in the same training run as `version`."""
+    mv = store.client().get_model_version(store.model_name(use_case), version)
+    return f"runs:/{store.client().get_run(mv.run_id).data.tags['ontos.baseline_run_id']}/model"

@@ -77,6 +77,17 @@ def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: s
     return frame
 
 
+def land_batch(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: str = "drifted") -> int:
+    """New production data arrives: the batch's rows are upserted (by item_ref) into the primary source table, so
+    the next sheet holds them (unlabelled until labels or feedback come). Idempotent; returns the rows landed."""
+    table = f"{spec.primary_table}_{batch}"
+    if not lakehouse.exists(table):
+        raise ValueError(f"{spec.name} has no {batch} batch ({lakehouse.name(table)})")
+    rows = lakehouse.read(spark, table)
+    lakehouse.upsert(spark, spec.primary_table, rows, keys=[ITEM_KEY])
+    return rows.count()
+
+
 def _jsonable(value: object) -> object:
     if value is None or isinstance(value, str | bool | int):
         return value
