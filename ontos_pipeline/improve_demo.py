@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -43,8 +44,9 @@ def improve_loop(settings: Settings, definitions, instance, specs: list[UseCaseS
 
     print("\n5/5 gap reports and annotation tasks", flush=True)
     job = definitions.resolve_job_def(IMPROVE)
+    quiet = {k: v for k, v in run_config.items() if k != "ops"}  # the pipeline's op config is not this job's
     for spec in specs:
-        result = job.execute_in_process(partition_key=spec.name, instance=instance, run_config=run_config,
+        result = job.execute_in_process(partition_key=spec.name, instance=instance, run_config=quiet,
                                         raise_on_error=False, tags={"ontos/command": "demo"})
         failed += not result.success
         print(f"  {spec.name}: {'ok' if result.success else 'FAILED'} (run {result.run_id[:8]})", flush=True)
@@ -81,7 +83,11 @@ def _outcome(instance, run, lakehouse, spec: UseCaseSpec) -> str:
         return f"deployed v{e['served_version']}" if e["event"] == "deploy" else f"kept: {e['reason']}"
     failures = {r.step_key for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)}
     if failures == {GATE_STEP}:
-        return "gate kept the champion (see model_evaluation's promotion_gate check)"
+        evaluations = sorted(lakehouse.records("model_evaluations", {"use_case": spec.name, "dagster_run_id":
+                                                                     run.run_id}), key=lambda r: r["created_at"])
+        rules = json.loads(evaluations[-1]["gate_details"]) if evaluations else []
+        why = "; ".join(f"{r['rule']}: {r['detail']}" for r in rules if not r["passed"])
+        return f"gate kept the champion: {why or 'see the promotion_gate check'}"
     return f"FAILED: {', '.join(sorted(failures)) or run.status.value} (run {run.run_id[:8]})"
 
 

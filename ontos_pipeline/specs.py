@@ -150,6 +150,7 @@ class RetrainSpec:
     correction_confidence: float = 0.9  # confidence of a canonical label made from a correction
     confirm_thumbs_up: bool = True  # a thumbs-up confirms the served answer as a label (off for PHI sheets)
     confirm_confidence: float = 0.6
+    feedback_weight: int = 3  # an item labelled from feedback counts this many times in the train split
 
 
 @dataclass(frozen=True)
@@ -588,7 +589,7 @@ def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
 def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpec:
     w = "retrain"
     r.unknown_keys(raw, {"min_actionable_feedback", "min_reviewed_labels", "correction_confidence",
-                         "confirm_thumbs_up", "confirm_confidence"}, w)
+                         "confirm_thumbs_up", "confirm_confidence", "feedback_weight"}, w)
     phi = sheet.consent_column is not None or any("phi" in c.tags for c in sheet.columns)
     spec = RetrainSpec(
         min_actionable_feedback=r.get(raw, "min_actionable_feedback", w, int, 20),
@@ -596,9 +597,10 @@ def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpe
         correction_confidence=float(r.get(raw, "correction_confidence", w, (int, float), 0.9)),
         confirm_thumbs_up=r.get(raw, "confirm_thumbs_up", w, bool, not phi),
         confirm_confidence=float(r.get(raw, "confirm_confidence", w, (int, float), 0.6)),
+        feedback_weight=r.get(raw, "feedback_weight", w, int, 3),
     )
-    if spec.min_actionable_feedback < 1 or spec.min_reviewed_labels < 1:
-        raise r.fail(w, "min_actionable_feedback and min_reviewed_labels must be >= 1")
+    if spec.min_actionable_feedback < 1 or spec.min_reviewed_labels < 1 or spec.feedback_weight < 1:
+        raise r.fail(w, "min_actionable_feedback, min_reviewed_labels and feedback_weight must be >= 1")
     for key in ("correction_confidence", "confirm_confidence"):
         if not 0 <= getattr(spec, key) <= 1:
             raise r.fail(f"{w}.{key}", f"expected a confidence between 0 and 1, got {getattr(spec, key):g}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from ontos_pipeline.definitions import FULL_PIPELINE, MONITOR, build_definitions, build_resources
+from ontos_pipeline.definitions import FULL_PIPELINE, IMPROVE, MONITOR, RETRAIN, build_definitions, build_resources
 from ontos_pipeline.stages.sheet import current_sheet
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES, make_settings
 from ontos_pipeline_tests.widgets import good_widgets, write_widgets
@@ -25,17 +25,29 @@ def test_definitions_load_validate_and_partition_by_use_case(home):
     assert groups == {"sources": "synthetic", "sheet": "data", "template": "generate", "training_sheet": "generate",
                       "canonical_labels": "label", "training_export": "train", "trained_model": "train",
                       "model_evaluation": "train", "serving_endpoint": "deploy", "inference_log": "monitor",
-                      "monitoring_report": "monitor"}
+                      "monitoring_report": "monitor", "feedback": "improve", "gap_report": "improve",
+                      "annotation_tasks": "improve"}
     checks = {k.name: repo.asset_graph.get(k).blocking for k in repo.asset_graph.asset_check_keys}
     assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True,
                       "labels_valid": True, "label_coverage": True, "no_open_conflicts": False,
                       "trainable_rows_allow_training": True, "export_excludes_prohibited": True,
                       "export_files_valid": True, "promotion_gate": True, "monitoring_thresholds": False}
     lineage = {k: sorted(d.to_user_string() for d in repo.asset_graph.get(AssetKey(k)).parent_keys)
-               for k in ("trained_model", "model_evaluation", "serving_endpoint", "monitoring_report")}
-    assert lineage == {"trained_model": ["training_export"], "model_evaluation": ["trained_model"],
-                       "serving_endpoint": ["model_evaluation"],
-                       "monitoring_report": ["inference_log", "serving_endpoint"]}
+               for k in ("canonical_labels", "trained_model", "model_evaluation", "serving_endpoint",
+                         "monitoring_report", "gap_report", "annotation_tasks")}
+    assert lineage == {"canonical_labels": ["feedback", "sheet"], "trained_model": ["training_export"],
+                       "model_evaluation": ["trained_model"], "serving_endpoint": ["model_evaluation"],
+                       "monitoring_report": ["inference_log", "serving_endpoint"],
+                       "gap_report": ["model_evaluation", "monitoring_report"], "annotation_tasks": ["gap_report"]}
+    retrain = defs.resolve_job_def(RETRAIN)
+    assert {k.to_user_string() for k in retrain.asset_layer.executable_asset_keys} == {
+        "sheet", "template", "canonical_labels", "training_sheet", "training_export", "trained_model",
+        "model_evaluation", "serving_endpoint"}
+    sensor = defs.resolve_sensor_def("feedback_retrain_sensor")
+    assert sensor.job_name == RETRAIN and sensor.default_status.value == "RUNNING"
+    improve = defs.resolve_job_def(IMPROVE)
+    assert {k.to_user_string() for k in improve.asset_layer.executable_asset_keys} == {"gap_report",
+                                                                                         "annotation_tasks"}
     monitor = defs.resolve_job_def(MONITOR)
     assert {k.to_user_string() for k in monitor.asset_layer.executable_asset_keys} == {"monitoring_report"}
     schedule = defs.resolve_schedule_def("monitoring_schedule")

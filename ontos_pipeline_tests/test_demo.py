@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +21,32 @@ from ontos_pipeline_tests.test_definitions import DEMO
 ROOT = Path(__file__).resolve().parent.parent
 
 
+RETRAINED = ["anomaly_detection", "document_extraction"]  # the sensor retrains these; the others stay below threshold
+
+
+def demo_specs(folder: Path) -> Path:
+    """The demo's use cases with retrain thresholds for small data: two retrain on any actionable feedback, the
+    others never (their sensor ticks skip, saying why), so the test runs two retrains, not seven."""
+    shutil.copytree(DEMO_USE_CASES, folder)
+    for path in folder.glob("*.yaml"):
+        threshold = 1 if path.stem in RETRAINED else 100_000
+        text = re.sub(r"min_actionable_feedback: \d+", f"min_actionable_feedback: {threshold}", path.read_text())
+        path.write_text(text, encoding="utf-8")
+    return folder
+
+
 def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path):
     home = tmp_path / "home"
     # a fresh shell: MLflow exports the URIs of any store an earlier test used (set_tracking_uri sets env vars)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
     env["ONTOS_HOME"] = str(home)
+    env["ONTOS_USE_CASES_DIR"] = str(demo_specs(tmp_path / "use_cases"))
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=900)
+                            env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     tables_out = [b.strip() for b in result.stdout.split("\n\n") if b.strip().startswith("use case ")]
-    data_table, model_table, serving_table = tables_out
+    data_table, model_table, serving_table, loop_table = tables_out
     rows = {line.split()[0]: line.split() for line in data_table.splitlines()[2:] if line.split()[0] in DEMO}
     assert sorted(rows) == DEMO
     for cells in rows.values():
@@ -100,6 +116,37 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
         assert instance.get_materialized_partitions(AssetKey("monitoring_report")) == set(served)
     finally:
         instance.dispose()
+
+    # IMPROVE: the daemon's sensor requested a retrain for the use cases over their threshold, and only for those;
+    # each run carries the sensor's tags and the feedback range it used; gaps and tasks were materialized.
+    loop = {line.split()[0]: line for line in loop_table.splitlines()[2:] if line.split()[0] in DEMO}
+    assert sorted(loop) == DEMO
+    instance = DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        sensor_runs = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": "feedback_retrain_sensor"}))
+        by_case = {r.tags["dagster/partition"]: r for r in sensor_runs}
+        assert len(sensor_runs) == len(by_case)  # one retrain per use case, never two for the same feedback
+        assert sorted(by_case) == sorted(set(RETRAINED) & set(served)), loop
+        for name, run in by_case.items():
+            assert run.job_name == "retrain" and run.tags["dagster/run_key"].startswith(f"retrain:{name}:seq")
+            seq_from, seq_to = int(run.tags["ontos/feedback_seq_from"]), int(run.tags["ontos/feedback_seq_to"])
+            mine = feedback[(feedback["use_case"] == name)]
+            assert seq_from == 1 and seq_to == mine["seq"].max()
+            assert int(run.tags["ontos/actionable_feedback"]) == (
+                (mine["status"] != "rejected") & (mine["correction"].notna() | (mine["rating"] == "down"))).sum()
+            assert "FAILED" not in loop[name] and ("deployed v2" in loop[name]) == ("v1 -> v2" in loop[name])
+            assert "deployed v2" in loop[name] or "kept" in loop[name], loop[name]  # the gate decided either way
+        for name in set(DEMO) - set(by_case):
+            assert loop[name].endswith("not requested"), loop[name]
+        assert instance.get_materialized_partitions(AssetKey("gap_report")) == set(DEMO)
+        assert instance.get_materialized_partitions(AssetKey("annotation_tasks")) == set(DEMO)
+    finally:
+        instance.dispose()
+    labels = DeltaTable(str(tables / "canonical_labels")).to_pandas()
+    from_feedback = labels[labels["source"] == "feedback"]
+    assert set(from_feedback["sheet_id"]) <= set(by_case) and len(from_feedback) > 0
+    assert from_feedback["source_ref"].str.removeprefix("feedback:").isin(feedback["feedback_id"]).all()
+    assert (tables / "gap_reports").exists() and (tables / "annotation_tasks").exists()
 
     # PHI governance: every exported invoice belongs to a patient who consented to training.
     sheet = DeltaTable(str(next(tables.glob("sheet_invoice_extraction_*")))).to_pandas()

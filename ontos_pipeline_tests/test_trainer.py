@@ -105,6 +105,23 @@ def test_gate_rules_use_the_specs_numbers():
     mae = promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 7.5)  # lower is better
     assert mae.passed
     assert not promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 6.5).passed
+    # on items new since the champion there is no tolerance: a retrain must not lose where the data moved
+    new = promotion_gate(gate, 0.70, 0.30, 0.71, on_new=(0.60, 0.61, 17))
+    assert not new.passed and [r.rule for r in new.rules if not r.passed] == ["not_worse_on_new_items"]
+    assert "0.6000 vs champion 0.6100 on 17 test items new since the champion" in new.summary()
+    assert promotion_gate(gate, 0.70, 0.30, 0.71, on_new=(0.61, 0.61, 17)).passed
+    assert not promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 8.0, on_new=(9.0, 8.9, 12)).passed
+
+
+def test_items_from_feedback_weigh_more_in_training():
+    import pandas as pd
+
+    from ontos_pipeline.stages.training_data import weight_items
+
+    frame = pd.DataFrame({"item_ref": ["a", "b", "c"], "response": ["x", "y", "z"]})
+    weighted = weight_items(frame, {"b"}, 3)
+    assert weighted["item_ref"].tolist() == ["a", "b", "c", "b", "b"]
+    assert weight_items(frame, {"b"}, 1) is frame and weight_items(frame, set(), 3) is frame
 
 
 def test_optuna_search_is_seeded_and_logs_importances(tmp_path):

@@ -26,7 +26,7 @@ from ontos_pipeline.stages.quality import CheckOutcome
 
 
 def build_label_assets(partitions: PartitionsDefinition) -> list:
-    @asset(name="canonical_labels", group_name="label", partitions_def=partitions, deps=["sheet"],
+    @asset(name="canonical_labels", group_name="label", partitions_def=partitions, deps=["sheet", "feedback"],
            kinds={"spark", "delta"},
            description="Every label source merged per (sheet_id, item_ref, label_type): import table, inbox files, "
                        "review edits, feedback (corrections; thumbs-up confirmations where the spec allows). "

@@ -25,10 +25,11 @@ from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.stages import evaluation as evaluation_stage
 from ontos_pipeline.stages.export import MANIFEST
+from ontos_pipeline.stages.improve import feedback_items, new_items
 from ontos_pipeline.stages.model_store import CHALLENGER, CHAMPION
 from ontos_pipeline.stages.template import current_template
 from ontos_pipeline.stages.train import Lineage, log_training, record_training_run
-from ontos_pipeline.stages.training_data import cross_split_leaks, model_rows, split_frame
+from ontos_pipeline.stages.training_data import cross_split_leaks, model_rows, split_frame, weight_items
 from ontos_pipeline.stages.training_sheet import QA, training_sheet_version
 from ontos_pipeline.trainer.local import TrainingData
 
@@ -71,7 +72,9 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         qa_version = lh.version(QA)
         qa = lh.read(session, QA, version=qa_version).filter(F.col("training_sheet_id") == spec.training_sheet_id)
         rows = model_rows(session, lh, spec, qa, snapshot.table, "training")
-        data = TrainingData(split_frame(rows, "train", trainer.max_train_rows),
+        fed = feedback_items(session, lh, spec, snapshot.sheet_id)
+        train = split_frame(rows, "train", trainer.max_train_rows)
+        data = TrainingData(weight_items(train, fed, spec.retrain.feedback_weight),
                             split_frame(rows, "val", trainer.max_train_rows))
         leaks = cross_split_leaks(qa)
         backend = trainer.get(spec.training.seed)
@@ -90,7 +93,9 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
             "model_version": trained.version, "mlflow_run_id": trained.run_id, "family": trained.family,
             f"val_{outcome.metric}": trained.validation, f"baseline_val_{outcome.metric}": trained.baseline_validation,
             "candidates": _md_table(candidates, list(candidates[0])),
-            "train_rows": len(data.train), "val_rows": len(data.val), "leaks": MetadataValue.json(leaks),
+            "train_rows": len(train), "val_rows": len(data.val),
+            "feedback_items_in_train": int(train["item_ref"].isin(fed).sum()),
+            "feedback_weight": spec.retrain.feedback_weight, "leaks": MetadataValue.json(leaks),
             "search": MetadataValue.json(outcome.search or {}),
             "rebuild_training_data": trained.pack["command"],
             "mlflow_ui": f"uv run mlflow ui --backend-store-uri {store.tracking_uri}"})
@@ -112,14 +117,17 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         if champion is not None and champion.version == challenger.version:
             champion = None  # the challenger is already the champion: nothing to compare against
         qa = lh.read(session, QA).filter(F.col("training_sheet_id") == spec.training_sheet_id)
-        test = split_frame(model_rows(session, lh, spec, qa, published_sheet(session, lh, spec).table,
+        sheet = published_sheet(session, lh, spec)
+        test = split_frame(model_rows(session, lh, spec, qa, sheet.table,
                                       "evaluation"), "test", trainer.max_eval_rows)
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluation_stage.evaluate(
                 spec, test, store.load(store.version_uri(spec.name, challenger.version)),
                 store.load(f"runs:/{baseline_run}/model"),
                 None if champion is None else store.load(store.version_uri(spec.name, champion.version)),
-                None if champion is None else champion.version, Path(tmp), spec.training.seed)
+                None if champion is None else champion.version, Path(tmp), spec.training.seed,
+                set() if champion is None else new_items(session, lh, spec, champion.version, sheet.table,
+                                                         test["item_ref"].tolist()))
             plots = evaluation_stage.log_evaluation(store, challenger.run_id, result, Path(tmp))
         evaluation_stage.record_evaluation(session, lh, result, store.model_name(spec.name), challenger.version,
                                            challenger.run_id, context.run_id)

@@ -30,6 +30,7 @@ TABLE = "model_evaluations"
 BOOTSTRAP_RESAMPLES = 500
 FAILURES = 10
 SLICE_MAX_DISTINCT = 50  # text-like columns with more distinct values are not sliced
+MIN_NEW_ROWS = 10  # test rows that arrived since the champion was trained, needed before the gate judges on them
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,12 @@ class Evaluation:
                 "worst_slices": self.slices, "worst_failures": self.failures}
 
 
-def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion: float | None) -> GateResult:
-    """Beats the baseline, meets the minimum, not worse than the champion beyond the tolerance."""
+def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion: float | None,
+                   on_new: tuple[float, float, int] | None = None) -> GateResult:
+    """Beats the baseline, meets the minimum, not worse than the champion beyond the tolerance, and — when the
+    test split holds enough items that arrived since the champion was trained (`on_new`: challenger, champion,
+    rows) — not worse than the champion on those, without tolerance: a retrain on new data (drift, feedback) must not
+    lose where the data moved (test items are never trained on: the split is by item)."""
     higher = metrics.HIGHER_IS_BETTER[gate.metric]
     sign = 1 if higher else -1
     m = gate.metric
@@ -92,6 +97,11 @@ def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion:
         rules.append(GateRule("not_worse_than_champion", sign * (challenger - champion) >= -gate.tolerance,
                               f"{m} {challenger:.4f} vs champion {champion:.4f} (tolerance {gate.tolerance:g})",
                               {"challenger": challenger, "champion": champion, "tolerance": gate.tolerance}))
+    if on_new is not None:
+        ours, theirs, rows = on_new
+        rules.append(GateRule("not_worse_on_new_items", sign * (ours - theirs) >= 0,
+                              f"{m} {ours:.4f} vs champion {theirs:.4f} on {rows} test items new since the champion",
+                              {"challenger": ours, "champion": theirs, "rows": rows}))
     return GateResult(all(r.passed for r in rules), rules)
 
 
@@ -123,8 +133,9 @@ def slice_columns(spec: UseCaseSpec, frame: pd.DataFrame) -> list[str]:
 
 def evaluate(spec: UseCaseSpec, test: pd.DataFrame, challenger: ResponseModel, baseline: ResponseModel,
              champion: ResponseModel | None, champion_version: str | None, plots_dir: Path,
-             seed: int = 0) -> Evaluation:
-    """Score every model on the same `test` rows (item columns plus RESPONSE) and apply the promotion gate."""
+             seed: int = 0, new_items: frozenset[str] | set[str] = frozenset()) -> Evaluation:
+    """Score every model on the same `test` rows (item columns plus RESPONSE) and apply the promotion gate;
+    `new_items` arrived since the champion was trained (judged on their own when there are enough)."""
     if test.empty:
         raise ValueError(f"{spec.name}: the test split has no rows usable for evaluation; label and approve items "
                          "of the test split first")
@@ -133,11 +144,17 @@ def evaluate(spec: UseCaseSpec, test: pd.DataFrame, challenger: ResponseModel, b
     p = challenger.predict_frame(test)
     result = _with_ci(kind, truths, p, schema, metric, seed)
     base = _with_ci(kind, truths, baseline.predict_frame(test), schema, metric, seed)
-    champ = None
+    champ, on_new = None, None
     if champion is not None:
-        champ = _with_ci(kind, truths, champion.predict_frame(test), schema, metric, seed)
+        champion_p = champion.predict_frame(test)
+        champ = _with_ci(kind, truths, champion_p, schema, metric, seed)
+        idx = np.flatnonzero(test[ITEM_KEY].isin(new_items).to_numpy())
+        if len(idx) >= MIN_NEW_ROWS:
+            sub = [truths[i] for i in idx]
+            on_new = (score(kind, sub, _subset(p, idx), schema)[metric],
+                           score(kind, sub, _subset(champion_p, idx), schema)[metric], len(idx))
     gate = promotion_gate(spec.training.gate, result["headline"], base["headline"],
-                          None if champ is None else champ["headline"])
+                          None if champ is None else champ["headline"], on_new)
 
     row_score = metrics.row_scores(kind, truths, p.responses)
     frame = test.assign(_score=row_score)

@@ -135,6 +135,36 @@ def evaluate_retrains(lakehouse: Lakehouse, specs: Mapping[str, UseCaseSpec],
     return decisions, {**cursor, **{d.use_case: d.cursor for d in decisions}}
 
 
+def feedback_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_id: str) -> set[str]:
+    """Items whose current canonical label came from feedback (at most one per feedback row, so a bounded set)."""
+    from pyspark.sql import functions as F
+
+    from ontos_pipeline.stages.labels import LABELS, current_labels
+
+    if not lakehouse.exists(LABELS):
+        return set()
+    labels = current_labels(spark, lakehouse, sheet_id, spec.labels.label_type, with_conflicts=False)
+    return {r[0] for r in labels.filter(F.col("source") == "feedback").select("item_ref").collect()}
+
+
+def new_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, model_version: str, current_table: str,
+              among: list[str]) -> set[str]:
+    """Those of `among` (item refs, e.g. a test split) that the sheet `model_version` was trained on did not hold:
+    the data that arrived since that model was trained."""
+    from ontos_pipeline.stages.sheet import snapshot_table
+
+    runs = lakehouse.records("training_runs", {"use_case": spec.name, "model_version": str(model_version)},
+                             columns=["sheet_version"])
+    if not runs or not among:
+        return set()
+    old = snapshot_table(spec, runs[0]["sheet_version"])
+    if not lakehouse.exists(old) or lakehouse.name(old) == lakehouse.name(current_table):
+        return set()
+    candidates = spark.createDataFrame([(ref,) for ref in among], "item_ref string")
+    fresh = candidates.join(lakehouse.read(spark, old).select("item_ref"), "item_ref", "left_anti")
+    return {r[0] for r in fresh.collect()}  # at most len(among)
+
+
 # -- did the retrain help? ---------------------------------------------------------------------------------------
 def headline(spec: UseCaseSpec, model, frame) -> float | None:
     """The spec's gate metric of `model` (a ResponseModel) on `frame`: item columns plus the truth column."""

@@ -51,6 +51,15 @@ def split_frame(rows: DataFrame, split: str, max_rows: int) -> pd.DataFrame:
     return frame
 
 
+def weight_items(frame: pd.DataFrame, items: set[str], times: int) -> pd.DataFrame:
+    """`frame` with the rows of `items` repeated `times` times in all: a sample weight that every learner honours
+    (the order stays deterministic, so a rebuild gives the same frame)."""
+    if times <= 1 or not items:
+        return frame
+    extra = frame[frame[ITEM_KEY].isin(items)]
+    return pd.concat([frame, *[extra] * (times - 1)], ignore_index=True)
+
+
 def cross_split_leaks(qa: DataFrame) -> dict[str, int]:
     """Leak counts between the train split and the val/test splits: shared items and identical prompts."""
     train = qa.filter(F.col(SPLIT) == "train")
