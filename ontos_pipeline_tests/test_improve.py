@@ -155,3 +155,77 @@ def test_reviewed_labels_trigger_and_the_feedback_watermark_is_observed(lakehous
     [event] = observed.asset_events
     assert (event.partition, event.tags["dagster/data_version"]) == ("widgets", "seq-1")
     assert not tick(defs, instance, observed.cursor).asset_events  # reported once per change
+
+
+# -- the loop, end to end on small data --------------------------------------------------------------------------
+def drifted_items(n: int, seed: int):
+    """Number items after a firmware change: the same rule plus 200, and a note that says so."""
+    from ontos_pipeline_tests.kinds import items
+
+    frame = items("number", n, seed)
+    frame["item_ref"] = [f"D{seed}-{i:04d}" for i in range(n)]
+    frame["note"] = "Firmware v2 unit."
+    frame["response"] = (frame["response"] + 200).round(2)
+    return frame
+
+
+def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_better_on_them(spark, tmp_path):
+    from dagster import instance_for_test
+
+    from ontos_pipeline.serving.server import BackgroundServer, ServingOptions
+    from ontos_pipeline.stages import traffic
+    from ontos_pipeline.stages.improve import headline
+    from ontos_pipeline.stages.model_store import CHAMPION, local_store
+    from ontos_pipeline_tests.conftest import make_settings
+    from ontos_pipeline_tests.kinds import items, kind_spec
+    from ontos_pipeline_tests.test_serving import _port
+
+    cases, home = tmp_path / "use_cases", tmp_path / "home"
+    cases.mkdir()
+    kind_spec(cases, "number")
+    spec_file = cases / "number.yaml"
+    spec_file.write_text(spec_file.read_text() + "retrain: {min_actionable_feedback: 10}\n", encoding="utf-8")
+    settings = make_settings(home, cases)
+    defs = build_definitions(settings)
+    lakehouse = defs.resources["lakehouse"].get()
+    spec = defs.resources["use_cases"].get("number_case")
+    columns = ["item_ref", "x", "color", "note"]
+    normal = items("number", 400, 1)
+    lakehouse.write("shop.items", spark.createDataFrame(normal[columns]))
+    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text("".join(
+        json.dumps({"item_ref": r, "label": v}) + "\n" for r, v in zip(normal["item_ref"], normal["response"],
+                                                                          strict=True)))
+    store = local_store(home)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    (home / "dagster").mkdir(parents=True)
+    with instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        first = defs.resolve_job_def(RETRAIN).execute_in_process(partition_key=spec.name, instance=instance,
+                                                                 run_config=quiet)
+        assert first.success and str(store.version(spec.name, CHAMPION).version) == "1"
+
+        drifted = drifted_items(300, 2)  # new production data lands; most of it is served and gets feedback
+        lakehouse.write("shop.items", spark.createDataFrame(drifted[columns]), mode="append")
+        sent = drifted.iloc[:200].rename(columns={"response": traffic.TRUTH})
+        held_out = drifted.iloc[200:].rename(columns={"response": traffic.TRUTH})
+        with BackgroundServer(settings, ServingOptions(port=_port(), poll_seconds=0.2)) as server:
+            result = traffic.send(server.url, spec, sent, feedback_rate=1.0, correction_share=1.0, error_share=0)
+        assert result.versions == {"1": 200} and result.feedback["correction"] >= 10
+
+        [request] = tick(defs, instance, None).run_requests
+        assert int(request.tags["ontos/actionable_feedback"]) == result.feedback["correction"]
+        retrain = defs.resolve_job_def(RETRAIN).execute_in_process(
+            partition_key=spec.name, instance=instance, run_config=quiet,
+            tags={**request.tags, "dagster/sensor_name": RETRAIN_SENSOR, "dagster/run_key": request.run_key})
+        assert retrain.success
+        assert str(store.version(spec.name, CHAMPION).version) == "2"
+        [run] = instance.get_runs()[:1]
+        assert run.tags["dagster/sensor_name"] == RETRAIN_SENSOR and run.job_name == RETRAIN
+
+    labels = {r["item_ref"]: r for r in current_labels(spark, lakehouse, spec.name, spec.labels.label_type).collect()}
+    assert sum(labels[ref]["source"] == "feedback" for ref in sent["item_ref"]) == 200  # corrections, confirmations
+    [evaluation] = lakehouse.records("model_evaluations", {"use_case": spec.name, "model_version": "2"})
+    gate = {r["rule"]: r for r in json.loads(evaluation["gate_details"])}
+    assert gate["not_worse_on_new_items"]["passed"], gate  # judged on test items that arrived with the drift
+    before = headline(spec, store.load(store.version_uri(spec.name, "1")), held_out)
+    after = headline(spec, store.load(store.version_uri(spec.name, "2")), held_out)
+    assert after > before + 0.3, (before, after)  # the retrained champion learned the new regime from feedback
