@@ -90,19 +90,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Record feedback on served answers (one from the flags, or a JSONL file of them) in the feedback table."""
     from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.files import jsonl_records
     from ontos_pipeline.stages.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
 
     settings = load_settings()
     spec = _spec(settings, args.use_case)
     lakehouse = build_resources(settings)["lakehouse"].get()
     if args.file:
-        bodies = []
-        for number, line in enumerate(Path(args.file).read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    bodies.append((f"{args.file}:{number}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise FeedbackError(f"{args.file}:{number}: not JSON ({exc.msg})") from None
+        bodies = jsonl_records(Path(args.file).read_text(encoding="utf-8").splitlines(), args.file, FeedbackError)
     else:
         body = {k: v for k, v in (("request_id", args.request_id), ("item_ref", args.item_ref),
                                   ("rating", args.rating), ("comment", args.comment)) if v is not None}

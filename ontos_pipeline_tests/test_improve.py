@@ -229,3 +229,23 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
     before = headline(spec, store.load(store.version_uri(spec.name, "1")), held_out)
     after = headline(spec, store.load(store.version_uri(spec.name, "2")), held_out)
     assert after > before + 0.3, (before, after)  # the retrained champion learned the new regime from feedback
+
+
+def test_feedback_command_records_rejects_with_reasons_and_names_bad_lines(lakehouse, home, widgets_dir, monkeypatch,
+                                                                           capsys, tmp_path):
+    from ontos_pipeline.cli import main
+
+    monkeypatch.setenv("ONTOS_HOME", str(home))
+    monkeypatch.setenv("ONTOS_USE_CASES_DIR", str(widgets_dir))
+    assert main(["feedback", "widgets", "--item-ref", "W1", "--rating", "down", "--correction", "not_ok",
+                 "--by", "rita"]) == 0
+    assert "(seq 1, item W1): accepted" in capsys.readouterr().out
+    assert main(["feedback", "widgets", "--request-id", "nope", "--rating", "up"]) == 1
+    assert "REJECTED: unknown request_id 'nope'" in capsys.readouterr().out
+    bad = tmp_path / "fb.jsonl"
+    bad.write_text('{"item_ref": "W2", "rating": "down", "correction": "ok"}\n{not json\n')
+    assert main(["feedback", "widgets", "--file", str(bad)]) == 2
+    assert f"{bad}:2: not JSON" in capsys.readouterr().err
+    rows = sorted(lakehouse.records(FEEDBACK), key=lambda r: r["seq"])
+    assert [(r["item_ref"], r["status"], r["author"], r["correction"]) for r in rows] == [
+        ("W1", "new", "rita", '"not_ok"'), (None, "rejected", rows[1]["author"], None)]  # the bad file wrote nothing

@@ -19,6 +19,7 @@ import jsonschema
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from ontos_pipeline.files import jsonl_records
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.stages.labels import REVIEWS, normalize_label, validate_label
@@ -52,13 +53,7 @@ def read_decisions(path: Path, default_decision: str | None = None) -> list[Deci
                 raise ReviewError(f"{path}:1: the header must name an {ITEM_KEY} column")
             records = [(f"{path.name}:{reader.line_num}", r) for r in reader]
         elif path.suffix == ".jsonl":
-            records = []
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        records.append((f"{path.name}:{number}", json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise ReviewError(f"{path.name}:{number}: not JSON ({exc.msg})") from None
+            records = jsonl_records(handle, path.name, ReviewError)
         else:
             raise ReviewError(f"{path}: use a .csv or .jsonl file")
     for where, record in records:
