@@ -148,25 +148,27 @@ class Lakehouse(ABC):
         missing = [k for k in keys if k not in df.columns]
         if missing:
             raise LakehouseError(f"upsert into {name}: key columns {missing} are not in the data")
-        if not self.exists(name):
-            return self.write(name, df)
-        df = self._aligned(name, df)
-        current = self._read(spark, name, None)
-        kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
-        return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+        with self.locked(name):  # read-modify-write: runs of other use cases must not lose each other's rows
+            if not self.exists(name):
+                return self.write(name, df)
+            df = self._aligned(name, df)
+            current = self._read(spark, name, None)
+            kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
+            return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
 
     def replace(self, spark: SparkSession, table: str | TableName, df: DataFrame, where: Mapping[str, object]) -> int:
         """Replace every row matching `where` (column -> value) with `df` in one commit (idempotent)."""
         name = self.name(table)
-        if not self.exists(name):
-            return self.write(name, df)
-        df = self._aligned(name, df)
-        current = self._read(spark, name, None)
-        match = F.lit(True)
-        for column, value in where.items():
-            match = match & (F.col(column) == F.lit(value))
-        kept = current.filter(~match)
-        return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+        with self.locked(name):  # read-modify-write, as in `upsert`
+            if not self.exists(name):
+                return self.write(name, df)
+            df = self._aligned(name, df)
+            current = self._read(spark, name, None)
+            match = F.lit(True)
+            for column, value in where.items():
+                match = match & (F.col(column) == F.lit(value))
+            kept = current.filter(~match)
+            return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
 
     def _aligned(self, name: TableName, df: DataFrame) -> DataFrame:
         ddl = self.ddl(name)
