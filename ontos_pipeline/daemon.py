@@ -69,7 +69,7 @@ def sensor_runs(instance, since: datetime, sensor_name: str = RETRAIN_SENSOR) ->
     from dagster import RunsFilter
 
     runs = instance.get_runs(RunsFilter(tags={SENSOR_TAG: sensor_name}, created_after=since))
-    return sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+    return list(reversed(runs))  # the storage lists newest first
 
 
 def wait_for_sensor_runs(instance, daemon: DaemonProcess, since: datetime, partitions: Iterable[str],

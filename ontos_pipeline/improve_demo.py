@@ -114,16 +114,11 @@ def _served(first, now) -> str:
 
 
 def _feedback_labels(lakehouse, spec: UseCaseSpec) -> int:
-    """Current canonical labels of the use case that came from feedback."""
-    from pyspark.sql import functions as F
-
+    """Current canonical labels of the use case that came from feedback (the sheet id is the use case name)."""
     from ontos_pipeline.spark_session import get_spark
-    from ontos_pipeline.stages.labels import current_labels
+    from ontos_pipeline.stages.improve import feedback_items
 
-    if not lakehouse.exists("canonical_labels"):
-        return 0
-    labels = current_labels(get_spark(), lakehouse, spec.name, spec.labels.label_type, with_conflicts=False)
-    return labels.filter(F.col("source") == "feedback").count()
+    return len(feedback_items(get_spark(), lakehouse, spec, spec.name))
 
 
 def _open_tasks(lakehouse, use_case: str) -> int:
