@@ -22,6 +22,7 @@ from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages import quality
 from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline.stages.sources import materialize_sources
+from ontos_pipeline.steps import step
 
 
 class SourcesConfig(Config):
@@ -33,6 +34,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
     @asset(name="sources", group_name="synthetic", partitions_def=partitions, kinds={"delta", "python"},
            description="Raw source tables of the use case: generated deterministically for the demo use cases "
                        "(sources, ground-truth labels, drifted batch), otherwise checked to exist.")
+    @step("sources")
     def sources(context: AssetExecutionContext, config: SourcesConfig, lakehouse: LocalLakehouseResource,
                 use_cases: UseCasesResource) -> MaterializeResult:
         spec = use_cases.get(context.partition_key)
@@ -48,6 +50,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
     @asset(name="sheet", group_name="data", partitions_def=partitions, deps=[sources], kinds={"spark", "delta"},
            description="Validated snapshot of the use case's source tables: joined, typed, one row per item_ref, "
                        "versioned by content hash and registered in the `sheets` table.")
+    @step("sheet")
     def sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
               use_cases: UseCasesResource) -> MaterializeResult:
         spec = use_cases.get(context.partition_key)
@@ -78,6 +81,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=sheet, name="frame_rules", blocking=True, partitions_def=partitions,
                  description="pandera: column types, nullability, numeric ranges and allowed values from the spec")
+    @step("sheet.frame_rules")
     def frame_rules(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                     use_cases: UseCasesResource) -> AssetCheckResult:
         spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
@@ -85,6 +89,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=sheet, name="item_ref_unique", blocking=True, partitions_def=partitions,
                  description="item_ref is non-null and unique")
+    @step("sheet.item_ref_unique")
     def item_ref_unique(context: AssetCheckExecutionContext, spark: SparkResource,
                         lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         _, snap, df = snapshot(context, spark, lakehouse, use_cases)
@@ -92,6 +97,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=sheet, name="images_present", blocking=True, partitions_def=partitions,
                  description="every image column points at an existing file")
+    @step("sheet.images_present")
     def images_present(context: AssetCheckExecutionContext, spark: SparkResource,
                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
@@ -100,6 +106,7 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
     @asset_check(asset=sheet, name="phi_scan", blocking=True, partitions_def=partitions,
                  description="PII/PHI scan of text columns (emails, phones, SSN-like ids, dates of birth); PHI is "
                              "allowed only in columns tagged phi, whose training use is then prohibited")
+    @step("sheet.phi_scan")
     def phi_scan(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                  use_cases: UseCasesResource) -> AssetCheckResult:
         spec, snap, _ = snapshot(context, spark, lakehouse, use_cases)

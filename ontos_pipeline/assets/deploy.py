@@ -9,6 +9,7 @@ from ontos_pipeline.resources.serving import LocalServingResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages.evaluation import GateResult, stored_evaluation
 from ontos_pipeline.stages.model_store import CHALLENGER
+from ontos_pipeline.steps import step
 
 
 def build_deploy_assets(partitions: PartitionsDefinition) -> list:
@@ -17,6 +18,7 @@ def build_deploy_assets(partitions: PartitionsDefinition) -> list:
            description="The endpoint serves the champion: a challenger that passed the promotion gate becomes "
                        "champion; otherwise the champion stays and the metadata says why. Every decision is an "
                        "event in serving_endpoints.")
+    @step("serving_endpoint")
     def serving_endpoint(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource, serving: LocalServingResource) -> MaterializeResult:
         spec = use_cases.get(context.partition_key)

@@ -10,6 +10,7 @@ from ontos_pipeline.resources.mlflow import LocalMlflowResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages import gaps as gaps_stage
 from ontos_pipeline.stages import tasks as tasks_stage
+from ontos_pipeline.steps import step
 
 
 def _md(rows: list[list], columns: list[str]) -> MetadataValue:
@@ -25,6 +26,7 @@ def build_gap_assets(partitions: PartitionsDefinition) -> list:
                        "evaluation slices, answers with low training support, low-confidence regions of unlabelled or "
                        "disputed items, drifted inputs of the latest monitoring report, items and answers with "
                        "repeated negative feedback. Replaces the use case's rows of gap_reports.")
+    @step("gap_report")
     def gap_report(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                    use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> MaterializeResult:
         spec, session, lh, store = (use_cases.get(context.partition_key), spark.session(), lakehouse.get(),
@@ -55,6 +57,7 @@ def build_gap_assets(partitions: PartitionsDefinition) -> list:
            description="One annotation task per actionable gap, listing the unlabelled or disputed items in the gap's "
                        "region with the lowest model confidence first; a gap with an open task gets no second one. "
                        "People work them with `ontos tasks list|show|start|complete`.")
+    @step("annotation_tasks")
     def annotation_tasks(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> MaterializeResult:
         spec, session, lh, store = (use_cases.get(context.partition_key), spark.session(), lakehouse.get(),

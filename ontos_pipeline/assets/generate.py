@@ -22,12 +22,14 @@ from ontos_pipeline.stages import export as export_stage
 from ontos_pipeline.stages.quality import CheckOutcome
 from ontos_pipeline.stages.template import compile_template, current_template, register_template
 from ontos_pipeline.stages.training_sheet import build_training_sheet, current_training_sheet
+from ontos_pipeline.steps import step
 
 
 def build_generate_assets(partitions: PartitionsDefinition) -> list:
     @asset(name="template", group_name="generate", partitions_def=partitions, deps=["sheet"], kinds={"python"},
            description="The use case's Jinja2 prompt template, compiled in the sandbox against the sheet's columns "
                        "and registered by content version in `templates`.")
+    @step("template")
     def template(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                  use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -46,6 +48,7 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
            deps=["sheet", template, "canonical_labels"], kinds={"spark", "delta"},
            description="Prompt/response pairs for every sheet item (table qa_pairs): messages rendered in Spark, "
                        "responses from canonical labels, review decisions applied, stable train/val/test split.")
+    @step("training_sheet")
     def training_sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                        use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -60,6 +63,7 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=training_sheet, name="trainable_rows_allow_training", blocking=True, partitions_def=partitions,
                  description="no row that passes the quality gate has usage constraints prohibiting training")
+    @step("training_sheet.trainable_rows_allow_training")
     def trainable_rows_allow_training(context: AssetCheckExecutionContext, spark: SparkResource,
                                       lakehouse: LocalLakehouseResource,
                                       use_cases: UseCasesResource) -> AssetCheckResult:

@@ -23,6 +23,7 @@ from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.stages import labels as label_stage
 from ontos_pipeline.stages.feedback import FeedbackSource
 from ontos_pipeline.stages.quality import CheckOutcome
+from ontos_pipeline.steps import step
 
 
 def build_label_assets(partitions: PartitionsDefinition) -> list:
@@ -32,6 +33,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
                        "review edits, feedback (corrections; thumbs-up confirmations where the spec allows). "
                        "Invalid labels go to label_rejects, disagreements to label_conflicts; usage "
                        "constraints inherit the sheet's PHI tags. History is appended, never overwritten.")
+    @step("canonical_labels")
     def canonical_labels(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -55,6 +57,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=canonical_labels, name="labels_valid", blocking=True, partitions_def=partitions,
                  description="every current canonical label validates against the template's response schema")
+    @step("canonical_labels.labels_valid")
     def labels_valid(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                      use_cases: UseCasesResource) -> AssetCheckResult:
         spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
@@ -68,6 +71,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=canonical_labels, name="label_coverage", blocking=True, partitions_def=partitions,
                  description="share of sheet items with a canonical label is at least labels.min_coverage")
+    @step("canonical_labels.label_coverage")
     def label_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
@@ -83,6 +87,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=canonical_labels, name="no_open_conflicts", blocking=False, partitions_def=partitions,
                  description="keys whose top-precedence labels disagree; they stay flagged until a review decides")
+    @step("canonical_labels.no_open_conflicts")
     def no_open_conflicts(context: AssetCheckExecutionContext, spark: SparkResource,
                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)

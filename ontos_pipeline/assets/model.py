@@ -31,6 +31,7 @@ from ontos_pipeline.stages.template import current_template
 from ontos_pipeline.stages.train import Lineage, log_training, record_training_run
 from ontos_pipeline.stages.training_data import cross_split_leaks, model_rows, split_frame, weight_items
 from ontos_pipeline.stages.training_sheet import QA, training_sheet_version
+from ontos_pipeline.steps import step
 from ontos_pipeline.trainer.local import TrainingData
 
 
@@ -59,6 +60,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
            description="Baseline and model families fitted on the dual-gated training rows; the best on validation "
                        "is registered in MLflow (one model per use case) with the `challenger` alias, a "
                        "reproducibility pack and a lineage row in training_runs.")
+    @step("trained_model")
     def trained_model(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                       use_cases: UseCasesResource, mlflow_store: LocalMlflowResource,
                       trainer: LocalTrainerResource) -> MaterializeResult:
@@ -104,6 +106,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
            kinds={"mlflow"},
            description="The challenger, its baseline and the champion (if any) on the same held-out test rows: "
                        "metrics with a bootstrap interval, worst slices and failures, plots, and the promotion gate.")
+    @step("model_evaluation")
     def model_evaluation(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource, mlflow_store: LocalMlflowResource,
                          trainer: LocalTrainerResource) -> MaterializeResult:
@@ -151,6 +154,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
     @asset_check(asset=model_evaluation, name="promotion_gate", blocking=True, partitions_def=partitions,
                  description="the challenger beats the baseline, meets the spec's minimum and is not worse than the "
                              "champion beyond the tolerance")
+    @step("model_evaluation.promotion_gate")
     def promotion_gate(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                        use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> AssetCheckResult:
         spec, store = use_cases.get(context.partition_key), mlflow_store.get()

@@ -25,6 +25,7 @@ from ontos_pipeline.stages import monitoring as monitoring_stage
 from ontos_pipeline.stages.alerts import raise_alerts
 from ontos_pipeline.stages.model_store import CHAMPION
 from ontos_pipeline.stages.train import PACK
+from ontos_pipeline.steps import step
 
 INFERENCE_LOG_ASSET = AssetSpec(
     "inference_log", group_name="monitor", deps=["serving_endpoint"], kinds={"delta"},
@@ -65,6 +66,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
            description="Requests, error rate, latency percentiles, response distribution, feedback rate and accuracy, "
                        "and drift of every input feature and of the predictions against the served model's "
                        "training rows, for one time window; breaches open alerts.")
+    @step("monitoring_report")
     def monitoring_report(context: AssetExecutionContext, config: MonitoringConfig, spark: SparkResource,
                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource,
                           mlflow_store: LocalMlflowResource) -> MaterializeResult:
@@ -106,6 +108,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
     @asset_check(asset=monitoring_report, name="monitoring_thresholds", partitions_def=partitions,
                  description="no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds "
                              "in the latest report")
+    @step("monitoring_report.monitoring_thresholds")
     def monitoring_thresholds(context: AssetCheckExecutionContext, lakehouse: LocalLakehouseResource,
                               use_cases: UseCasesResource) -> AssetCheckResult:
         spec = use_cases.get(context.partition_key)

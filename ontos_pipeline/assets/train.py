@@ -24,6 +24,7 @@ from ontos_pipeline.stages import export as export_stage
 from ontos_pipeline.stages.quality import CheckOutcome
 from ontos_pipeline.stages.training_data import export_rows
 from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+from ontos_pipeline.steps import step
 
 
 def build_export_assets(partitions: PartitionsDefinition) -> list:
@@ -31,6 +32,7 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
            kinds={"spark", "json"},
            description="Fine-tuning JSONL per split (chat and instruction formats; images as content parts for "
                        "multimodal use cases) of the rows that pass the dual gate, with a manifest of checksums.")
+    @step("training_export")
     def training_export(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                         use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -56,6 +58,7 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=training_export, name="export_excludes_prohibited", blocking=True, partitions_def=partitions,
                  description="no exported item has a label or sheet constraint prohibiting training (PHI)")
+    @step("training_export.export_excludes_prohibited")
     def export_excludes_prohibited(context: AssetCheckExecutionContext, spark: SparkResource,
                                    lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh, directory = exported(context, spark, lakehouse, use_cases)
@@ -72,6 +75,7 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
 
     @asset_check(asset=training_export, name="export_files_valid", blocking=True, partitions_def=partitions,
                  description="every line of every export file validates against its format")
+    @step("training_export.export_files_valid")
     def export_files_valid(context: AssetCheckExecutionContext, spark: SparkResource,
                            lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         _, session, _, directory = exported(context, spark, lakehouse, use_cases)

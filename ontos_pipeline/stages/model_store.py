@@ -44,6 +44,7 @@ class ModelStore:
     artifact_root: str | None = None  # local only: experiments keep their artifacts here
     catalog: str = "ontos"
     schema: str = "workbench"
+    experiment_root: str = ""  # Databricks experiments are workspace paths, e.g. "/Shared/"
 
     def activate(self) -> ModelStore:
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -57,7 +58,7 @@ class ModelStore:
         return f"{self.catalog}.{self.schema}.{use_case}"
 
     def experiment_id(self, use_case: str) -> str:
-        name = f"ontos-{use_case}"
+        name = f"{self.experiment_root}ontos-{use_case}"
         found = self.client().get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
@@ -81,6 +82,11 @@ class ModelStore:
 
     def version_uri(self, use_case: str, version: str) -> str:
         return f"models:/{self.model_name(use_case)}/{version}"
+
+
+def databricks_store(catalog: str, schema: str) -> ModelStore:
+    """The workspace tracking server and the Unity Catalog registry (`<catalog>.<schema>.<use case>` models)."""
+    return ModelStore("databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/")
 
 
 def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:

@@ -1,0 +1,1 @@
+"""The Databricks target: settings, Pipes steps, Unity Catalog tables, Model Serving."""

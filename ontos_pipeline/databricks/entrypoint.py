@@ -1,0 +1,151 @@
+"""The Pipes entry point of every Databricks run: call one registered step with the cluster's resources.
+
+The orchestrator sends the step name, the partition, the step's run config and the settings as Pipes extras.
+Settings the cluster's own environment defines win (that is how a runtime points steps at its catalog). The step
+body is the same function the local target calls in-process (`ontos_pipeline.steps.STEPS`); its result goes
+back as a Pipes materialization or check result, with the metadata converted value by value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
+    PipesBlobStoreMessageWriter,
+    PipesBufferedFilesystemMessageWriterChannel,
+    PipesCliArgsParamsLoader,
+    PipesContextLoader,
+    PipesEnvVarParamsLoader,
+    PipesParams,
+    open_dagster_pipes,
+)
+
+FUSE_ROOT_VARIABLE = "ONTOS_FUSE_ROOT"  # where /dbfs and /Volumes are mounted; empty on Databricks
+
+
+def fuse_path(path: str) -> str:
+    """The local path of a DBFS path (`/tmp/x`, `dbfs:/tmp/x`) or a volume path (`/Volumes/...`)."""
+    root = os.environ.get(FUSE_ROOT_VARIABLE, "")
+    if path.startswith("/Volumes/"):
+        return root + path
+    return root + "/dbfs/" + path.removeprefix("dbfs:").lstrip("/")
+
+
+class FuseContextLoader(PipesContextLoader):
+    """Reads the context file the DBFS or the volumes injector wrote, through the FUSE mount."""
+
+    def load_context(self, params: PipesParams):
+        import json
+        from contextlib import contextmanager
+
+        @contextmanager
+        def opened():
+            with open(fuse_path(params["path"]), encoding="utf-8") as handle:
+                yield json.load(handle)
+
+        return opened()
+
+
+class FuseMessageWriter(PipesBlobStoreMessageWriter):
+    """Writes message chunks where the DBFS or the volumes message reader looks for them."""
+
+    def make_channel(self, params: PipesParams) -> PipesBufferedFilesystemMessageWriterChannel:
+        return PipesBufferedFilesystemMessageWriterChannel(path=fuse_path(params["path"]), interval=self.interval)
+
+
+@dataclass
+class StepContext:
+    """What step bodies use of a Dagster execution context."""
+
+    partition_key: str
+    run_id: str
+    log: Any
+
+    @property
+    def op_execution_context(self) -> StepContext:
+        return self
+
+
+def step_resources(settings) -> dict[str, Any]:
+    from ontos_pipeline.definitions import data_plane_resources
+
+    return data_plane_resources(settings)
+
+
+def call_step(key: str, partition: str, run_id: str, config: Mapping[str, Any], log) -> Any:
+    """Run step `key` for one partition in this process, as the local target would."""
+    from ontos_pipeline.definitions import build_assets
+    from ontos_pipeline.settings import load_settings
+    from ontos_pipeline.steps import STEPS, config_arguments
+
+    settings = load_settings()
+    build_assets(settings)  # registers the step bodies
+    if key not in STEPS:
+        raise KeyError(f"unknown step {key!r}; this code knows {', '.join(sorted(STEPS))}")
+    body = STEPS[key]
+    resources = step_resources(settings)
+    names = [p for p in inspect.signature(body).parameters if p != "context"]
+    kwargs = {name: resources[name] for name in names if name in resources}
+    kwargs.update(config_arguments(body, dict(config)))
+    missing = [name for name in names if name not in kwargs]
+    if missing:
+        raise KeyError(f"step {key!r} needs {missing}, which the cluster's resources do not provide")
+    return body(StepContext(partition, run_id, log), **kwargs)
+
+
+def report(pipes, key: str, result: Any) -> None:
+    from dagster import AssetCheckResult, MaterializeResult
+
+    from ontos_pipeline.databricks.compute import DESCRIPTION_KEY
+    from ontos_pipeline.databricks.metadata import to_external
+
+    if isinstance(result, MaterializeResult):
+        pipes.report_asset_materialization(
+            metadata=to_external(result.metadata or {}),
+            data_version=result.data_version.value if result.data_version else None,
+            asset_key=key)
+    elif isinstance(result, AssetCheckResult):
+        metadata = dict(result.metadata or {})
+        if result.description:
+            metadata[DESCRIPTION_KEY] = result.description
+        asset, check = key.split(".", 1)
+        pipes.report_asset_check(check_name=check, passed=result.passed, severity=result.severity.value,
+                                 metadata=to_external(metadata), asset_key=asset)
+    else:
+        raise TypeError(f"step {key!r} returned {type(result).__name__}, not a MaterializeResult or check result")
+
+
+def main(bundle: str | None = None) -> None:
+    cli = PipesCliArgsParamsLoader()
+    params_loader = cli if cli.is_dagster_pipes_process() else PipesEnvVarParamsLoader()
+    if params_loader is not cli and DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
+        sys.exit("ontos step entry point: no Dagster Pipes context (run it through DatabricksCompute)")
+    with open_dagster_pipes(params_loader=params_loader, context_loader=FuseContextLoader(),
+                            message_writer=FuseMessageWriter(interval=1)) as pipes:
+        for name, value in (pipes.get_extra("settings") or {}).items():
+            os.environ.setdefault(name, str(value))
+        if bundle:
+            _ship_to_executors(bundle)
+        key = pipes.get_extra("step")
+        result = call_step(key, pipes.get_extra("partition"), pipes.run_id, pipes.get_extra("config") or {},
+                           pipes.log)
+        report(pipes, key, result)
+
+
+def _ship_to_executors(bundle: str) -> None:
+    """Make our modules importable in Python UDFs on the executors (classic clusters; serverless ships the
+    environment itself)."""
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is not None:
+            spark.sparkContext.addPyFile(bundle)
+    except Exception:  # Spark Connect (serverless) has no SparkContext
+        pass

@@ -1,0 +1,188 @@
+"""The lakehouse on Unity Catalog: Delta tables `<catalog>.<schema>.<table>` through the cluster's Spark session.
+
+Runs inside Databricks steps. Every write is one Delta commit: `saveAsTable` for overwrite/append, `MERGE INTO`
+for upserts, `replaceWhere` for replacing one use case's rows, so readers never see a half-written table and
+re-running a step gives the same rows. Workbench tables are created from their DDL in `schemas/` on first use.
+Reading `inference_log` reads the endpoints' AI Gateway payload tables (`<prefix>_payload`) mapped to our log's
+columns, so monitoring runs the same code over Model Serving traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ontos_pipeline.databricks.entrypoint import fuse_path
+from ontos_pipeline.ddl import SCHEMAS_DIR
+from ontos_pipeline.identifiers import TableName, validate_identifier
+from ontos_pipeline.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal
+
+INFERENCE_LOG = "inference_log"
+
+
+def _spark() -> SparkSession:
+    return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+
+
+def _predicate(where: Mapping[str, object]) -> str:
+    return " AND ".join(f"`{validate_identifier(k, what='column')}` = {_sql_literal(v)}" for k, v in where.items())
+
+
+class UnityCatalogLakehouse(Lakehouse):
+    """Unity Catalog tables through Spark SQL (Databricks runtime)."""
+
+    def __init__(self, catalog: str, schema: str, volume: str, endpoints: Sequence[str] = ()):
+        super().__init__(catalog, schema)
+        self.volume, self.endpoints = volume, tuple(endpoints)
+
+    def _sql(self, statement: str) -> DataFrame:
+        return _spark().sql(statement)
+
+    def exists(self, table: str | TableName) -> bool:
+        name = self.name(table)
+        if name.table == INFERENCE_LOG and self.endpoints:
+            return bool(self._payload_tables())
+        return _spark().catalog.tableExists(str(name))
+
+    def version(self, table: str | TableName) -> int | None:
+        name = self.name(table)
+        if not self.exists(name):
+            return None
+        return int(self._sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"])
+
+    def row_count(self, table: str | TableName) -> int:
+        return self._read(_spark(), self.name(table), None).count()
+
+    def _payload_tables(self) -> list[tuple[str, str]]:
+        from ontos_pipeline.databricks.serving import payload_table
+
+        found = [(e, payload_table(self.catalog, self.schema, e)) for e in self.endpoints]
+        return [(e, t) for e, t in found if _spark().catalog.tableExists(t)]
+
+    def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame:
+        if name.table == INFERENCE_LOG and self.endpoints and (name.catalog, name.schema) == (self.catalog,
+                                                                                              self.schema):
+            from ontos_pipeline.databricks.payload import payload_as_inference_log
+
+            frames = [payload_as_inference_log(spark.table(t), endpoint) for endpoint, t in self._payload_tables()]
+            if not frames:
+                return spark.createDataFrame([], self.ddl(name).spark_schema())
+            out = frames[0]
+            for frame in frames[1:]:
+                out = out.unionByName(frame)
+            return out
+        reader = spark.read if version is None else spark.read.option("versionAsOf", version)
+        return reader.table(str(name))
+
+    def ensure(self, table: str | TableName) -> None:
+        """Create a workbench table with its DDL from `schemas/` (comments, NOT NULL, Delta) if it is missing."""
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is None:
+            raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
+        text = (SCHEMAS_DIR / f"{name.table}.sql").read_text(encoding="utf-8")
+        statement = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        self._sql(statement.strip().rstrip(";").format(catalog=name.catalog, schema=name.schema))
+
+    def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
+        if self.ddl(name) is not None:
+            self.ensure(name)
+        df.write.format("delta").mode(mode).option("overwriteSchema", "false").saveAsTable(str(name))
+        return self.version(name)  # type: ignore[return-value]
+
+    def write_batches(self, table: str | TableName, schema: pa.Schema,
+                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+        if mode not in WRITE_MODES:
+            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
+        data = pa.Table.from_batches(list(batches()), schema=schema)  # data made on the driver (the generator)
+        df = _spark().createDataFrame(data.to_pandas(), schema=_spark_schema(schema))
+        return self.write(table, df, mode)
+
+    def upsert(self, spark: SparkSession, table: str | TableName, df: DataFrame, keys: Sequence[str]) -> int:
+        """One `MERGE INTO` commit: rows with matching keys are replaced, the others inserted."""
+        name = self.name(table)
+        missing = [k for k in keys if k not in df.columns]
+        if missing:
+            raise LakehouseError(f"upsert into {name}: key columns {missing} are not in the data")
+        if not self.exists(name):
+            return self.write(name, df)
+        df = self._aligned(name, df)
+        view = f"ontos_upsert_{uuid.uuid4().hex}"
+        df.createOrReplaceTempView(view)
+        try:
+            on = " AND ".join(f"t.`{validate_identifier(k, what='column')}` <=> s.`{k}`" for k in keys)
+            spark.sql(f"MERGE INTO {name} t USING {view} s ON {on} "
+                      "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+        finally:
+            spark.catalog.dropTempView(view)
+        return self.version(name)  # type: ignore[return-value]
+
+    def replace(self, spark: SparkSession, table: str | TableName, df: DataFrame, where: Mapping[str, object]) -> int:
+        """One commit that deletes the rows matching `where` and writes `df` (Delta `replaceWhere`)."""
+        name = self.name(table)
+        if not self.exists(name):
+            return self.write(name, df)
+        df = self._aligned(name, df)
+        df.write.format("delta").mode("overwrite").option("replaceWhere", _predicate(where)).saveAsTable(str(name))
+        return self.version(name)  # type: ignore[return-value]
+
+    def drop(self, table: str | TableName) -> None:
+        self._sql(f"DROP TABLE IF EXISTS {self.name(table)}")
+
+    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
+                columns: Sequence[str] | None = None) -> list[dict]:
+        name = self.name(table)
+        if not self.exists(name):
+            return []
+        df = self._read(_spark(), name, None)
+        for key, value in (where or {}).items():
+            df = df.filter(F.col(validate_identifier(key, what="column")) == F.lit(value))
+        if columns:
+            df = df.select(*[validate_identifier(c, what="column") for c in columns])
+        return [row.asDict() for row in df.collect()]  # small operational tables only, by contract
+
+    def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is None:
+            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
+        unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
+        if unknown:
+            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}")
+        rows = [tuple(r.get(c) for c in ddl.column_names) for r in records]
+        return self.write(name, _spark().createDataFrame(rows, ddl.spark_schema()), mode="append")
+
+    def update_records(self, table: str | TableName, where: Mapping[str, object],
+                       values: Mapping[str, object]) -> int:
+        name = self.name(table)
+        if not self.exists(name):
+            return 0
+        sets = ", ".join(f"`{validate_identifier(k, what='column')}` = {_sql_literal(v)}" for k, v in values.items())
+        result = self._sql(f"UPDATE {name} SET {sets}" + (f" WHERE {_predicate(where)}" if where else "")).first()
+        return int(result["num_affected_rows"]) if result is not None else 0
+
+    def max_value(self, table: str | TableName, column: str) -> object | None:
+        name = self.name(table)
+        if not self.exists(name):
+            return None
+        return self._read(_spark(), name, None).agg(F.max(validate_identifier(column, what="column"))).first()[0]
+
+    def locked(self, table: str | TableName) -> AbstractContextManager:
+        return nullcontext()  # Delta's optimistic concurrency on Databricks: conflicting commits fail, not merge
+
+    def volume_path(self, *parts: str) -> str:
+        path = fuse_path("/".join([self.volume, *parts]))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
