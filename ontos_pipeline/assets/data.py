@@ -2,7 +2,6 @@
 
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     Config,
@@ -11,7 +10,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 from pydantic import Field
 
@@ -22,7 +20,7 @@ from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages import quality
 from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline.stages.sources import materialize_sources
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 
 
 class SourcesConfig(Config):
@@ -47,10 +45,47 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
             "generated": spec.synthetic is not None,
         })
 
+    def snapshot(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                 use_cases: UseCasesResource):
+        spec = use_cases.get(context.partition_key)
+        session, lh = spark.session(), lakehouse.get()
+        snap = published_sheet(session, lh, spec)
+        return spec, snap, lh.read(session, snap.table)
+
+    def frame_rules(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                    use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_frame_rules(df, spec), version=snap.version)
+
+    def item_ref_unique(context: AssetExecutionContext, spark: SparkResource,
+                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        _, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_unique_keys(df), version=snap.version)
+
+    def images_present(context: AssetExecutionContext, spark: SparkResource,
+                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_images(df, spec), version=snap.version)
+
+    def phi_scan(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                 use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, snap, _ = snapshot(context, spark, lakehouse, use_cases)
+        return check_result(quality.check_phi_declared(snap.phi_findings, spec), version=snap.version)
+
+    sheet_checks = [
+        Check("frame_rules", "pandera: column types, nullability, numeric ranges and allowed values from the spec",
+              frame_rules),
+        Check("item_ref_unique", "item_ref is non-null and unique", item_ref_unique),
+        Check("images_present", "every image column points at an existing file", images_present),
+        Check("phi_scan", "PII/PHI scan of text columns (emails, phones, SSN-like ids, dates of birth); PHI is "
+                          "allowed only in columns tagged phi, whose training use is then prohibited", phi_scan),
+    ]
+
     @asset(name="sheet", group_name="data", partitions_def=partitions, deps=[sources], kinds={"spark", "delta"},
+           check_specs=check_specs("sheet", sheet_checks, partitions),
            description="Validated snapshot of the use case's source tables: joined, typed, one row per item_ref, "
                        "versioned by content hash and registered in the `sheets` table.")
-    @step("sheet")
+    @step("sheet", checks=sheet_checks)
     def sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
               use_cases: UseCasesResource) -> MaterializeResult:
         spec = use_cases.get(context.partition_key)
@@ -72,44 +107,4 @@ def build_data_assets(partitions: PartitionsDefinition) -> list:
             },
         )
 
-    def snapshot(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                 use_cases: UseCasesResource):
-        spec = use_cases.get(context.partition_key)
-        session, lh = spark.session(), lakehouse.get()
-        snap = published_sheet(session, lh, spec)
-        return spec, snap, lh.read(session, snap.table)
-
-    @asset_check(asset=sheet, name="frame_rules", blocking=True, partitions_def=partitions,
-                 description="pandera: column types, nullability, numeric ranges and allowed values from the spec")
-    @step("sheet.frame_rules")
-    def frame_rules(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                    use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
-        return check_result(quality.check_frame_rules(df, spec), version=snap.version)
-
-    @asset_check(asset=sheet, name="item_ref_unique", blocking=True, partitions_def=partitions,
-                 description="item_ref is non-null and unique")
-    @step("sheet.item_ref_unique")
-    def item_ref_unique(context: AssetCheckExecutionContext, spark: SparkResource,
-                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        _, snap, df = snapshot(context, spark, lakehouse, use_cases)
-        return check_result(quality.check_unique_keys(df), version=snap.version)
-
-    @asset_check(asset=sheet, name="images_present", blocking=True, partitions_def=partitions,
-                 description="every image column points at an existing file")
-    @step("sheet.images_present")
-    def images_present(context: AssetCheckExecutionContext, spark: SparkResource,
-                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, snap, df = snapshot(context, spark, lakehouse, use_cases)
-        return check_result(quality.check_images(df, spec), version=snap.version)
-
-    @asset_check(asset=sheet, name="phi_scan", blocking=True, partitions_def=partitions,
-                 description="PII/PHI scan of text columns (emails, phones, SSN-like ids, dates of birth); PHI is "
-                             "allowed only in columns tagged phi, whose training use is then prohibited")
-    @step("sheet.phi_scan")
-    def phi_scan(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                 use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, snap, _ = snapshot(context, spark, lakehouse, use_cases)
-        return check_result(quality.check_phi_declared(snap.phi_findings, spec), version=snap.version)
-
-    return [sources, sheet, frame_rules, item_ref_unique, images_present, phi_scan]
+    return [sources, sheet]

@@ -2,7 +2,6 @@
 
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     DataVersion,
@@ -10,7 +9,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 from pyspark.sql import functions as F
 
@@ -22,7 +20,7 @@ from ontos_pipeline.stages import export as export_stage
 from ontos_pipeline.stages.quality import CheckOutcome
 from ontos_pipeline.stages.template import compile_template, current_template, register_template
 from ontos_pipeline.stages.training_sheet import build_training_sheet, current_training_sheet
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 
 
 def build_generate_assets(partitions: PartitionsDefinition) -> list:
@@ -44,27 +42,7 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
             "prompt": MetadataValue.md(f"```jinja\n{compiled.prompt}\n```"),
         })
 
-    @asset(name="training_sheet", group_name="generate", partitions_def=partitions,
-           deps=["sheet", template, "canonical_labels"], kinds={"spark", "delta"},
-           description="Prompt/response pairs for every sheet item (table qa_pairs): messages rendered in Spark, "
-                       "responses from canonical labels, review decisions applied, stable train/val/test split.")
-    @step("training_sheet")
-    def training_sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                       use_cases: UseCasesResource) -> MaterializeResult:
-        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        compiled = current_template(session, lh, spec.name)
-        if compiled is None:
-            raise RuntimeError(f"no registered template for {spec.name}; materialize the template asset first")
-        result = build_training_sheet(session, lh, spec, published_sheet(session, lh, spec), compiled)
-        return MaterializeResult(data_version=DataVersion(result.version), metadata={
-            "version": result.version, "training_sheet_id": result.training_sheet_id, "dagster/row_count": result.rows,
-            "new_version": result.created, "by_status": MetadataValue.json(result.by_status),
-            "by_split": MetadataValue.json(result.by_split), "by_source": MetadataValue.json(result.by_source)})
-
-    @asset_check(asset=training_sheet, name="trainable_rows_allow_training", blocking=True, partitions_def=partitions,
-                 description="no row that passes the quality gate has usage constraints prohibiting training")
-    @step("training_sheet.trainable_rows_allow_training")
-    def trainable_rows_allow_training(context: AssetCheckExecutionContext, spark: SparkResource,
+    def trainable_rows_allow_training(context: AssetExecutionContext, spark: SparkResource,
                                       lakehouse: LocalLakehouseResource,
                                       use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -78,4 +56,28 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
                                          f"{n} trainable rows are prohibited for training", {"trainable": total,
                                                                                               "held_back": held_back}))
 
-    return [template, training_sheet, trainable_rows_allow_training]
+    training_sheet_checks = [
+        Check("trainable_rows_allow_training",
+              "no row that passes the quality gate has usage constraints prohibiting training",
+              trainable_rows_allow_training),
+    ]
+
+    @asset(name="training_sheet", check_specs=check_specs("training_sheet", training_sheet_checks, partitions),
+           group_name="generate", partitions_def=partitions,
+           deps=["sheet", template, "canonical_labels"], kinds={"spark", "delta"},
+           description="Prompt/response pairs for every sheet item (table qa_pairs): messages rendered in Spark, "
+                       "responses from canonical labels, review decisions applied, stable train/val/test split.")
+    @step("training_sheet", checks=training_sheet_checks)
+    def training_sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                       use_cases: UseCasesResource) -> MaterializeResult:
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        compiled = current_template(session, lh, spec.name)
+        if compiled is None:
+            raise RuntimeError(f"no registered template for {spec.name}; materialize the template asset first")
+        result = build_training_sheet(session, lh, spec, published_sheet(session, lh, spec), compiled)
+        return MaterializeResult(data_version=DataVersion(result.version), metadata={
+            "version": result.version, "training_sheet_id": result.training_sheet_id, "dagster/row_count": result.rows,
+            "new_version": result.created, "by_status": MetadataValue.json(result.by_status),
+            "by_split": MetadataValue.json(result.by_split), "by_source": MetadataValue.json(result.by_source)})
+
+    return [template, training_sheet]

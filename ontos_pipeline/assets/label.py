@@ -2,7 +2,6 @@
 
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -11,7 +10,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 from pyspark.sql import functions as F
 
@@ -23,17 +21,70 @@ from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.stages import labels as label_stage
 from ontos_pipeline.stages.feedback import FeedbackSource
 from ontos_pipeline.stages.quality import CheckOutcome
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 
 
 def build_label_assets(partitions: PartitionsDefinition) -> list:
-    @asset(name="canonical_labels", group_name="label", partitions_def=partitions, deps=["sheet", "feedback"],
+    def labels_of(context, spark, lakehouse, use_cases):
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        snapshot = published_sheet(session, lh, spec)
+        return spec, session, lh, snapshot, label_stage.current_labels(session, lh, snapshot.sheet_id,
+                                                                       spec.labels.label_type)
+
+    def labels_valid(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                     use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
+        checked = current.withColumn("_v", label_stage.validation_udf(spec.template.response_schema)("label_data"))
+        bad = checked.filter(F.col("_v.reason").isNotNull())
+        n = bad.count()
+        examples = [f"{r[ITEM_KEY]}: {r['reason']}" for r in bad.select(ITEM_KEY, "_v.reason").limit(5).collect()]
+        return check_result(CheckOutcome(n == 0, "all current labels validate" if n == 0 else
+                                         f"{n} current labels do not validate, e.g. {'; '.join(examples)}",
+                                         {"invalid": n}))
+
+    def label_coverage(context: AssetExecutionContext, spark: SparkResource,
+                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
+        items = lh.read(session, snapshot.table).select(ITEM_KEY)
+        labelled = current.join(items, ITEM_KEY).count()
+        total = items.count()
+        coverage = labelled / total if total else 0.0
+        ok = coverage >= spec.labels.min_coverage
+        return check_result(CheckOutcome(ok, f"{labelled}/{total} items labelled ({coverage:.1%}); the spec asks "
+                                             f"for at least {spec.labels.min_coverage:.0%}" + (
+                                                 "" if ok else ": label more items (ontos labels import, review)"),
+                                         {"coverage": round(coverage, 4), "minimum": spec.labels.min_coverage}))
+
+    def no_open_conflicts(context: AssetExecutionContext, spark: SparkResource,
+                          lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
+        conflicted = current.filter("conflict")
+        n = conflicted.count()
+        examples = [r[ITEM_KEY] for r in conflicted.select(ITEM_KEY).orderBy(ITEM_KEY).limit(5).collect()]
+        text = ("no conflicting labels" if n == 0 else
+                f"{n} items have conflicting labels (e.g. {', '.join(examples)}); they are flagged in the training "
+                f"sheet: decide with `ontos review edit {spec.name} ITEM --label ...` or `ontos review approve`")
+        return AssetCheckResult(passed=n == 0, severity=AssetCheckSeverity.WARN, description=text,
+                                metadata={"conflicts": n, "examples": MetadataValue.json(examples)})
+
+    canonical_labels_checks = [
+        Check("labels_valid",
+              "every current canonical label validates against the template's response schema", labels_valid),
+        Check("label_coverage",
+              "share of sheet items with a canonical label is at least labels.min_coverage", label_coverage),
+        Check("no_open_conflicts",
+              "keys whose top-precedence labels disagree; they stay flagged until a review decides",
+              no_open_conflicts, blocking=False),
+    ]
+
+    @asset(name="canonical_labels", check_specs=check_specs("canonical_labels", canonical_labels_checks, partitions),
+           group_name="label", partitions_def=partitions, deps=["sheet", "feedback"],
            kinds={"spark", "delta"},
            description="Every label source merged per (sheet_id, item_ref, label_type): import table, inbox files, "
                        "review edits, feedback (corrections; thumbs-up confirmations where the spec allows). "
                        "Invalid labels go to label_rejects, disagreements to label_conflicts; usage "
                        "constraints inherit the sheet's PHI tags. History is appended, never overwritten.")
-    @step("canonical_labels")
+    @step("canonical_labels", checks=canonical_labels_checks)
     def canonical_labels(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -49,55 +100,4 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
                       "distribution": md_counts(result.distribution),
                       "labels_table_version": result.table_version})
 
-    def labels_of(context, spark, lakehouse, use_cases):
-        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        snapshot = published_sheet(session, lh, spec)
-        return spec, session, lh, snapshot, label_stage.current_labels(session, lh, snapshot.sheet_id,
-                                                                       spec.labels.label_type)
-
-    @asset_check(asset=canonical_labels, name="labels_valid", blocking=True, partitions_def=partitions,
-                 description="every current canonical label validates against the template's response schema")
-    @step("canonical_labels.labels_valid")
-    def labels_valid(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                     use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
-        checked = current.withColumn("_v", label_stage.validation_udf(spec.template.response_schema)("label_data"))
-        bad = checked.filter(F.col("_v.reason").isNotNull())
-        n = bad.count()
-        examples = [f"{r[ITEM_KEY]}: {r['reason']}" for r in bad.select(ITEM_KEY, "_v.reason").limit(5).collect()]
-        return check_result(CheckOutcome(n == 0, "all current labels validate" if n == 0 else
-                                         f"{n} current labels do not validate, e.g. {'; '.join(examples)}",
-                                         {"invalid": n}))
-
-    @asset_check(asset=canonical_labels, name="label_coverage", blocking=True, partitions_def=partitions,
-                 description="share of sheet items with a canonical label is at least labels.min_coverage")
-    @step("canonical_labels.label_coverage")
-    def label_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
-                       lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
-        items = lh.read(session, snapshot.table).select(ITEM_KEY)
-        labelled = current.join(items, ITEM_KEY).count()
-        total = items.count()
-        coverage = labelled / total if total else 0.0
-        ok = coverage >= spec.labels.min_coverage
-        return check_result(CheckOutcome(ok, f"{labelled}/{total} items labelled ({coverage:.1%}); the spec asks "
-                                             f"for at least {spec.labels.min_coverage:.0%}" + (
-                                                 "" if ok else ": label more items (ontos labels import, review)"),
-                                         {"coverage": round(coverage, 4), "minimum": spec.labels.min_coverage}))
-
-    @asset_check(asset=canonical_labels, name="no_open_conflicts", blocking=False, partitions_def=partitions,
-                 description="keys whose top-precedence labels disagree; they stay flagged until a review decides")
-    @step("canonical_labels.no_open_conflicts")
-    def no_open_conflicts(context: AssetCheckExecutionContext, spark: SparkResource,
-                          lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
-        conflicted = current.filter("conflict")
-        n = conflicted.count()
-        examples = [r[ITEM_KEY] for r in conflicted.select(ITEM_KEY).orderBy(ITEM_KEY).limit(5).collect()]
-        text = ("no conflicting labels" if n == 0 else
-                f"{n} items have conflicting labels (e.g. {', '.join(examples)}); they are flagged in the training "
-                f"sheet: decide with `ontos review edit {spec.name} ITEM --label ...` or `ontos review approve`")
-        return AssetCheckResult(passed=n == 0, severity=AssetCheckSeverity.WARN, description=text,
-                                metadata={"conflicts": n, "examples": MetadataValue.json(examples)})
-
-    return [canonical_labels, labels_valid, label_coverage, no_open_conflicts]
+    return [canonical_labels]

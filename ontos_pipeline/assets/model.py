@@ -5,7 +5,6 @@ import tempfile
 from pathlib import Path
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -14,7 +13,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 from pyspark.sql import functions as F
 
@@ -31,7 +29,7 @@ from ontos_pipeline.stages.template import current_template
 from ontos_pipeline.stages.train import Lineage, log_training, record_training_run
 from ontos_pipeline.stages.training_data import cross_split_leaks, model_rows, split_frame, weight_items
 from ontos_pipeline.stages.training_sheet import QA, training_sheet_version
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 from ontos_pipeline.trainer.local import TrainingData
 
 
@@ -102,11 +100,35 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
             "rebuild_training_data": trained.pack["command"],
             "mlflow_ui": f"uv run mlflow ui --backend-store-uri {store.tracking_uri}"})
 
-    @asset(name="model_evaluation", group_name="train", partitions_def=partitions, deps=[trained_model],
+    def promotion_gate(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
+                       use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> AssetCheckResult:
+        spec, store = use_cases.get(context.partition_key), mlflow_store.get()
+        challenger = store.version(spec.name, CHALLENGER)
+        stored = challenger and evaluation_stage.stored_evaluation(spark.session(), lakehouse.get(), spec.name,
+                                                                   challenger.version)
+        if not stored:
+            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
+                                    description=f"no evaluation of the {CHALLENGER} of {spec.name}; materialize "
+                                                "model_evaluation first")
+        rules = json.loads(stored["gate_details"])
+        return AssetCheckResult(
+            passed=bool(stored["gate_passed"]), severity=AssetCheckSeverity.ERROR,
+            description=evaluation_stage.GateResult.from_rules(bool(stored["gate_passed"]), rules).summary(),
+            metadata={"model_version": stored["model_version"], "rules": MetadataValue.json(rules),
+                      "champion_version": stored["champion_version"] or "none"})
+
+    model_evaluation_checks = [
+        Check("promotion_gate",
+              "the challenger beats the baseline, meets the spec's minimum and is not worse than the champion "
+              "beyond the tolerance", promotion_gate),
+    ]
+
+    @asset(name="model_evaluation", check_specs=check_specs("model_evaluation", model_evaluation_checks, partitions),
+           group_name="train", partitions_def=partitions, deps=[trained_model],
            kinds={"mlflow"},
            description="The challenger, its baseline and the champion (if any) on the same held-out test rows: "
                        "metrics with a bootstrap interval, worst slices and failures, plots, and the promotion gate.")
-    @step("model_evaluation")
+    @step("model_evaluation", checks=model_evaluation_checks)
     def model_evaluation(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                          use_cases: UseCasesResource, mlflow_store: LocalMlflowResource,
                          trainer: LocalTrainerResource) -> MaterializeResult:
@@ -151,26 +173,5 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
             **{f"plot_{name}": MetadataValue.path(path) for name, path in plots.items()},
             "mlflow_run_id": challenger.run_id})
 
-    @asset_check(asset=model_evaluation, name="promotion_gate", blocking=True, partitions_def=partitions,
-                 description="the challenger beats the baseline, meets the spec's minimum and is not worse than the "
-                             "champion beyond the tolerance")
-    @step("model_evaluation.promotion_gate")
-    def promotion_gate(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
-                       use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> AssetCheckResult:
-        spec, store = use_cases.get(context.partition_key), mlflow_store.get()
-        challenger = store.version(spec.name, CHALLENGER)
-        stored = challenger and evaluation_stage.stored_evaluation(spark.session(), lakehouse.get(), spec.name,
-                                                                   challenger.version)
-        if not stored:
-            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
-                                    description=f"no evaluation of the {CHALLENGER} of {spec.name}; materialize "
-                                                "model_evaluation first")
-        rules = json.loads(stored["gate_details"])
-        return AssetCheckResult(
-            passed=bool(stored["gate_passed"]), severity=AssetCheckSeverity.ERROR,
-            description=evaluation_stage.GateResult.from_rules(bool(stored["gate_passed"]), rules).summary(),
-            metadata={"model_version": stored["model_version"], "rules": MetadataValue.json(rules),
-                      "champion_version": stored["champion_version"] or "none"})
-
-    return [trained_model, model_evaluation, promotion_gate]
+    return [trained_model, model_evaluation]
 

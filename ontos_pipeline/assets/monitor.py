@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 import mlflow
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -14,7 +13,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 
 from ontos_pipeline.assets.common import md_counts
@@ -25,7 +23,7 @@ from ontos_pipeline.stages import monitoring as monitoring_stage
 from ontos_pipeline.stages.alerts import raise_alerts
 from ontos_pipeline.stages.model_store import CHAMPION
 from ontos_pipeline.stages.train import PACK
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 
 INFERENCE_LOG_ASSET = AssetSpec(
     "inference_log", group_name="monitor", deps=["serving_endpoint"], kinds={"delta"},
@@ -61,12 +59,33 @@ def _ms(value) -> str:
 
 
 def build_monitor_assets(partitions: PartitionsDefinition) -> list:
-    @asset(name="monitoring_report", group_name="monitor", partitions_def=partitions,
+    def monitoring_thresholds(context: AssetExecutionContext, lakehouse: LocalLakehouseResource,
+                              use_cases: UseCasesResource) -> AssetCheckResult:
+        spec = use_cases.get(context.partition_key)
+        report = monitoring_stage.latest_report(lakehouse.get(), spec)
+        if report is None:
+            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                    description=f"no monitoring report for {spec.name} yet")
+        found = monitoring_stage.breaches(report, spec)
+        return AssetCheckResult(
+            passed=not found, severity=AssetCheckSeverity.ERROR,
+            description="; ".join(b.message for b in found) or "all metrics within thresholds",
+            metadata={"report_id": report.report_id, "breaches": MetadataValue.json(
+                [{"metric": b.metric, "value": b.value, "threshold": b.threshold} for b in found])})
+
+    monitoring_report_checks = [
+        Check("monitoring_thresholds",
+              "no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds in the "
+              "latest report", monitoring_thresholds, blocking=False),
+    ]
+
+    @asset(name="monitoring_report", check_specs=check_specs("monitoring_report", monitoring_report_checks, partitions),
+           group_name="monitor", partitions_def=partitions,
            deps=["serving_endpoint", INFERENCE_LOG_ASSET.key], kinds={"spark", "delta"},
            description="Requests, error rate, latency percentiles, response distribution, feedback rate and accuracy, "
                        "and drift of every input feature and of the predictions against the served model's "
                        "training rows, for one time window; breaches open alerts.")
-    @step("monitoring_report")
+    @step("monitoring_report", checks=monitoring_report_checks)
     def monitoring_report(context: AssetExecutionContext, config: MonitoringConfig, spark: SparkResource,
                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource,
                           mlflow_store: LocalMlflowResource) -> MaterializeResult:
@@ -105,25 +124,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
             "breaches": MetadataValue.json([b.message for b in breaches]),
             "alerts_opened": len(opened)})
 
-    @asset_check(asset=monitoring_report, name="monitoring_thresholds", partitions_def=partitions,
-                 description="no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds "
-                             "in the latest report")
-    @step("monitoring_report.monitoring_thresholds")
-    def monitoring_thresholds(context: AssetCheckExecutionContext, lakehouse: LocalLakehouseResource,
-                              use_cases: UseCasesResource) -> AssetCheckResult:
-        spec = use_cases.get(context.partition_key)
-        report = monitoring_stage.latest_report(lakehouse.get(), spec)
-        if report is None:
-            return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                    description=f"no monitoring report for {spec.name} yet")
-        found = monitoring_stage.breaches(report, spec)
-        return AssetCheckResult(
-            passed=not found, severity=AssetCheckSeverity.ERROR,
-            description="; ".join(b.message for b in found) or "all metrics within thresholds",
-            metadata={"report_id": report.report_id, "breaches": MetadataValue.json(
-                [{"metric": b.metric, "value": b.value, "threshold": b.threshold} for b in found])})
-
-    return [INFERENCE_LOG_ASSET, monitoring_report, monitoring_thresholds]
+    return [INFERENCE_LOG_ASSET, monitoring_report]
 
 
 def _drift_table(rows: list[dict]) -> str:

@@ -3,7 +3,6 @@
 import json
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     DataVersion,
@@ -11,7 +10,6 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     asset,
-    asset_check,
 )
 from pyspark.sql import functions as F
 
@@ -24,15 +22,53 @@ from ontos_pipeline.stages import export as export_stage
 from ontos_pipeline.stages.quality import CheckOutcome
 from ontos_pipeline.stages.training_data import export_rows
 from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
-from ontos_pipeline.steps import step
+from ontos_pipeline.steps import Check, check_specs, step
 
 
 def build_export_assets(partitions: PartitionsDefinition) -> list:
-    @asset(name="training_export", group_name="train", partitions_def=partitions, deps=["training_sheet"],
+    def exported(context, spark, lakehouse, use_cases):
+        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
+        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        directory = export_directory(lh, spec, version or "none")
+        if not (directory / export_stage.MANIFEST).exists():
+            raise RuntimeError(f"no export at {directory}; materialize training_export first")
+        return spec, session, lh, directory
+
+    def export_excludes_prohibited(context: AssetExecutionContext, spark: SparkResource,
+                                   lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        spec, session, lh, directory = exported(context, spark, lakehouse, use_cases)
+        index = session.read.json(str(directory / export_stage.INDEX))
+        qa = current_training_sheet(session, lh, spec.training_sheet_id)
+        prohibited = qa.filter(F.array_contains("prohibited_uses", "training")).select(ITEM_KEY)
+        leaked = index.join(prohibited, ITEM_KEY) if "item_ref" in index.columns else index.limit(0)
+        n = leaked.count()
+        examples = [r[ITEM_KEY] for r in leaked.limit(5).collect()]
+        return check_result(CheckOutcome(n == 0, f"none of the exported items is prohibited for training "
+                                                 f"({prohibited.count()} prohibited items held back)" if n == 0 else
+                                         f"{n} exported items are prohibited for training, e.g. {examples}",
+                                         {"leaked": n}))
+
+    def export_files_valid(context: AssetExecutionContext, spark: SparkResource,
+                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
+        _, session, _, directory = exported(context, spark, lakehouse, use_cases)
+        invalid = export_stage.validate_export(session, directory)
+        bad = {k: v for k, v in invalid.items() if v}
+        return check_result(CheckOutcome(not bad, f"{len(invalid)} files, every line valid" if not bad else
+                                         f"invalid lines: {bad}", {"invalid_lines": invalid}))
+
+    training_export_checks = [
+        Check("export_excludes_prohibited",
+              "no exported item has a label or sheet constraint prohibiting training (PHI)",
+              export_excludes_prohibited),
+        Check("export_files_valid", "every line of every export file validates against its format", export_files_valid),
+    ]
+
+    @asset(name="training_export", check_specs=check_specs("training_export", training_export_checks, partitions),
+           group_name="train", partitions_def=partitions, deps=["training_sheet"],
            kinds={"spark", "json"},
            description="Fine-tuning JSONL per split (chat and instruction formats; images as content parts for "
                        "multimodal use cases) of the rows that pass the dual gate, with a manifest of checksums.")
-    @step("training_export")
+    @step("training_export", checks=training_export_checks)
     def training_export(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                         use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
@@ -48,40 +84,4 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
             "dagster/row_count": sum(manifest.rows_per_split.values()),
             "manifest": MetadataValue.json(json.loads(manifest.to_json()))})
 
-    def exported(context, spark, lakehouse, use_cases):
-        spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        version = training_sheet_version(session, lh, spec.training_sheet_id)
-        directory = export_directory(lh, spec, version or "none")
-        if not (directory / export_stage.MANIFEST).exists():
-            raise RuntimeError(f"no export at {directory}; materialize training_export first")
-        return spec, session, lh, directory
-
-    @asset_check(asset=training_export, name="export_excludes_prohibited", blocking=True, partitions_def=partitions,
-                 description="no exported item has a label or sheet constraint prohibiting training (PHI)")
-    @step("training_export.export_excludes_prohibited")
-    def export_excludes_prohibited(context: AssetCheckExecutionContext, spark: SparkResource,
-                                   lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        spec, session, lh, directory = exported(context, spark, lakehouse, use_cases)
-        index = session.read.json(str(directory / export_stage.INDEX))
-        qa = current_training_sheet(session, lh, spec.training_sheet_id)
-        prohibited = qa.filter(F.array_contains("prohibited_uses", "training")).select(ITEM_KEY)
-        leaked = index.join(prohibited, ITEM_KEY) if "item_ref" in index.columns else index.limit(0)
-        n = leaked.count()
-        examples = [r[ITEM_KEY] for r in leaked.limit(5).collect()]
-        return check_result(CheckOutcome(n == 0, f"none of the exported items is prohibited for training "
-                                                 f"({prohibited.count()} prohibited items held back)" if n == 0 else
-                                         f"{n} exported items are prohibited for training, e.g. {examples}",
-                                         {"leaked": n}))
-
-    @asset_check(asset=training_export, name="export_files_valid", blocking=True, partitions_def=partitions,
-                 description="every line of every export file validates against its format")
-    @step("training_export.export_files_valid")
-    def export_files_valid(context: AssetCheckExecutionContext, spark: SparkResource,
-                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
-        _, session, _, directory = exported(context, spark, lakehouse, use_cases)
-        invalid = export_stage.validate_export(session, directory)
-        bad = {k: v for k, v in invalid.items() if v}
-        return check_result(CheckOutcome(not bad, f"{len(invalid)} files, every line valid" if not bad else
-                                         f"invalid lines: {bad}", {"invalid_lines": invalid}))
-
-    return [training_export, export_excludes_prohibited, export_files_valid]
+    return [training_export]

@@ -11,6 +11,7 @@ run's URL and state message, a run that outlives `run_timeout_seconds` is cancel
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from functools import cache
@@ -27,10 +28,12 @@ from pydantic import Field
 
 from ontos_pipeline.databricks.bundle import Bundle, build_bundle, cluster_requirements
 from ontos_pipeline.databricks.config import DatabricksConfig
+from ontos_pipeline.databricks.serving import server_message
 from ontos_pipeline.steps import ComputeResource, config_payload
 
 DESCRIPTION_KEY = "ontos/check_description"  # check descriptions travel as metadata (Pipes has no field for them)
 ENVIRONMENT_KEY = "ontos"
+DEADLINE_GRACE_SECONDS = 300
 
 
 class StepRunError(RuntimeError):
@@ -46,7 +49,8 @@ class _WatchedRun:
         run = self.client.jobs.get_run(run_id)
         url = run.run_page_url or f"run {run_id}"
         context.log.info(f"Databricks run {run_id} submitted: {url}")
-        deadline, last = time.monotonic() + self.timeout_seconds, None
+        # Databricks ends the run at `timeout_seconds`; this deadline is the backstop when it does not
+        deadline, last = time.monotonic() + self.timeout_seconds + DEADLINE_GRACE_SECONDS, None
         while True:
             state = self._get_run_state(run_id)
             if state.life_cycle_state != last:
@@ -63,7 +67,8 @@ class _WatchedRun:
             if time.monotonic() > deadline:
                 self.client.jobs.cancel_run(run_id)
                 self._poll_til_terminating(run_id)
-                raise StepRunError(f"Databricks run {run_id} did not finish within {self.timeout_seconds:.0f} s "
+                raise StepRunError(f"Databricks run {run_id} was still {state.life_cycle_state.value} "
+                                   f"{DEADLINE_GRACE_SECONDS} s after its timeout of {self.timeout_seconds:.0f} s "
                                    f"(ONTOS_DATABRICKS_RUN_TIMEOUT); it was cancelled ({url})")
             time.sleep(self.poll_interval_seconds)
 
@@ -123,8 +128,6 @@ class DatabricksCompute(ComputeResource):
         except NotFound:
             pass
         client.files.create_directory(f"{self.volume}/code")
-        import io
-
         client.files.upload(bundle.path(self.volume), io.BytesIO(bundle.data), overwrite=True)
         client.files.upload(bundle.bootstrap_path(self.volume), io.BytesIO(bundle.bootstrap(self.volume).encode()),
                             overwrite=True)  # last: its presence means both files are complete
@@ -132,7 +135,7 @@ class DatabricksCompute(ComputeResource):
 
     def task(self, bundle: Bundle, key: str) -> jobs.SubmitTask:
         python = jobs.SparkPythonTask(python_file=bundle.bootstrap_path(self.volume), parameters=[])
-        task_key = key.replace(".", "__")
+        task_key = key
         if self.compute == "serverless":
             return jobs.SubmitTask(task_key=task_key, spark_python_task=python, environment_key=ENVIRONMENT_KEY)
         libraries = [dbx_compute.Library(pypi=dbx_compute.PythonPyPiLibrary(package=r))
@@ -165,32 +168,31 @@ class DatabricksCompute(ComputeResource):
         try:
             bundle = self.upload_code(client)
         except DatabricksError as exc:
-            raise StepRunError(f"step {key}: cannot upload the code bundle to {self.volume}/code: {exc}. Check that "
-                               "the volume exists and you have READ VOLUME and WRITE VOLUME on it") from None
-        is_check = "." in key
-        op_context = context.op_execution_context if is_check else context
+            raise StepRunError(f"step {key}: cannot upload the code bundle to {self.volume}/code: "
+                               f"{server_message(exc)}. Check that the volume exists and that you have READ VOLUME "
+                               "and WRITE VOLUME on it") from None
         pipes = (WatchedServerlessClient(client, f"{self.volume}/pipes", self.run_timeout_seconds,
                                          poll_interval_seconds=self.poll_seconds)
                  if self.compute == "serverless" else
                  WatchedClassicClient(client, self.run_timeout_seconds, poll_interval_seconds=self.poll_seconds))
         try:
-            invocation = pipes.run(context=op_context, extras=self.extras(context, key, kwargs),
+            invocation = pipes.run(context=context, extras=self.extras(context, key, kwargs),
                                    task=self.task(bundle, key), submit_args=self.submit_args(context, key))
         except DatabricksError as exc:
-            raise StepRunError(f"step {key}: the Databricks API refused the request: {exc}") from None
-        results = invocation.get_results()
+            raise StepRunError(f"step {key}: the Databricks API refused the request: {server_message(exc)}") from None
+        results = invocation.get_results(implicit_materializations=False)  # no silent "success"
         url = invocation.metadata.get("Databricks Job Run URL")
         where = url.value if isinstance(url, MetadataValue) else "no run URL"
         if not results:
             raise StepRunError(f"step {key} for {context.partition_key}: the Databricks run ended without reporting a"
                                f" result (the step process died before Dagster Pipes opened, or never called it); "
                                f"see the run's driver logs ({where})")
-        result = results[0]
-        if is_check:
-            return _check_result(result)
-        if not isinstance(result, MaterializeResult):
-            raise StepRunError(f"step {key}: expected a materialization, got {type(result).__name__} ({where})")
-        return result
+        materialization = next((r for r in results if isinstance(r, MaterializeResult)), None)
+        if materialization is None:
+            raise StepRunError(f"step {key}: the run reported checks but no materialization ({where})")
+        return MaterializeResult(asset_key=materialization.asset_key, metadata=materialization.metadata,
+                                 data_version=materialization.data_version,
+                                 check_results=[_check_result(r) for r in results if isinstance(r, AssetCheckResult)])
 
 
 def _check_result(result: AssetCheckResult) -> AssetCheckResult:

@@ -67,10 +67,6 @@ class StepContext:
     run_id: str
     log: Any
 
-    @property
-    def op_execution_context(self) -> StepContext:
-        return self
-
 
 def step_resources(settings) -> dict[str, Any]:
     from ontos_pipeline.definitions import data_plane_resources
@@ -100,25 +96,21 @@ def call_step(key: str, partition: str, run_id: str, config: Mapping[str, Any], 
 
 
 def report(pipes, key: str, result: Any) -> None:
-    from dagster import AssetCheckResult, MaterializeResult
+    from dagster import MaterializeResult
 
     from ontos_pipeline.databricks.compute import DESCRIPTION_KEY
     from ontos_pipeline.databricks.metadata import to_external
 
-    if isinstance(result, MaterializeResult):
-        pipes.report_asset_materialization(
-            metadata=to_external(result.metadata or {}),
-            data_version=result.data_version.value if result.data_version else None,
-            asset_key=key)
-    elif isinstance(result, AssetCheckResult):
-        metadata = dict(result.metadata or {})
-        if result.description:
-            metadata[DESCRIPTION_KEY] = result.description
-        asset, check = key.split(".", 1)
-        pipes.report_asset_check(check_name=check, passed=result.passed, severity=result.severity.value,
-                                 metadata=to_external(metadata), asset_key=asset)
-    else:
-        raise TypeError(f"step {key!r} returned {type(result).__name__}, not a MaterializeResult or check result")
+    if not isinstance(result, MaterializeResult):
+        raise TypeError(f"step {key!r} returned {type(result).__name__}, not a MaterializeResult")
+    pipes.report_asset_materialization(metadata=to_external(result.metadata or {}), asset_key=key,
+                                       data_version=result.data_version.value if result.data_version else None)
+    for check in result.check_results or []:
+        metadata = dict(check.metadata or {})
+        if check.description:
+            metadata[DESCRIPTION_KEY] = check.description
+        pipes.report_asset_check(check_name=check.check_name, passed=check.passed, severity=check.severity.value,
+                                 metadata=to_external(metadata), asset_key=key)
 
 
 def main(bundle: str | None = None) -> None:

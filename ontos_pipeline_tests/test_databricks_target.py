@@ -1,0 +1,229 @@
+"""The Databricks target against a local fake workspace (`fake_workspace.py`) driven by the real databricks-sdk and
+the real dagster-databricks Pipes client.
+
+The fake runs each submitted task as a local process (its "cluster"), whose data plane is the embedded default
+under its own ONTOS_HOME: that is how a Databricks runtime is emulated here, since Unity Catalog cannot be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from dagster._serdes import serialize_value
+
+from ontos_pipeline.databricks.compute import DatabricksCompute
+from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions, build_resources
+from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.settings import Settings, SettingsError
+from ontos_pipeline_tests.conftest import DEMO_USE_CASES
+from ontos_pipeline_tests.fake_workspace import FakeWorkspace
+from ontos_pipeline_tests.widgets import good_widgets, write_widgets
+
+VOLUME = "/Volumes/ontos/workbench/ontos"
+PLACEHOLDER_TOKEN = "dapi-placeholder-0123456789abcdef"
+
+
+def databricks_settings(home: Path, use_cases: Path) -> Settings:
+    return Settings(target="databricks", home=home, catalog="ontos", schema="workbench", use_cases_dir=use_cases)
+
+
+def workspace_env(monkeypatch, host: str, token: str, **extra: str) -> None:
+    for var in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DATABRICKS_HOST", host)
+    monkeypatch.setenv("DATABRICKS_TOKEN", token)
+    monkeypatch.setenv("DATABRICKS_AUTH_TYPE", "pat")
+    monkeypatch.setenv("ONTOS_DATABRICKS_VOLUME", VOLUME)
+    monkeypatch.setenv("ONTOS_DATABRICKS_POLL_SECONDS", "0.2")
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+def failure_text(result) -> str:
+    parts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            parts.append(error.message)
+            error = error.cause
+    return "\n".join(parts)
+
+
+# -- loading ------------------------------------------------------------------------------------------------
+def test_definitions_load_under_both_targets_without_network(monkeypatch, home):
+    workspace_env(monkeypatch, "https://placeholder.cloud.databricks.com", PLACEHOLDER_TOKEN)
+    local = build_definitions(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES))
+    remote = build_definitions(databricks_settings(home, DEMO_USE_CASES))
+    for defs in (local, remote):
+        Definitions.validate_loadable(defs)
+        assert defs.resolve_job_def(FULL_PIPELINE) is not None
+    assert local.get_repository_def().asset_graph.get_all_asset_keys() == \
+        remote.get_repository_def().asset_graph.get_all_asset_keys()
+    compute = remote.resources["compute"]
+    assert isinstance(compute, DatabricksCompute) and compute.volume == VOLUME
+    resource_config = json.dumps({k: r.model_dump() for k, r in remote.resources.items()
+                                  if hasattr(r, "model_dump")}, default=str)
+    assert PLACEHOLDER_TOKEN not in resource_config and "placeholder.cloud" not in resource_config
+    assert [s.name for s in remote.sensors] == []  # the feedback sensor reads local tables only
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({}, "set DATABRICKS_HOST"),
+    ({"DATABRICKS_HOST": "https://x.cloud.databricks.com"}, "set DATABRICKS_TOKEN"),
+    ({"DATABRICKS_HOST": "x.cloud.databricks.com", "DATABRICKS_TOKEN": "t"}, "DATABRICKS_HOST must be"),
+    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_VOLUME": "/tmp/v"}, "ONTOS_DATABRICKS_VOLUME='/tmp/v'"),
+    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_COMPUTE": "gpu"}, "ONTOS_DATABRICKS_COMPUTE='gpu'"),
+    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_WORKERS": "none"}, "ONTOS_DATABRICKS_WORKERS"),
+])
+def test_bad_databricks_environment_fails_at_load_naming_the_variable(monkeypatch, home, env, message):
+    for var in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID",
+                "DATABRICKS_CLIENT_SECRET", "ONTOS_DATABRICKS_VOLUME", "ONTOS_DATABRICKS_COMPUTE",
+                "ONTOS_DATABRICKS_WORKERS"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        build_resources(databricks_settings(home, DEMO_USE_CASES))
+
+
+# -- running steps through Pipes ----------------------------------------------------------------------------
+@pytest.fixture
+def cluster(tmp_path, spark, widgets_dir, home):
+    """A fake workspace whose runs see the widgets source tables under their own ONTOS_HOME."""
+    cluster_home = tmp_path / "cluster_home"
+    lakehouse = LocalLakehouse(cluster_home / "tables", "ontos", "workbench", files_root=cluster_home / "files")
+    write_widgets(spark, lakehouse, good_widgets(home))
+    env = {"ONTOS_TARGET": "local", "ONTOS_HOME": str(cluster_home)}
+    with FakeWorkspace(tmp_path / "workspace", cluster_env=env) as ws:
+        ws.cluster_lakehouse = lakehouse
+        yield ws
+
+
+def run_assets(settings: Settings, selection: list[str], instance=None):
+    defs = build_definitions(settings)
+    return materialize(list(defs.assets), selection=selection, partition_key="widgets",
+                       resources=build_resources(settings),
+                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, home, widgets_dir, spark):
+    workspace_env(monkeypatch, cluster.url, cluster.token)
+    instance = DagsterInstance.ephemeral()
+    result = run_assets(databricks_settings(home, widgets_dir), ["sheet"], instance)
+    assert result.success, failure_text(result)
+
+    sheet = result.asset_materializations_for_node("sheet")[0].metadata
+    assert sheet["dagster/row_count"].value == 4
+    assert sheet["Databricks Job Run URL"].value.startswith(f"{cluster.url}/#job/")
+    assert sheet["dagster/column_schema"].schema.columns[0].name == "item_ref"
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True}
+    published = cluster.cluster_lakehouse.records("sheets", {"use_case": "widgets"})
+    assert [r["version"] for r in published] == [sheet["version"].value]  # written by the "cluster"
+
+    submits = cluster.calls("runs/submit", "POST")
+    assert [s.body["run_name"].split(" [")[0] for s in submits] == ["ontos sheet"]  # its checks ran in the same run
+    task = submits[0].body["tasks"][0]
+    assert task["task_key"] == "sheet"
+    assert task["new_cluster"]["data_security_mode"] == "SINGLE_USER"
+    assert task["new_cluster"]["spark_env_vars"]["ONTOS_TARGET"] == "databricks"
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(task["new_cluster"]["spark_env_vars"])
+    assert task["spark_python_task"]["python_file"].startswith(f"{VOLUME}/code/run-step-")
+    packages = [lib["pypi"]["package"] for lib in task["libraries"]]
+    assert "dagster==1.13.27" in packages and not any(p.startswith("pyspark") for p in packages)
+    assert submits[0].body["timeout_seconds"] == 3600
+
+    # in order: upload the code (content-named), write the Pipes context, submit, poll, read messages, clean up
+    flow = [(c.method, c.path) for c in cluster.requests]
+    at = {step: next(i for i, (m, p) in enumerate(flow) if m == method and p.endswith(suffix)) for step, method, suffix
+          in [("code", "PUT", ".zip"), ("bootstrap", "PUT", ".py"), ("context", "POST", "/dbfs/put"),
+              ("submit", "POST", "/runs/submit"), ("poll", "GET", "/runs/get"), ("messages", "GET", "/dbfs/read"),
+              ("cleanup", "POST", "/dbfs/delete")]}
+    assert list(at) == sorted(at, key=at.get)
+    assert len(cluster.calls("dbfs/delete")) == 2  # the context and the message folders
+
+    again = run_assets(databricks_settings(home, widgets_dir), ["sheet"], instance)
+    assert again.success and len(cluster.calls("runs/submit")) == 2
+    assert len(cluster.calls(r"/fs/files/.*\.(zip|py)$", "PUT")) == 2  # unchanged code is not uploaded again
+
+    # no secret anywhere the scan looks: requests (bodies), events, run config, run logs, files, the bundle
+    token = cluster.token
+    assert all(token not in json.dumps(c.body, default=str) for c in cluster.requests)
+    run = instance.get_runs()[0]
+    assert token not in serialize_value(run)
+    assert all(token not in serialize_value(e) for e in instance.all_logs(run.run_id))
+    for path in [*cluster.root.rglob("*"), *(home.rglob("*"))]:
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_databricks_errors_fail_the_asset_with_a_clear_reason(monkeypatch, cluster, home, widgets_dir):
+    settings = databricks_settings(home, widgets_dir)
+    workspace_env(monkeypatch, cluster.url, cluster.token)
+
+    cluster.fail("POST", "runs/submit", 400, error_code="INVALID_PARAMETER_VALUE", message="node type i3 is not "
+                 "supported")
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "Databricks API refused" in text and "node type i3 is not supported" in text
+
+    cluster.fail("POST", "runs/submit", 503, error_code="TEMPORARILY_UNAVAILABLE", message="busy")
+    retried = run_assets(settings, ["sources"])
+    assert retried.success, failure_text(retried)  # the SDK retried the 503
+    assert [c.status for c in cluster.calls("runs/submit")][-2:] == [503, 200]
+
+    cluster.script_runs("fail")
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "ended FAILED: Task failed: scripted failure" in text and f"{cluster.url}/#job/" in text
+
+    cluster.script_runs("silent")
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "ended without reporting a result" in text and f"{cluster.url}/#job/" in text
+
+    cluster.script_runs("internal_error")
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "hit an internal error: Run result unavailable" in text and f"{cluster.url}/#job/" in text
+
+    monkeypatch.setenv("ONTOS_DATABRICKS_RUN_TIMEOUT", "2")  # sent as the run's timeout_seconds
+    cluster.script_runs("hang")
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "ended TIMEDOUT: Run timed out" in text and f"{cluster.url}/#job/" in text
+    assert cluster.calls("runs/submit")[-1].body["timeout_seconds"] == 2
+    monkeypatch.delenv("ONTOS_DATABRICKS_RUN_TIMEOUT")
+
+    cluster.cluster_lakehouse.drop("factory.makers")  # the step itself fails on the cluster
+    text = failure_text(run_assets(settings, ["sources"]))
+    assert "ended FAILED" in text and "factory.makers" in text
+
+
+@pytest.mark.slow
+def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark):
+    """The whole `full_pipeline` job of one demo use case, every step a Databricks run."""
+    cluster_home = tmp_path / "cluster_home"
+    with FakeWorkspace(tmp_path / "workspace", cluster_env={"ONTOS_TARGET": "local",
+                                                            "ONTOS_HOME": str(cluster_home)}) as ws:
+        workspace_env(monkeypatch, ws.url, ws.token)
+        instance = DagsterInstance.ephemeral()
+        job = build_definitions(databricks_settings(home, DEMO_USE_CASES)).resolve_job_def(FULL_PIPELINE)
+        result = job.execute_in_process(partition_key="predictive_maintenance", instance=instance,
+                                        run_config={"ops": {"sources": {"config": {"rows": 300}}}},
+                                        raise_on_error=False)
+        assert result.success, failure_text(result)
+        order = [s.body["run_name"].split(" [")[0].removeprefix("ontos ") for s in ws.calls("runs/submit", "POST")]
+        assets = [o for o in order if "." not in o]
+        assert assets == ["sources", "sheet", "canonical_labels", "template", "training_sheet", "training_export",
+                          "trained_model", "model_evaluation", "serving_endpoint"]
+        assert order == assets  # checks run inside their asset's run
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert len(checks) == 11 and checks["promotion_gate"] and checks["export_excludes_prohibited"]
+        evaluation = result.asset_materializations_for_node("model_evaluation")[0].metadata
+        assert "Databricks Job Run URL" in evaluation
+        token = ws.token
+        assert all(token not in json.dumps(c.body, default=str) for c in ws.requests)
+        assert all(token not in serialize_value(e) for e in instance.all_logs(result.run_id))
+        for path in [*ws.root.rglob("*"), *cluster_home.rglob("*")]:
+            if path.is_file():
+                assert token.encode() not in path.read_bytes(), path
+        assert AssetKey("serving_endpoint") in {e.asset_key for e in result.get_asset_materialization_events()}
