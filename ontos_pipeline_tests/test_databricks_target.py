@@ -227,3 +227,12 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
             if path.is_file():
                 assert token.encode() not in path.read_bytes(), path
         assert AssetKey("serving_endpoint") in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def test_ontos_commands_for_local_state_refuse_the_databricks_target(monkeypatch, capsys):
+    from ontos_pipeline.cli import main
+
+    monkeypatch.setenv("ONTOS_TARGET", "databricks")
+    assert main(["tasks", "list", "predictive_maintenance"]) == 2
+    error = capsys.readouterr().err
+    assert "`ontos tasks` works on the embedded local target" in error and "dagster job execute" in error
