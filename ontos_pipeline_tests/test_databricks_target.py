@@ -198,6 +198,27 @@ def test_databricks_errors_fail_the_asset_with_a_clear_reason(monkeypatch, clust
     assert "ended FAILED" in text and "factory.makers" in text
 
 
+@pytest.mark.parametrize("compute", ["serverless", "existing:0123-456789-abcdefgh"])
+def test_serverless_and_existing_cluster_runs(monkeypatch, cluster, home, widgets_dir, compute):
+    workspace_env(monkeypatch, cluster.url, cluster.token, ONTOS_DATABRICKS_COMPUTE=compute)
+    result = run_assets(databricks_settings(home, widgets_dir), ["sources"])
+    assert result.success, failure_text(result)
+    submit = cluster.calls("runs/submit", "POST")[-1].body
+    task = submit["tasks"][0]
+    assert "new_cluster" not in task
+    parameters = task["spark_python_task"]["parameters"]
+    assert "--dagster-pipes-context" in parameters and "--dagster-pipes-messages" in parameters
+    if compute == "serverless":  # Pipes files on the volume, requirements in the job environment
+        assert task["environment_key"] == "ontos" and "libraries" not in task
+        dependencies = submit["environments"][0]["spec"]["dependencies"]
+        assert "dagster==1.13.27" in dependencies
+        assert cluster.calls(rf"/fs/files{VOLUME}/pipes/.*context.json", "PUT")
+        assert not cluster.calls("dbfs/put")
+    else:
+        assert task["existing_cluster_id"] == "0123-456789-abcdefgh" and task["libraries"]
+        assert cluster.calls("dbfs/put")
+
+
 @pytest.mark.slow
 def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark):
     """The whole `full_pipeline` job of one demo use case, every step a Databricks run."""
