@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TARGET_INDEPENDENT = {"ui", "specs"}  # the other commands read or write the local target's state
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = build_parser().parse_args(argv)
@@ -269,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--rows must be at least 1", file=sys.stderr)
         return 2
     try:
-        if load_settings().target != "local":
+        if load_settings().target != "local" and args.command not in TARGET_INDEPENDENT:
             print(f"error: `ontos {args.command}` works on the embedded local target (its tables, MLflow store and "
                   "serving process). With ONTOS_TARGET=databricks, materialize through Dagster instead: `dagster job "
                   "execute -m ontos_pipeline.definitions -j full_pipeline --tags '{\"dagster/partition\": "

@@ -30,7 +30,7 @@ _COLUMN = re.compile(r"^(\w+)\s+([A-Z]+(?:<[A-Z, ]+>)?)(\s+NOT\s+NULL)?(?:\s+COM
 # Logical column types shared by use-case specs and DDL -> (Spark type, Arrow type).
 _SCALARS: dict[str, tuple[T.DataType, pa.DataType]] = {
     "STRING": (T.StringType(), pa.string()),
-    "VARIANT": (T.StringType(), pa.string()),  # JSON text locally; VARIANT on Databricks
+    "VARIANT": (T.StringType(), pa.string()),  # JSON text, on both targets (see UnityCatalogLakehouse.ensure)
     "BIGINT": (T.LongType(), pa.int64()),
     "INT": (T.IntegerType(), pa.int32()),
     "DOUBLE": (T.DoubleType(), pa.float64()),

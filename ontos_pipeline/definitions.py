@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
 
-from ontos_pipeline.assets.data import build_data_assets
-from ontos_pipeline.assets.deploy import build_deploy_assets
-from ontos_pipeline.assets.feedback import build_feedback_assets
-from ontos_pipeline.assets.gaps import build_gap_assets
-from ontos_pipeline.assets.generate import build_generate_assets
-from ontos_pipeline.assets.label import build_label_assets
-from ontos_pipeline.assets.model import build_model_assets
-from ontos_pipeline.assets.monitor import build_monitor_assets
-from ontos_pipeline.assets.train import build_export_assets
 from ontos_pipeline.automation import feedback_retrain_sensor, monitoring_schedule
-from ontos_pipeline.databricks.compute import DatabricksCompute
 from ontos_pipeline.databricks.config import DatabricksConfigError, load_databricks_config
-from ontos_pipeline.resources.databricks import (
-    DatabricksMlflowResource,
-    DatabricksServingResource,
-    UnityCatalogLakehouseResource,
-)
-from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
-from ontos_pipeline.resources.mlflow import LocalMlflowResource
-from ontos_pipeline.resources.serving import LocalServingResource
-from ontos_pipeline.resources.spark import SparkResource
-from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import load_use_cases
-from ontos_pipeline.steps import InProcessCompute
+from ontos_pipeline.wiring import build_assets, data_plane_resources
 
 FULL_PIPELINE, MONITOR, RETRAIN, IMPROVE = "full_pipeline", "monitor", "retrain", "improve"
 # what a retrain runs: new source rows and labels (feedback included) through to the endpoint
@@ -43,45 +22,20 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 warnings.filterwarnings("ignore", message="Function `observable_source_asset` is currently in beta")
 
 
-def data_plane_resources(settings: Settings) -> dict:
-    """Resources the step bodies use, for the target named in `settings` (also built on Databricks clusters)."""
-    use_cases = UseCasesResource(directory=str(settings.use_cases_dir))
-    common = {"spark": SparkResource(), "use_cases": use_cases, "trainer": LocalTrainerResource()}
-    if settings.target == "databricks":
-        volume = os.environ.get("ONTOS_DATABRICKS_VOLUME", f"/Volumes/{settings.catalog}/{settings.schema}/ontos")
-        endpoints = [spec.serving.endpoint_name for spec in use_cases.all().values()]
-        lakehouse = UnityCatalogLakehouseResource(catalog=settings.catalog, schema_name=settings.schema,
-                                                  volume=volume, endpoints=endpoints)
-        mlflow_store = DatabricksMlflowResource(catalog=settings.catalog, schema_name=settings.schema)
-        serving = DatabricksServingResource(mlflow_store=mlflow_store, lakehouse=lakehouse)
-        return {**common, "lakehouse": lakehouse, "mlflow_store": mlflow_store, "serving": serving}
-    lakehouse = LocalLakehouseResource(home=str(settings.home), catalog=settings.catalog,
-                                       schema_name=settings.schema)
-    mlflow_store = LocalMlflowResource(home=str(settings.home), catalog=settings.catalog, schema_name=settings.schema)
-    serving = LocalServingResource(mlflow_store=mlflow_store, lakehouse=lakehouse, port=settings.serve_port)
-    return {**common, "lakehouse": lakehouse, "mlflow_store": mlflow_store, "serving": serving,
-            "compute": InProcessCompute()}
-
-
 def build_resources(settings: Settings) -> dict:
     """The orchestrator's resources: on Databricks, steps are submitted as runs (credentials checked here,
     by presence only: no client is built and nothing goes over the network until a step runs)."""
+    if settings.target != "databricks":
+        return data_plane_resources(settings)
+    try:
+        config = load_databricks_config(settings.catalog, settings.schema)
+    except DatabricksConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    from ontos_pipeline.databricks.compute import DatabricksCompute  # the Pipes client: orchestrator only
+
     resources = data_plane_resources(settings)
-    if settings.target == "databricks":
-        try:
-            config = load_databricks_config(settings.catalog, settings.schema)
-        except DatabricksConfigError as exc:
-            raise SettingsError(str(exc)) from None
-        resources["compute"] = DatabricksCompute.from_config(config, settings.use_cases_dir)
+    resources["compute"] = DatabricksCompute.from_config(config, settings.use_cases_dir)
     return resources
-
-
-def build_assets(settings: Settings) -> list:
-    """Every asset and check of the code location (building them registers the step bodies)."""
-    partitions = StaticPartitionsDefinition(list(load_use_cases(settings.use_cases_dir)))
-    return [*build_data_assets(partitions), *build_generate_assets(partitions), *build_label_assets(partitions),
-            *build_export_assets(partitions), *build_model_assets(partitions), *build_deploy_assets(partitions),
-            *build_monitor_assets(partitions), *build_feedback_assets(partitions), *build_gap_assets(partitions)]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:

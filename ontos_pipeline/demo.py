@@ -64,7 +64,8 @@ def run_demo(args: argparse.Namespace) -> int:
                                         raise_on_error=False, tags={"ontos/command": "demo"})
         rows.append(_summary_row(name, result, time.perf_counter() - started))
         models.append(_model_row(name, result))
-        blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP}
+        blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP} and any(
+            c.check_name == "promotion_gate" and not c.passed for c in result.get_asset_check_evaluations())
         failed += not result.success and not blocked
         state = "ok" if result.success else "stopped at the promotion gate" if blocked else "FAILED"
         print(f"  {name}: {state} (run {result.run_id[:8]})", flush=True)

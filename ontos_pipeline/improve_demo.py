@@ -13,7 +13,7 @@ from ontos_pipeline.specs import UseCaseSpec
 
 SENSOR_INTERVAL = 5  # seconds between sensor evaluations while the demo waits
 RETRAIN_TIMEOUT = 3600.0
-GATE_STEP = "model_evaluation_promotion_gate"  # a run that stops only here kept its model out: not an error
+GATE_STEP = "model_evaluation"  # a run that stops only here on a failed promotion_gate kept its model out: no error
 
 
 def improve_loop(settings: Settings, definitions, instance, specs: list[UseCaseSpec],
@@ -82,9 +82,9 @@ def _outcome(instance, run, lakehouse, spec: UseCaseSpec) -> str:
         e = events[-1]
         return f"deployed v{e['served_version']}" if e["event"] == "deploy" else f"kept: {e['reason']}"
     failures = {r.step_key for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)}
-    if failures == {GATE_STEP}:
-        evaluations = sorted(lakehouse.records("model_evaluations", {"use_case": spec.name, "dagster_run_id":
-                                                                     run.run_id}), key=lambda r: r["created_at"])
+    evaluations = sorted(lakehouse.records("model_evaluations", {"use_case": spec.name, "dagster_run_id": run.run_id}),
+                         key=lambda r: r["created_at"])
+    if failures == {GATE_STEP} and evaluations and not evaluations[-1]["gate_passed"]:
         rules = json.loads(evaluations[-1]["gate_details"]) if evaluations else []
         why = "; ".join(f"{r['rule']}: {r['detail']}" for r in rules if not r["passed"])
         return f"gate kept the champion: {why or 'see the promotion_gate check'}"

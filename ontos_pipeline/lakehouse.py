@@ -46,6 +46,8 @@ class LakehouseError(RuntimeError):
 class Lakehouse(ABC):
     """Tables by name. Unqualified names live in the workbench schema and follow their DDL in `schemas/`."""
 
+    readable_by_orchestrator = True  # False where tables are only reachable from the compute (Unity Catalog)
+
     def __init__(self, catalog: str, schema: str):
         self.catalog, self.schema = catalog, schema
         TableName(catalog, schema, "probe")  # validates both identifiers
@@ -120,6 +122,22 @@ class Lakehouse(ABC):
     @abstractmethod
     def volume_path(self, *parts: str) -> str:
         """A folder for files that belong with the tables (images, exports)."""
+
+    def record_ddl(self, name: TableName, records: Sequence[Mapping[str, object]]) -> TableDDL:
+        """The DDL `records` are appended under, after checking their columns and required values."""
+        ddl = self.ddl(name)
+        if ddl is None:
+            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
+        unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
+        if unknown:
+            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}; the table has "
+                                 f"{', '.join(ddl.column_names)}")
+        for i, r in enumerate(records):
+            missing = [c for c in ddl.required if r.get(c) is None]
+            if missing:
+                raise LakehouseError(f"append to {name}: row {i} has no value for required column(s) "
+                                     f"{', '.join(missing)}")
+        return ddl
 
     # -- the interface the stages use --------------------------------------------------------------------------
     def read(self, spark: SparkSession, table: str | TableName, version: int | None = None) -> DataFrame:
@@ -326,18 +344,7 @@ class LocalLakehouse(Lakehouse):
 
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)
-        ddl = self.ddl(name)
-        if ddl is None:
-            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
-        unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
-        if unknown:
-            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}; the table has "
-                                 f"{', '.join(ddl.column_names)}")
-        for i, r in enumerate(records):
-            missing = [c for c in ddl.required if r.get(c) is None]
-            if missing:
-                raise LakehouseError(f"append to {name}: row {i} has no value for required column(s) "
-                                     f"{', '.join(missing)}")
+        ddl = self.record_ddl(name, records)
         schema = ddl.arrow_schema()
         columns = {}
         for field in schema:

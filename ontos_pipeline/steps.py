@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSpec, Config, ConfigurableResource, MaterializeResult
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    Config,
+    ConfigurableResource,
+    MaterializeResult,
+)
 
 STEPS: dict[str, Callable[..., Any]] = {}
 
@@ -66,7 +73,14 @@ def _with_checks(key: str, body: Callable[..., Any], checks: Sequence[Check]) ->
         evaluations = []
         for c in checks:
             wanted = {n: v for n, v in kwargs.items() if n in inspect.signature(c.body).parameters}
-            r = c.body(context, **wanted)
+            try:
+                r = c.body(context, **wanted)
+            except Exception as exc:  # the asset's data is written: record the check as failed, not the asset
+                context.log.error(f"check {c.name} of {key} raised {type(exc).__name__}: {exc}")
+                evaluations.append(AssetCheckResult(check_name=c.name, passed=False, severity=AssetCheckSeverity.ERROR,
+                                                    description=f"the check could not run: {type(exc).__name__}: "
+                                                                f"{exc}"))
+                continue
             evaluations.append(AssetCheckResult(check_name=c.name, passed=r.passed, severity=r.severity,
                                                 description=r.description, metadata=r.metadata))
         return MaterializeResult(metadata=result.metadata, data_version=result.data_version,

@@ -90,14 +90,24 @@ def test_bad_databricks_environment_fails_at_load_naming_the_variable(monkeypatc
 
 
 # -- running steps through Pipes ----------------------------------------------------------------------------
+def runtime_env(tmp_path: Path, cluster_home: Path) -> dict[str, str]:
+    """The fake cluster's environment: the embedded data plane under its own home, no workspace credentials
+    (a runtime authenticates itself) and no orchestrator-only packages, so the entry point must do without them."""
+    blocked = tmp_path / "not_on_the_cluster"
+    for package in ("dagster_databricks", "dagster_webserver"):
+        (blocked / package).mkdir(parents=True, exist_ok=True)
+        (blocked / package / "__init__.py").write_text(f"raise ImportError('{package} is not installed on clusters')")
+    return {"ONTOS_TARGET": "local", "ONTOS_HOME": str(cluster_home), "DATABRICKS_HOST": "", "DATABRICKS_TOKEN": "",
+            "PYTHONPATH": str(blocked)}
+
+
 @pytest.fixture
 def cluster(tmp_path, spark, widgets_dir, home):
     """A fake workspace whose runs see the widgets source tables under their own ONTOS_HOME."""
     cluster_home = tmp_path / "cluster_home"
     lakehouse = LocalLakehouse(cluster_home / "tables", "ontos", "workbench", files_root=cluster_home / "files")
     write_widgets(spark, lakehouse, good_widgets(home))
-    env = {"ONTOS_TARGET": "local", "ONTOS_HOME": str(cluster_home)}
-    with FakeWorkspace(tmp_path / "workspace", cluster_env=env) as ws:
+    with FakeWorkspace(tmp_path / "workspace", cluster_env=runtime_env(tmp_path, cluster_home)) as ws:
         ws.cluster_lakehouse = lakehouse
         yield ws
 
@@ -223,8 +233,7 @@ def test_serverless_and_existing_cluster_runs(monkeypatch, cluster, home, widget
 def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark):
     """The whole `full_pipeline` job of one demo use case, every step a Databricks run."""
     cluster_home = tmp_path / "cluster_home"
-    with FakeWorkspace(tmp_path / "workspace", cluster_env={"ONTOS_TARGET": "local",
-                                                            "ONTOS_HOME": str(cluster_home)}) as ws:
+    with FakeWorkspace(tmp_path / "workspace", cluster_env=runtime_env(tmp_path, cluster_home)) as ws:
         workspace_env(monkeypatch, ws.url, ws.token)
         instance = DagsterInstance.ephemeral()
         job = build_definitions(databricks_settings(home, DEMO_USE_CASES)).resolve_job_def(FULL_PIPELINE)
@@ -257,3 +266,13 @@ def test_ontos_commands_for_local_state_refuse_the_databricks_target(monkeypatch
     assert main(["tasks", "list", "predictive_maintenance"]) == 2
     error = capsys.readouterr().err
     assert "`ontos tasks` works on the embedded local target" in error and "dagster job execute" in error
+
+
+def test_models_logged_on_databricks_carry_our_code():
+    from ontos_pipeline.stages.model_store import databricks_store, local_store
+
+    packaging = databricks_store("ontos", "workbench").packaging()
+    assert "ontos-pipeline" not in packaging["pip_requirements"]  # not on PyPI: Model Serving could not install it
+    assert [Path(p).name for p in packaging["code_paths"]] == ["ontos_pipeline"]
+    assert (Path(packaging["code_paths"][0]) / "stages" / "model_store.py").exists()
+    assert "code_paths" not in local_store(Path("/tmp/unused-ontos-home")).packaging()

@@ -48,7 +48,7 @@ def world(tmp_path_factory):
     store = local_store(root / "home")
     store.activate()
     with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-        info = log_pyfunc(outcome.best.model, items("enum", 5, 3).drop(columns=[RESPONSE]),
+        info = log_pyfunc(store, outcome.best.model, items("enum", 5, 3).drop(columns=[RESPONSE]),
                           store.model_name(spec.name))
     store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
     return {"spec": spec, "store": store, "model": outcome.best.model, "baseline": outcome.baseline.model,

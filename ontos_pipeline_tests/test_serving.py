@@ -44,7 +44,8 @@ def served(tmp_path_factory):
     versions = []
     for model in (outcome.baseline.model, outcome.best.model):
         with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-            versions.append(str(log_pyfunc(model, example, store.model_name(spec.name)).registered_model_version))
+            info = log_pyfunc(store, model, example, store.model_name(spec.name))
+            versions.append(str(info.registered_model_version))
     store.set_alias(spec.name, CHAMPION, versions[0])
     return {"settings": make_settings(root / "home", cases), "store": store, "spec": spec, "versions": versions,
             "lakehouse": LocalLakehouse(root / "home" / "tables")}

@@ -14,6 +14,9 @@ def build_feedback_assets(partitions: PartitionsDefinition) -> list:
                                          "high-water mark (seq); the retrain sensor reports it on every change.")
     def feedback(context) -> DataVersionsByPartition:
         lakehouse, specs = context.resources.lakehouse.get(), context.resources.use_cases.all()
+        if not lakehouse.readable_by_orchestrator:
+            raise RuntimeError("observing feedback reads the feedback table in the Dagster process, which works on "
+                               "the local target only; on Databricks the feedback table is read by the steps")
         return DataVersionsByPartition({
             name: DataVersion(feedback_data_version(arrivals(lakehouse, spec, CursorEntry()).last_seq))
             for name, spec in specs.items()})

@@ -21,7 +21,7 @@ import synthetic_data
 from ontos_pipeline.ddl import SCHEMAS_DIR
 
 # not installed on the cluster: the runtime brings its own Spark; the UI and the Pipes client stay on the orchestrator
-CLUSTER_EXCLUDED = {"pyspark", "dagster-webserver", "dagster-databricks", "databricks-sdk", "fastapi", "uvicorn"}
+CLUSTER_EXCLUDED = {"pyspark", "dagster-webserver", "dagster-databricks", "fastapi", "uvicorn"}
 USE_CASES_FOLDER = "ontos_use_cases"
 
 BOOTSTRAP = '''\
@@ -93,8 +93,12 @@ def build_bundle(use_cases_dir: Path) -> Bundle:
 
 
 def cluster_requirements(extra: tuple[str, ...] = ()) -> list[str]:
-    """Our runtime requirements minus what the cluster must not (or need not) install, plus `extra`."""
-    requirements = metadata.requires("ontos-pipeline") or []
-    kept = [r for r in requirements if Requirement(r).marker is None
-            and Requirement(r).name.lower() not in CLUSTER_EXCLUDED]
+    """Our runtime requirements minus what the cluster must not (or need not) install, plus `extra`. Extras are
+    dropped: `pandera[pyspark]` would install PySpark over the runtime's Spark. databricks-sdk stays: the
+    runtime's own copy predates the Model Serving classes we use."""
+    kept = []
+    for text in metadata.requires("ontos-pipeline") or []:
+        requirement = Requirement(text)
+        if requirement.marker is None and requirement.name.lower() not in CLUSTER_EXCLUDED:
+            kept.append(f"{requirement.name}{requirement.specifier}")
     return [*kept, *extra]

@@ -28,10 +28,10 @@ from pydantic import Field
 
 from ontos_pipeline.databricks.bundle import Bundle, build_bundle, cluster_requirements
 from ontos_pipeline.databricks.config import DatabricksConfig
+from ontos_pipeline.databricks.metadata import DESCRIPTION_KEY
 from ontos_pipeline.databricks.serving import server_message
 from ontos_pipeline.steps import ComputeResource, config_payload
 
-DESCRIPTION_KEY = "ontos/check_description"  # check descriptions travel as metadata (Pipes has no field for them)
 ENVIRONMENT_KEY = "ontos"
 DEADLINE_GRACE_SECONDS = 300
 
@@ -154,7 +154,7 @@ class DatabricksCompute(ComputeResource):
                                 "timeout_seconds": self.run_timeout_seconds}
         if self.compute == "serverless":
             args["environments"] = [jobs.JobEnvironment(environment_key=ENVIRONMENT_KEY, spec=dbx_compute.Environment(
-                client="2", dependencies=cluster_requirements(tuple(self.extra_libraries))))]
+                environment_version="2", dependencies=cluster_requirements(tuple(self.extra_libraries))))]
         return args
 
     def extras(self, context, key: str, kwargs: dict[str, Any]) -> dict[str, Any]:

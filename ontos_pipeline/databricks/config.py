@@ -15,7 +15,6 @@ from typing import Literal
 
 from ontos_pipeline.identifiers import validate_identifier
 
-SECRET_VARIABLES = ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD")
 DEFAULT_SPARK_VERSION = "15.4.x-cpu-ml-scala2.12"  # an LTS ML runtime: MLflow, scikit-learn, pandas included
 DEFAULT_NODE_TYPE = "i3.xlarge"
 _VOLUME = re.compile(r"^/Volumes/([^/]+)/([^/]+)/([^/]+)(/.*)?$")
@@ -74,10 +73,8 @@ def check_credentials(env: Mapping[str, str]) -> None:
                                     "personal access token) or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET")
 
 
-def load_databricks_config(catalog: str, schema: str, env: Mapping[str, str] | None = None) -> DatabricksConfig:
-    """Read ONTOS_DATABRICKS_* variables (and check the credentials are there) into a secret-free config."""
-    env = dict(os.environ if env is None else env)
-    check_credentials(env)
+def volume_from_env(catalog: str, schema: str, env: Mapping[str, str]) -> str:
+    """ONTOS_DATABRICKS_VOLUME (default `/Volumes/<catalog>/<schema>/ontos`), validated."""
     volume = env.get("ONTOS_DATABRICKS_VOLUME", f"/Volumes/{catalog}/{schema}/ontos").rstrip("/")
     match = _VOLUME.match(volume)
     if not match:
@@ -88,6 +85,14 @@ def load_databricks_config(catalog: str, schema: str, env: Mapping[str, str] | N
             validate_identifier(part, what=f"ONTOS_DATABRICKS_VOLUME {what}")
         except ValueError as exc:
             raise DatabricksConfigError(str(exc)) from None
+    return volume
+
+
+def load_databricks_config(catalog: str, schema: str, env: Mapping[str, str] | None = None) -> DatabricksConfig:
+    """Read ONTOS_DATABRICKS_* variables (and check the credentials are there) into a secret-free config."""
+    env = dict(os.environ if env is None else env)
+    check_credentials(env)
+    volume = volume_from_env(catalog, schema, env)
     compute_text = env.get("ONTOS_DATABRICKS_COMPUTE", "job_cluster").strip()
     cluster_id = None
     if compute_text.startswith("existing:"):
@@ -111,9 +116,3 @@ def load_databricks_config(catalog: str, schema: str, env: Mapping[str, str] | N
         poll_seconds=_positive(env, "ONTOS_DATABRICKS_POLL_SECONDS", "10", number=float),
         extra_libraries=libraries,
     )
-
-
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """The secret values present in the environment (for redaction and for tests that scan for leaks)."""
-    env = os.environ if env is None else env
-    return [env[v] for v in SECRET_VARIABLES if env.get(v)]

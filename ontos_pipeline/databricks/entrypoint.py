@@ -17,10 +17,10 @@ from typing import Any
 
 from dagster_pipes import (
     DAGSTER_PIPES_CONTEXT_ENV_VAR,
-    PipesBlobStoreMessageWriter,
     PipesBufferedFilesystemMessageWriterChannel,
     PipesCliArgsParamsLoader,
     PipesContextLoader,
+    PipesDbfsMessageWriter,
     PipesEnvVarParamsLoader,
     PipesParams,
     open_dagster_pipes,
@@ -52,11 +52,17 @@ class FuseContextLoader(PipesContextLoader):
         return opened()
 
 
-class FuseMessageWriter(PipesBlobStoreMessageWriter):
+class FuseMessageWriter(PipesDbfsMessageWriter):
     """Writes message chunks where the DBFS or the volumes message reader looks for them."""
 
     def make_channel(self, params: PipesParams) -> PipesBufferedFilesystemMessageWriterChannel:
         return PipesBufferedFilesystemMessageWriterChannel(path=fuse_path(params["path"]), interval=self.interval)
+
+    def get_opened_extras(self):
+        try:  # where the cluster delivers its driver logs (classic clusters with log delivery), for Dagster to read
+            return super().get_opened_extras()
+        except Exception:
+            return {}
 
 
 @dataclass
@@ -68,24 +74,18 @@ class StepContext:
     log: Any
 
 
-def step_resources(settings) -> dict[str, Any]:
-    from ontos_pipeline.definitions import data_plane_resources
-
-    return data_plane_resources(settings)
-
-
 def call_step(key: str, partition: str, run_id: str, config: Mapping[str, Any], log) -> Any:
     """Run step `key` for one partition in this process, as the local target would."""
-    from ontos_pipeline.definitions import build_assets
     from ontos_pipeline.settings import load_settings
     from ontos_pipeline.steps import STEPS, config_arguments
+    from ontos_pipeline.wiring import build_assets, data_plane_resources
 
     settings = load_settings()
     build_assets(settings)  # registers the step bodies
     if key not in STEPS:
         raise KeyError(f"unknown step {key!r}; this code knows {', '.join(sorted(STEPS))}")
     body = STEPS[key]
-    resources = step_resources(settings)
+    resources = data_plane_resources(settings)
     names = [p for p in inspect.signature(body).parameters if p != "context"]
     kwargs = {name: resources[name] for name in names if name in resources}
     kwargs.update(config_arguments(body, dict(config)))
@@ -98,8 +98,7 @@ def call_step(key: str, partition: str, run_id: str, config: Mapping[str, Any], 
 def report(pipes, key: str, result: Any) -> None:
     from dagster import MaterializeResult
 
-    from ontos_pipeline.databricks.compute import DESCRIPTION_KEY
-    from ontos_pipeline.databricks.metadata import to_external
+    from ontos_pipeline.databricks.metadata import DESCRIPTION_KEY, to_external
 
     if not isinstance(result, MaterializeResult):
         raise TypeError(f"step {key!r} returned {type(result).__name__}, not a MaterializeResult")
@@ -122,22 +121,23 @@ def main(bundle: str | None = None) -> None:
                             message_writer=FuseMessageWriter(interval=1)) as pipes:
         for name, value in (pipes.get_extra("settings") or {}).items():
             os.environ.setdefault(name, str(value))
-        if bundle:
-            _ship_to_executors(bundle)
+        if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+            _runtime_session(bundle)
         key = pipes.get_extra("step")
         result = call_step(key, pipes.get_extra("partition"), pipes.run_id, pipes.get_extra("config") or {},
                            pipes.log)
         report(pipes, key, result)
 
 
-def _ship_to_executors(bundle: str) -> None:
-    """Make our modules importable in Python UDFs on the executors (classic clusters; serverless ships the
-    environment itself)."""
-    try:
-        from pyspark.sql import SparkSession
+def _runtime_session(bundle: str | None) -> None:
+    """Start (or attach to) the Databricks runtime's Spark session before any step code asks for one, so the
+    steps use it as it is configured, and make our modules importable by Python UDFs on the executors."""
+    from pyspark.sql import SparkSession
 
-        spark = SparkSession.getActiveSession()
-        if spark is not None:
-            spark.sparkContext.addPyFile(bundle)
-    except Exception:  # Spark Connect (serverless) has no SparkContext
-        pass
+    spark = SparkSession.builder.getOrCreate()
+    if not bundle:
+        return
+    try:
+        spark.sparkContext.addPyFile(bundle)
+    except Exception:  # Spark Connect (serverless) has no SparkContext: ship it as an artifact
+        spark.addArtifacts(bundle, pyfile=True)

@@ -9,6 +9,7 @@ from typing import Any
 from dagster import MetadataValue, TableSchema
 from dagster._core.definitions.metadata import normalize_metadata_value
 
+DESCRIPTION_KEY = "ontos/check_description"  # check descriptions travel as metadata (Pipes has no field for them)
 _SIMPLE = {"MarkdownMetadataValue": ("md", "md_str"), "TextMetadataValue": ("text", "text"),
            "UrlMetadataValue": ("url", "url"), "PathMetadataValue": ("path", "path"),
            "JsonMetadataValue": ("json", "data"), "IntMetadataValue": ("int", "value"),

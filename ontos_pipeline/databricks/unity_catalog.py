@@ -10,6 +10,7 @@ columns, so monitoring runs the same code over Model Serving traffic.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -19,7 +20,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ontos_pipeline.databricks.entrypoint import fuse_path
-from ontos_pipeline.ddl import SCHEMAS_DIR
 from ontos_pipeline.identifiers import TableName, validate_identifier
 from ontos_pipeline.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal
 
@@ -36,6 +36,8 @@ def _predicate(where: Mapping[str, object]) -> str:
 
 class UnityCatalogLakehouse(Lakehouse):
     """Unity Catalog tables through Spark SQL (Databricks runtime)."""
+
+    readable_by_orchestrator = False
 
     def __init__(self, catalog: str, schema: str, volume: str, endpoints: Sequence[str] = ()):
         super().__init__(catalog, schema)
@@ -81,19 +83,24 @@ class UnityCatalogLakehouse(Lakehouse):
         return reader.table(str(name))
 
     def ensure(self, table: str | TableName) -> None:
-        """Create a workbench table with its DDL from `schemas/` (comments, NOT NULL, Delta) if it is missing."""
+        """Create a workbench table with its DDL from `schemas/` (comments, NOT NULL, Delta) if it is missing.
+
+        VARIANT columns are created as STRING holding JSON text, as on the local target: every stage reads and
+        writes them as text (`from_json`, `to_json`), and a VARIANT column would return a different type."""
         name = self.name(table)
         ddl = self.ddl(name)
         if ddl is None:
             raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
-        text = (SCHEMAS_DIR / f"{name.table}.sql").read_text(encoding="utf-8")
-        statement = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-        self._sql(statement.strip().rstrip(";").format(catalog=name.catalog, schema=name.schema))
+        self._sql(re.sub(r"\bVARIANT\b", "STRING", ddl.render(name.catalog, name.schema)).strip().rstrip(";"))
 
     def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
-        if self.ddl(name) is not None:
+        workbench = self.ddl(name) is not None
+        if workbench:
             self.ensure(name)
-        df.write.format("delta").mode(mode).option("overwriteSchema", "false").saveAsTable(str(name))
+        # data tables (sources, sheet snapshots) take a new schema on overwrite, as locally; workbench tables
+        # keep their DDL
+        overwrite_schema = "true" if mode == "overwrite" and not workbench else "false"
+        df.write.format("delta").mode(mode).option("overwriteSchema", overwrite_schema).saveAsTable(str(name))
         return self.version(name)  # type: ignore[return-value]
 
     def write_batches(self, table: str | TableName, schema: pa.Schema,
@@ -149,12 +156,7 @@ class UnityCatalogLakehouse(Lakehouse):
 
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)
-        ddl = self.ddl(name)
-        if ddl is None:
-            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
-        unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
-        if unknown:
-            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}")
+        ddl = self.record_ddl(name, records)
         rows = [tuple(r.get(c) for c in ddl.column_names) for r in records]
         return self.write(name, _spark().createDataFrame(rows, ddl.spark_schema()), mode="append")
 

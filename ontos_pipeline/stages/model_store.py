@@ -45,6 +45,15 @@ class ModelStore:
     catalog: str = "ontos"
     schema: str = "workbench"
     experiment_root: str = ""  # Databricks experiments are workspace paths, e.g. "/Shared/"
+    self_contained: bool = False  # ship our code inside logged models (where ontos-pipeline is not installable)
+
+    def packaging(self) -> dict:
+        """How a logged model finds our code: installed next to it (local), or copied into the model (Databricks:
+        Model Serving builds the model's environment from PyPI, where ontos-pipeline is not published)."""
+        if not self.self_contained:
+            return {"pip_requirements": PIP_REQUIREMENTS}
+        return {"pip_requirements": [r for r in PIP_REQUIREMENTS if r != "ontos-pipeline"],
+                "code_paths": [str(Path(__file__).resolve().parents[1])]}
 
     def activate(self) -> ModelStore:
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -86,7 +95,8 @@ class ModelStore:
 
 def databricks_store(catalog: str, schema: str) -> ModelStore:
     """The workspace tracking server and the Unity Catalog registry (`<catalog>.<schema>.<use case>` models)."""
-    return ModelStore("databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/")
+    return ModelStore("databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/",
+                      self_contained=True)
 
 
 def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:

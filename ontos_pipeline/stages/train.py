@@ -26,7 +26,7 @@ from pyspark.sql import SparkSession
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
 from ontos_pipeline.stages.export import ExportManifest
-from ontos_pipeline.stages.model_store import CHALLENGER, PIP_REQUIREMENTS, ModelStore, OntosPyfunc
+from ontos_pipeline.stages.model_store import CHALLENGER, ModelStore, OntosPyfunc
 from ontos_pipeline.stages.template import CompiledTemplate
 from ontos_pipeline.trainer.local import CandidateRun, TrainingOutcome
 from ontos_pipeline.trainer.models import ResponseModel
@@ -122,7 +122,7 @@ def _numeric(metrics: dict, prefix: str) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _log_child(candidate: CandidateRun, example: pd.DataFrame, with_model: bool) -> str:
+def _log_child(store: ModelStore, candidate: CandidateRun, example: pd.DataFrame, with_model: bool) -> str:
     with mlflow.start_run(run_name=candidate.family, nested=True,
                           experiment_id=mlflow.active_run().info.experiment_id) as child:
         mlflow.set_tag("ontos.family", candidate.family)
@@ -130,16 +130,16 @@ def _log_child(candidate: CandidateRun, example: pd.DataFrame, with_model: bool)
         mlflow.log_metrics({**_numeric(candidate.metrics, "val_"), "fit_seconds": candidate.seconds})
         mlflow.log_dict(candidate.metrics, "validation_metrics.json")
         if with_model:
-            log_pyfunc(candidate.model, example, registered_name=None)
+            log_pyfunc(store, candidate.model, example, registered_name=None)
         return child.info.run_id
 
 
-def log_pyfunc(model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
+def log_pyfunc(store: ModelStore, model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
     example = example[model.input_columns].reset_index(drop=True)
     signature = infer_signature(example, model.predict(example))
     return mlflow.pyfunc.log_model(name="model", python_model=OntosPyfunc(model), signature=signature,
                                    input_example=example, registered_model_name=registered_name,
-                                   pip_requirements=PIP_REQUIREMENTS)
+                                   **store.packaging())
 
 
 def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplate, outcome: TrainingOutcome,
@@ -163,7 +163,7 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
                            **{f"winner.{k}": v for k, v in outcome.best.params.items()}})
         baseline_run_id = ""
         for candidate in outcome.candidates:
-            child = _log_child(candidate, example, with_model=candidate.family == "baseline")
+            child = _log_child(store, candidate, example, with_model=candidate.family == "baseline")
             baseline_run_id = child if candidate.family == "baseline" else baseline_run_id
         mlflow.set_tag("ontos.baseline_run_id", baseline_run_id)
         mlflow.log_metrics({**_numeric(outcome.best.metrics, "val_"),
@@ -176,7 +176,7 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / pack["spec"]["file"]).write_text(pack["spec"]["text"], encoding="utf-8")
             mlflow.log_artifacts(tmp, "reproducibility")
-        info = log_pyfunc(outcome.best.model, example, registered_name=name)
+        info = log_pyfunc(store, outcome.best.model, example, registered_name=name)
     version = str(info.registered_model_version)
     client = store.client()
     for key, value in (("use_case", spec.name), ("family", outcome.best.family),
