@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -32,6 +33,8 @@ from ontos_pipeline.databricks.metadata import DESCRIPTION_KEY
 from ontos_pipeline.databricks.serving import server_message
 from ontos_pipeline.steps import ComputeResource, config_payload
 
+# dagster-databricks 0.29 calls preview Pipes APIs of its own dagster release on every run: not ours to act on
+warnings.filterwarnings("ignore", message=r"Function `Pipes(Session|MessageReader)\.")
 ENVIRONMENT_KEY = "ontos"
 DEADLINE_GRACE_SECONDS = 300
 
