@@ -169,10 +169,7 @@ class Lakehouse(ABC):
         with self.locked(name):  # read-modify-write: runs of other use cases must not lose each other's rows
             if not self.exists(name):
                 return self.write(name, df)
-            df = self._aligned(name, df)
-            current = self._read(spark, name, None)
-            kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
-            return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+            return self._merge(spark, name, self._aligned(name, df), keys)
 
     def replace(self, spark: SparkSession, table: str | TableName, df: DataFrame, where: Mapping[str, object]) -> int:
         """Replace every row matching `where` (column -> value) with `df` in one commit (idempotent)."""
@@ -180,13 +177,21 @@ class Lakehouse(ABC):
         with self.locked(name):  # read-modify-write, as in `upsert`
             if not self.exists(name):
                 return self.write(name, df)
-            df = self._aligned(name, df)
-            current = self._read(spark, name, None)
-            match = F.lit(True)
-            for column, value in where.items():
-                match = match & (F.col(column) == F.lit(value))
-            kept = current.filter(~match)
-            return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+            return self._replace_rows(spark, name, self._aligned(name, df), where)
+
+    def _merge(self, spark: SparkSession, name: TableName, df: DataFrame, keys: Sequence[str]) -> int:
+        """Commit `df` into the existing table by `keys`: here by rewriting it whole (one overwrite commit)."""
+        current = self._read(spark, name, None)
+        kept = current.join(df.select(*keys).distinct(), on=list(keys), how="left_anti")
+        return self.write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite")
+
+    def _replace_rows(self, spark: SparkSession, name: TableName, df: DataFrame, where: Mapping[str, object]) -> int:
+        """Commit `df` in place of the rows matching `where`: here by rewriting the table whole."""
+        current = self._read(spark, name, None)
+        match = F.lit(True)
+        for column, value in where.items():
+            match = match & (F.col(column) == F.lit(value))
+        return self.write(name, current.filter(~match).unionByName(df.select(*current.columns)), mode="overwrite")
 
     def _aligned(self, name: TableName, df: DataFrame) -> DataFrame:
         ddl = self.ddl(name)

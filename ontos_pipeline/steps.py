@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,12 @@ from dagster import (
 STEPS: dict[str, Callable[..., Any]] = {}
 
 
-class ComputeResource(ConfigurableResource):
+class ComputeResource(ConfigurableResource, ABC):
     """Where step bodies run."""
 
+    @abstractmethod
     def execute(self, context, key: str, body: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """Call `body(context, **kwargs)` (step `key`) here or elsewhere; return its result."""
 
 
 class InProcessCompute(ComputeResource):
@@ -62,8 +64,9 @@ def _with_checks(key: str, body: Callable[..., Any], checks: Sequence[Check]) ->
     if not checks:
         return body
     names = set(inspect.signature(body).parameters)
+    params = {c.name: set(inspect.signature(c.body).parameters) for c in checks}
     for c in checks:
-        extra = set(inspect.signature(c.body).parameters) - names
+        extra = params[c.name] - names
         if extra:
             raise TypeError(f"check {c.name} of step {key} needs {sorted(extra)}, which the step does not take")
 
@@ -72,7 +75,7 @@ def _with_checks(key: str, body: Callable[..., Any], checks: Sequence[Check]) ->
         result = body(context, **kwargs)
         evaluations = []
         for c in checks:
-            wanted = {n: v for n, v in kwargs.items() if n in inspect.signature(c.body).parameters}
+            wanted = {n: v for n, v in kwargs.items() if n in params[c.name]}
             try:
                 r = c.body(context, **wanted)
             except Exception as exc:  # the asset's data is written: record the check as failed, not the asset

@@ -15,6 +15,7 @@ import io
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,9 @@ class DatabricksCompute(ComputeResource):
 
     @classmethod
     def from_config(cls, config: DatabricksConfig, use_cases_dir: Path) -> DatabricksCompute:
-        return cls(catalog=config.catalog, schema_name=config.schema, volume=config.volume,
-                   use_cases_dir=str(use_cases_dir), compute=config.compute, cluster_id=config.cluster_id,
-                   spark_version=config.spark_version, node_type=config.node_type, workers=config.workers,
-                   run_timeout_seconds=config.run_timeout_seconds, poll_seconds=config.poll_seconds,
-                   extra_libraries=list(config.extra_libraries))
+        fields = asdict(config)
+        fields["schema_name"] = fields.pop("schema")  # `schema` is taken by pydantic models
+        return cls(**fields, use_cases_dir=str(use_cases_dir))
 
     def workspace(self) -> WorkspaceClient:
         return WorkspaceClient()  # unified auth from DATABRICKS_* variables or the config profile
@@ -138,19 +137,18 @@ class DatabricksCompute(ComputeResource):
 
     def task(self, bundle: Bundle, key: str) -> jobs.SubmitTask:
         python = jobs.SparkPythonTask(python_file=bundle.bootstrap_path(self.volume), parameters=[])
-        task_key = key
         if self.compute == "serverless":
-            return jobs.SubmitTask(task_key=task_key, spark_python_task=python, environment_key=ENVIRONMENT_KEY)
+            return jobs.SubmitTask(task_key=key, spark_python_task=python, environment_key=ENVIRONMENT_KEY)
         libraries = [dbx_compute.Library(pypi=dbx_compute.PythonPyPiLibrary(package=r))
                      for r in cluster_requirements(tuple(self.extra_libraries))]
         if self.compute == "existing_cluster":
-            return jobs.SubmitTask(task_key=task_key, spark_python_task=python, existing_cluster_id=self.cluster_id,
+            return jobs.SubmitTask(task_key=key, spark_python_task=python, existing_cluster_id=self.cluster_id,
                                    libraries=libraries)
         cluster = dbx_compute.ClusterSpec(
             spark_version=self.spark_version, node_type_id=self.node_type, num_workers=self.workers,
             data_security_mode=dbx_compute.DataSecurityMode.SINGLE_USER,  # Unity Catalog access
             spark_env_vars={"ONTOS_TARGET": "databricks"})
-        return jobs.SubmitTask(task_key=task_key, spark_python_task=python, new_cluster=cluster, libraries=libraries)
+        return jobs.SubmitTask(task_key=key, spark_python_task=python, new_cluster=cluster, libraries=libraries)
 
     def submit_args(self, context, key: str) -> dict[str, Any]:
         args: dict[str, Any] = {"run_name": f"ontos {key} [{context.partition_key}] {context.run_id[:8]}",

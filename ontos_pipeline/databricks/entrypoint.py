@@ -9,9 +9,11 @@ back as a Pipes materialization or check result, with the metadata converted val
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from dagster_pipes import (
     DAGSTER_PIPES_CONTEXT_ENV_VAR,
     PipesBufferedFilesystemMessageWriterChannel,
     PipesCliArgsParamsLoader,
+    PipesContextData,
     PipesContextLoader,
     PipesDbfsMessageWriter,
     PipesEnvVarParamsLoader,
@@ -40,16 +43,10 @@ def fuse_path(path: str) -> str:
 class FuseContextLoader(PipesContextLoader):
     """Reads the context file the DBFS or the volumes injector wrote, through the FUSE mount."""
 
-    def load_context(self, params: PipesParams):
-        import json
-        from contextlib import contextmanager
-
-        @contextmanager
-        def opened():
-            with open(fuse_path(params["path"]), encoding="utf-8") as handle:
-                yield json.load(handle)
-
-        return opened()
+    @contextmanager
+    def load_context(self, params: PipesParams) -> Iterator[PipesContextData]:
+        with open(fuse_path(params["path"]), encoding="utf-8") as handle:
+            yield json.load(handle)
 
 
 class FuseMessageWriter(PipesDbfsMessageWriter):

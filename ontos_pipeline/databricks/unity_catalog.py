@@ -111,15 +111,8 @@ class UnityCatalogLakehouse(Lakehouse):
         df = _spark().createDataFrame(data.to_pandas(), schema=_spark_schema(schema))
         return self.write(table, df, mode)
 
-    def upsert(self, spark: SparkSession, table: str | TableName, df: DataFrame, keys: Sequence[str]) -> int:
+    def _merge(self, spark: SparkSession, name: TableName, df: DataFrame, keys: Sequence[str]) -> int:
         """One `MERGE INTO` commit: rows with matching keys are replaced, the others inserted."""
-        name = self.name(table)
-        missing = [k for k in keys if k not in df.columns]
-        if missing:
-            raise LakehouseError(f"upsert into {name}: key columns {missing} are not in the data")
-        if not self.exists(name):
-            return self.write(name, df)
-        df = self._aligned(name, df)
         view = f"ontos_upsert_{uuid.uuid4().hex}"
         df.createOrReplaceTempView(view)
         try:
@@ -130,12 +123,8 @@ class UnityCatalogLakehouse(Lakehouse):
             spark.catalog.dropTempView(view)
         return self.version(name)  # type: ignore[return-value]
 
-    def replace(self, spark: SparkSession, table: str | TableName, df: DataFrame, where: Mapping[str, object]) -> int:
+    def _replace_rows(self, spark: SparkSession, name: TableName, df: DataFrame, where: Mapping[str, object]) -> int:
         """One commit that deletes the rows matching `where` and writes `df` (Delta `replaceWhere`)."""
-        name = self.name(table)
-        if not self.exists(name):
-            return self.write(name, df)
-        df = self._aligned(name, df)
         df.write.format("delta").mode("overwrite").option("replaceWhere", _predicate(where)).saveAsTable(str(name))
         return self.version(name)  # type: ignore[return-value]
 
