@@ -57,6 +57,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    """Start, stop or show the warm local Spark engine every local process connects to."""
+    from ontos_pipeline import engine
+
+    directory = engine.engine_home()
+    if args.action == "start":
+        print(f"running: {engine.ensure(directory).describe()}")
+    elif args.action == "stop":
+        stopped = engine.stop(directory)
+        print(f"stopped the engine (pid {stopped.pid})" if stopped else f"no engine is running ({directory})")
+    else:
+        found = engine.running(directory)
+        print(f"running: {found.describe()}" if found else
+              f"not running ({directory}); the next command that needs Spark starts it")
+    return 0
+
+
 def cmd_specs(args: argparse.Namespace) -> int:
     settings = load_settings()
     directory = Path(args.directory) if args.directory else settings.use_cases_dir
@@ -217,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+    eng = sub.add_parser("engine", help="the warm local Spark engine: status, start, stop")
+    eng.add_argument("action", choices=["status", "start", "stop"], nargs="?", default="status")
+    eng.set_defaults(func=cmd_engine)
     specs = sub.add_parser("specs", help="validate the use-case files and list them")
     specs.add_argument("directory", nargs="?", help="folder of use-case YAML files (default: ONTOS_USE_CASES_DIR)")
     specs.set_defaults(func=cmd_specs)
@@ -262,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TARGET_INDEPENDENT = {"ui", "specs"}  # the other commands read or write the local target's state
+TARGET_INDEPENDENT = {"ui", "specs", "engine"}  # the other commands read or write the local target's state
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,11 @@
-"""Shared fixtures: one real local Spark session per test process, and throwaway ONTOS_HOME folders."""
+"""Shared fixtures: one warm local Spark engine for the whole test session (every test process and every process
+a test starts connects to it), and throwaway ONTOS_HOME folders."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 
+from ontos_pipeline import engine
 from ontos_pipeline.lakehouse import LocalLakehouse
 from ontos_pipeline.settings import Settings, default_use_cases_dir
-from ontos_pipeline.spark_session import get_spark
+from ontos_pipeline.spark_session import disconnect, get_spark
 
 DEMO_USE_CASES = default_use_cases_dir()
 
@@ -46,9 +49,25 @@ WIDGETS_SPEC = textwrap.dedent("""
 """)
 
 
+def pytest_configure(config):
+    """The first pytest process (the xdist controller, or the only one) picks the engine folder of this session;
+    its workers and every subprocess a test starts inherit it through ONTOS_ENGINE_HOME."""
+    if "ONTOS_ENGINE_HOME" not in os.environ:
+        os.environ["ONTOS_ENGINE_HOME"] = tempfile.mkdtemp(prefix="ontos-test-engine-")
+        config.ontos_engine_home = Path(os.environ["ONTOS_ENGINE_HOME"])
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "ontos_engine_home", None)
+    if folder is not None:  # the session that picked the folder stops the engine it started
+        disconnect()
+        engine.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def spark():
-    return get_spark(shuffle_partitions=2, driver_memory="2g")
+    return get_spark()
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ def test_installed_java_is_17_or_newer():
 
 def test_session_is_shared_and_configured_for_local_work(spark):
     assert spark_session.get_spark() is spark
-    conf = spark.sparkContext.getConf()
-    assert conf.get("spark.ui.enabled") == "false"
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.parquet.outputTimestampType") == "TIMESTAMP_MICROS"
-    assert spark.sparkContext.master.startswith("local")
+    assert spark.conf.get("spark.ui.enabled") == "false"
+    assert spark.conf.get("spark.master").startswith("local[")

@@ -53,9 +53,6 @@ def _inputs_of(bodies: pd.Series) -> pd.Series:
     return bodies.map(request_records, na_action="ignore")
 
 
-_inputs = F.pandas_udf(_inputs_of, T.StringType())
-
-
 def payload_as_inference_log(payload: DataFrame, endpoint_name: str,
                              versions: Mapping[str, str] | None = None) -> DataFrame:
     """The payload table of `endpoint_name` as `inference_log` rows (same columns, order and types)."""
@@ -74,7 +71,7 @@ def payload_as_inference_log(payload: DataFrame, endpoint_name: str,
         "request_time": F.col("request_time"),
         "endpoint_name": F.lit(endpoint_name),
         "model_version": _version_of(F.col("served_entity_id"), versions or {}),
-        "inputs": _inputs(F.col("request")),
+        "inputs": F.pandas_udf(_inputs_of, T.StringType())(F.col("request")),  # a UDF needs a session first
         "rendered_prompt": F.lit(None),
         "response": F.when(ok, F.get_json_object(response, "$.predictions")),
         "latency_ms": F.col("execution_duration_ms"),
