@@ -94,7 +94,7 @@ def score_ours(home: str, use_cases: list[str]) -> dict:
     from ontos_pipeline.settings import load_settings
     from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.specs import load_use_cases
-    from ontos_pipeline.stages.model_store import CHALLENGER
+    from ontos_pipeline.stages.deploy import CHALLENGER
     from ontos_pipeline.stages.sheet import current_sheet
     from ontos_pipeline.stages.training_data import model_rows, split_frame
     from ontos_pipeline.stages.training_sheet import QA
@@ -109,7 +109,7 @@ def score_ours(home: str, use_cases: list[str]) -> dict:
     for name in use_cases:
         spec = specs[name]
         qa = lakehouse.read(spark, QA).filter(F.col("training_sheet_id") == spec.training_sheet_id)
-        test = split_frame(model_rows(spark, lakehouse, spec, qa, current_sheet(spark, lakehouse, name).table,
+        test = split_frame(model_rows(spark, lakehouse, spec, qa, current_sheet(lakehouse, name).table,
                                       "training"), "test", 0)
         exported = [r["item_ref"] for r in _lines(export_dir(Path(home), name), "index", "test")]
         if test["item_ref"].tolist() != exported:

@@ -48,7 +48,7 @@ def setup(use_case: str, rows: int, home: str) -> dict:
     materialize_sources(lakehouse, spec, rows=rows)
     snapshot = build_sheet(spark, lakehouse, spec)
     labels = merge_labels(spark, lakehouse, spec, snapshot)
-    register_template(spark, lakehouse, compile_template(spec, [c["name"] for c in snapshot.columns]))
+    register_template(lakehouse, compile_template(spec, [c["name"] for c in snapshot.columns]))
     return {"sheet_rows": snapshot.row_count, "labelled": labels.labelled}
 
 
@@ -59,8 +59,8 @@ def run_ours(use_case: str, rows: int, home: str) -> dict:
 
     spark, lakehouse, spec = _context(home, use_case)
     started = time.perf_counter()
-    result = build_training_sheet(spark, lakehouse, spec, current_sheet(spark, lakehouse, spec.name),
-                                  current_template(spark, lakehouse, spec.name))
+    result = build_training_sheet(spark, lakehouse, spec, current_sheet(lakehouse, spec.name),
+                                  current_template(lakehouse, spec.name))
     return {"assembly_s": time.perf_counter() - started, "rows": result.rows}
 
 

@@ -84,15 +84,6 @@ def cmd_specs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workbench(use_case: str):
-    """Spark, the local lakehouse and the spec of `use_case`, for the commands people run by hand."""
-    from ontos_pipeline.definitions import build_resources
-    from ontos_pipeline.spark_session import get_spark
-
-    settings = load_settings()
-    return get_spark(), build_resources(settings)["lakehouse"].get(), _spec(settings, use_case)
-
-
 def _spec(settings: Settings, use_case: str):
     specs = load_use_cases(settings.use_cases_dir)
     if use_case not in specs:
@@ -107,60 +98,53 @@ def reviewer_name(explicit: str | None) -> str:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    """List, show and decide on training-sheet items."""
-    from pyspark.sql import functions as F
-
+    """List, show and decide on training-sheet items (delta-rs reads and one append: no Spark, no Dagster)."""
     from ontos_pipeline.stages import review
-    from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+    from ontos_pipeline.stages.qa_pairs import review_history, training_sheet_rows, training_sheet_version
 
-    spark, lakehouse, spec = _workbench(args.use_case)
+    settings = load_settings()
+    lakehouse, spec = settings.local_lakehouse(), _spec(settings, args.use_case)
+    sheet_id = spec.training_sheet_id
     if args.action == "list":
-        qa = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
-        if args.status:
-            qa = qa.filter(F.col("status") == args.status)
-        rows = qa.orderBy("item_ref").limit(args.limit).collect()
-        print(f"training sheet {spec.training_sheet_id} version "
-              f"{training_sheet_version(spark, lakehouse, spec.training_sheet_id)}")
+        rows = training_sheet_rows(lakehouse, sheet_id, status=args.status, limit=args.limit,
+                                   columns=["status", "response_source", "split", "response"])
+        print(f"training sheet {sheet_id} version {training_sheet_version(lakehouse, sheet_id)}")
         print(format_table(["item_ref", "status", "source", "split", "response"], [
             [r["item_ref"], r["status"], r["response_source"] or "-", r["split"], _short(r["response"])]
             for r in rows]))
         return 0
     if args.action == "show":
-        qa = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
-        row = qa.filter(F.col("item_ref") == args.items[0]).first()
-        if row is None:
-            raise review.ReviewError(f"item {args.items[0]!r} is not in training sheet {spec.training_sheet_id}")
+        found = training_sheet_rows(lakehouse, sheet_id, items=args.items)
+        if not found:
+            raise review.ReviewError(f"item {args.items[0]!r} is not in training sheet {sheet_id}")
+        row = found[0]
         for message in json.loads(row["messages"]):
             print(f"[{message['role']}]\n{message['content']}\n")
         print(f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}, split "
               f"{row['split']}, version {row['version']}, prohibited uses {list(row['prohibited_uses'] or [])}")
-        for h in review.review_history(spark, lakehouse, spec, args.items[0]):
+        for h in review_history(lakehouse, sheet_id, args.items[0]):
             print(f"  {h['created_at']:%Y-%m-%d %H:%M} {h['reviewer']}: {h['decision']} {h['label_data'] or ''}"
                   f" {h['comment'] or ''}")
         return 0
     decisions = [review.Decision(item, args.action, args.label, args.comment) for item in args.items]
     if args.file:
         decisions += review.read_decisions(Path(args.file), default_decision=args.action)
-    ids = review.record_decisions(spark, lakehouse, spec, decisions, reviewer_name(args.reviewer), args.version)
-    print(f"recorded {len(ids)} decision(s) on {spec.training_sheet_id}; they apply at the next materialization "
+    ids = review.record_decisions(lakehouse, spec, decisions, reviewer_name(args.reviewer), args.version)
+    print(f"recorded {len(ids)} decision(s) on {sheet_id}; they apply at the next materialization "
           "of canonical_labels and training_sheet")
     return 0
 
 
 def cmd_labels_import(args: argparse.Namespace) -> int:
     """Validate a CSV/JSONL label file and place it in the use case's inbox (atomically)."""
-    import jsonschema
-
-    from ontos_pipeline.definitions import build_resources
-    from ontos_pipeline.stages.labels import inbox_dir, parse_label_file, validate_label
+    from ontos_pipeline.stages.label_files import inbox_dir, parse_label_file, response_validator, validate_label
 
     settings = load_settings()
     spec, source = _spec(settings, args.use_case), Path(args.file)
     if source.suffix not in (".csv", ".jsonl") or not source.is_file():
         print(f"error: {source}: expected an existing .csv or .jsonl file", file=sys.stderr)
         return 2
-    validator = jsonschema.Draft202012Validator(spec.template.response_schema,
-                                                format_checker=jsonschema.FormatChecker())
+    validator = response_validator(spec.template.response_schema)
     rows = parse_label_file(source, spec.template.response_kind)
     problems = [r["error"] or f"{r['source_ref']}: item {r['item_ref']!r}: label {reason}" for r in rows
                 if r["error"] or (reason := validate_label(validator, r["label_data"])[0])]
@@ -171,8 +155,7 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         print("nothing imported: fix the lines above, or pass --allow-rejects to import the file and keep the "
               "invalid labels in label_rejects with their reasons", file=sys.stderr)
         return 2
-    lakehouse = build_resources(settings)["lakehouse"].get()
-    target = inbox_dir(lakehouse, spec.name) / source.name
+    target = inbox_dir(settings.local_lakehouse(), spec.name) / source.name
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
@@ -183,13 +166,11 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Rebuild a model's training data from its reproducibility pack; exit 1 unless byte-identical."""
-    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.stages.reproduce import rebuild_training_data
     from ontos_pipeline.stages.train import PACK
 
     settings = load_settings()
-    resources = build_resources(settings)
     if args.pack:
         try:
             pack = json.loads(Path(args.pack).read_text(encoding="utf-8"))
@@ -199,13 +180,13 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     else:
         import mlflow
 
-        store = resources["mlflow_store"].get()
+        store = settings.local_model_store()
         try:
             pack = mlflow.artifacts.load_dict(f"runs:/{args.run_id}/{PACK}")
         except Exception as exc:  # MlflowException and OSError: no such run or no pack in it
             raise ValueError(f"no reproducibility pack for MLflow run {args.run_id!r} in {store.tracking_uri} "
                              f"({type(exc).__name__}); pass the run id a trained_model materialization shows") from None
-    result = rebuild_training_data(get_spark(), resources["lakehouse"].get(), pack, args.out)
+    result = rebuild_training_data(get_spark(), settings.local_lakehouse(), pack, args.out)
     print(f"rebuilt {pack['use_case']} training data (training sheet {pack['data']['training_sheet_version']}) "
           f"into {result.manifest.directory}")
     for key, sha in sorted(result.actual.items()):

@@ -45,18 +45,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
-    from ontos_pipeline.definitions import build_resources
-    from ontos_pipeline.stages.deploy import history
+    from ontos_pipeline.stages.deploy import history, rollback
 
     settings = load_settings()
     spec = _spec(settings, args.use_case)
-    resources = build_resources(settings)
+    lakehouse = settings.local_lakehouse()
     if args.action == "rollback":
-        event = resources["serving"].rollback(spec, _actor(args), args.to)
+        event = rollback(settings.local_model_store(), lakehouse, spec.name, spec.serving.endpoint_name, _actor(args),
+                         args.to)
         print(f"{event.endpoint_name}: {event.reason} (event {event.event_id[:12]}); a running `ontos serve` "
               "switches within its poll interval")
         return 0
-    events = history(resources["lakehouse"].get(), spec.name)
+    events = history(lakehouse, spec.name)
     print(format_table(["time (UTC)", "event", "served", "previous", "actor", "reason"],
                  [[e["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), e["event"], e["served_version"],
                    e["previous_version"], e["actor"], (e["reason"] or "")[:80]] for e in events]))
@@ -64,7 +64,6 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.stages import traffic
 
@@ -73,7 +72,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not 0 <= args.feedback_rate <= 1:
         raise ValueError("--feedback-rate must be between 0 and 1")
     url = args.url or f"http://127.0.0.1:{settings.serve_port}"
-    lakehouse = build_resources(settings)["lakehouse"].get()
+    lakehouse = settings.local_lakehouse()
     frame = traffic.items(get_spark(), lakehouse, spec, args.batch, args.n)
     if args.land:
         landed = traffic.land_batch(get_spark(), lakehouse, spec, args.batch)
@@ -89,13 +88,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Record feedback on served answers (one from the flags, or a JSONL file of them) in the feedback table."""
-    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.files import jsonl_records
     from ontos_pipeline.stages.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
 
     settings = load_settings()
     spec = _spec(settings, args.use_case)
-    lakehouse = build_resources(settings)["lakehouse"].get()
+    lakehouse = settings.local_lakehouse()
     if args.file:
         bodies = jsonl_records(Path(args.file).read_text(encoding="utf-8").splitlines(), args.file, FeedbackError)
     else:
@@ -128,10 +126,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.stages import alerts
 
-    lakehouse = build_resources(load_settings())["lakehouse"].get()
+    lakehouse = load_settings().local_lakehouse()
     if args.action == "list":
         rows = alerts.list_alerts(lakehouse, args.use_case, args.status)
         print(format_table(["id", "use case", "kind", "status", "opened (UTC)", "by", "message"],

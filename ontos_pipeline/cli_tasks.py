@@ -18,11 +18,10 @@ def _when(value) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from ontos_pipeline.definitions import build_resources
     from ontos_pipeline.stages import tasks
 
     settings = load_settings()
-    lakehouse = build_resources(settings)["lakehouse"].get()
+    lakehouse = settings.local_lakehouse()
     if args.action == "list":
         rows = tasks.list_tasks(lakehouse, args.use_case, args.status)
         print(format_table(["id", "use case", "priority", "status", "items", "assignee", "created (UTC)", "gap"],

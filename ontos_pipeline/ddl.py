@@ -11,11 +11,14 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark.sql import types as T
 
 from ontos_pipeline.identifiers import validate_identifier
+
+if TYPE_CHECKING:
+    from pyspark.sql import types as T
 
 _PACKAGED = Path(__file__).resolve().parent / "schemas"  # where a wheel puts them
 SCHEMAS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
@@ -27,16 +30,17 @@ _STATEMENT = re.compile(
 )
 _COLUMN = re.compile(r"^(\w+)\s+([A-Z]+(?:<[A-Z, ]+>)?)(\s+NOT\s+NULL)?(?:\s+COMMENT\s+'([^']*)')?$", re.I)
 
-# Logical column types shared by use-case specs and DDL -> (Spark type, Arrow type).
-_SCALARS: dict[str, tuple[T.DataType, pa.DataType]] = {
-    "STRING": (T.StringType(), pa.string()),
-    "VARIANT": (T.StringType(), pa.string()),  # JSON text, on both targets (see UnityCatalogLakehouse.ensure)
-    "BIGINT": (T.LongType(), pa.int64()),
-    "INT": (T.IntegerType(), pa.int32()),
-    "DOUBLE": (T.DoubleType(), pa.float64()),
-    "BOOLEAN": (T.BooleanType(), pa.bool_()),
-    "DATE": (T.DateType(), pa.date32()),
-    "TIMESTAMP": (T.TimestampType(), pa.timestamp("us", tz="UTC")),
+# Logical column types shared by use-case specs and DDL -> (Spark type name, Arrow type). Spark types are made on
+# demand: reading DDL for Arrow (record tables, the CLI) does not import pyspark.
+_SCALARS: dict[str, tuple[str, pa.DataType]] = {
+    "STRING": ("StringType", pa.string()),
+    "VARIANT": ("StringType", pa.string()),  # JSON text, on both targets (see UnityCatalogLakehouse.ensure)
+    "BIGINT": ("LongType", pa.int64()),
+    "INT": ("IntegerType", pa.int32()),
+    "DOUBLE": ("DoubleType", pa.float64()),
+    "BOOLEAN": ("BooleanType", pa.bool_()),
+    "DATE": ("DateType", pa.date32()),
+    "TIMESTAMP": ("TimestampType", pa.timestamp("us", tz="UTC")),
 }
 SPEC_TYPES = {"string": "STRING", "integer": "BIGINT", "double": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE",
               "timestamp": "TIMESTAMP"}
@@ -47,23 +51,28 @@ class DDLError(ValueError):
 
 
 def spark_type(sql_type: str) -> T.DataType:
-    return _types(sql_type)[0]
+    from pyspark.sql import types as T
+
+    def build(t: str) -> T.DataType:
+        if t in _SCALARS:
+            return getattr(T, _SCALARS[t][0])()
+        if m := re.fullmatch(r"ARRAY<(\w+)>", t):
+            return T.ArrayType(build(m.group(1)), True)
+        m = re.fullmatch(r"MAP<(\w+),(\w+)>", t)
+        return T.MapType(build(m.group(1)), build(m.group(2)), True)
+
+    arrow_type(sql_type)  # validates
+    return build(re.sub(r"\s+", "", sql_type.upper()))
 
 
 def arrow_type(sql_type: str) -> pa.DataType:
-    return _types(sql_type)[1]
-
-
-def _types(sql_type: str) -> tuple[T.DataType, pa.DataType]:
     t = re.sub(r"\s+", "", sql_type.upper())
     if t in _SCALARS:
-        return _SCALARS[t]
+        return _SCALARS[t][1]
     if m := re.fullmatch(r"ARRAY<(\w+)>", t):
-        s, a = _types(m.group(1))
-        return T.ArrayType(s, True), pa.list_(a)
+        return pa.list_(arrow_type(m.group(1)))
     if m := re.fullmatch(r"MAP<(\w+),(\w+)>", t):
-        (ks, ka), (vs, va) = _types(m.group(1)), _types(m.group(2))
-        return T.MapType(ks, vs, True), pa.map_(ka, va)
+        return pa.map_(arrow_type(m.group(1)), arrow_type(m.group(2)))
     raise DDLError(f"unsupported column type {sql_type!r}")
 
 
@@ -91,6 +100,8 @@ class TableDDL:
         return [c.name for c in self.columns if not c.nullable]
 
     def spark_schema(self) -> T.StructType:
+        from pyspark.sql import types as T
+
         return T.StructType([T.StructField(c.name, spark_type(c.sql_type), True) for c in self.columns])
 
     def arrow_schema(self) -> pa.Schema:
@@ -114,7 +125,7 @@ def parse_ddl(text: str, *, source: str = "<ddl>") -> TableDDL:
         cm = _COLUMN.match(line)
         if not cm:
             raise DDLError(f"{source}: column line {i + 1} {line!r} is not 'name TYPE [NOT NULL] [COMMENT '...']'")
-        _types(cm.group(2))
+        arrow_type(cm.group(2))
         columns.append(DDLColumn(cm.group(1), cm.group(2).upper(), cm.group(3) is None, cm.group(4) or ""))
     return TableDDL(name, tuple(columns), comment, body)
 

@@ -102,7 +102,7 @@ def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: 
     from ontos_pipeline.definitions import MONITOR, build_resources
     from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.stages import traffic
-    from ontos_pipeline.stages.model_store import CHAMPION
+    from ontos_pipeline.stages.deploy import CHAMPION
 
     store = build_resources(settings)["mlflow_store"].get()
     served = {s.name: store.version(s.name, CHAMPION) for s in specs}

@@ -20,8 +20,8 @@ def improve_loop(settings: Settings, definitions, instance, specs: list[UseCaseS
                  held_out: dict[str, pd.DataFrame], run_config: dict) -> tuple[list[list[object]], int]:
     """Run the sensor through the daemon, wait for its retrains, materialize gaps and tasks; summary rows."""
     from ontos_pipeline.definitions import IMPROVE, build_resources
+    from ontos_pipeline.stages.deploy import CHAMPION
     from ontos_pipeline.stages.improve import evaluate_retrains, parse_cursor
-    from ontos_pipeline.stages.model_store import CHAMPION
 
     resources = build_resources(settings)
     lakehouse, store = resources["lakehouse"].get(), resources["mlflow_store"].get()

@@ -1,11 +1,16 @@
-"""The lakehouse: tables named `<catalog>.<schema>.<table>`, read and written as Spark DataFrames.
+"""The lakehouse: tables named `<catalog>.<schema>.<table>`, read and written as Spark DataFrames or, for small
+record tables, as rows.
 
 `Lakehouse` is the interface the stages use; `LocalLakehouse` keeps Delta tables under `ONTOS_HOME/tables`.
 A Unity Catalog implementation plugs in behind the same methods.
 
-Local writes are Delta commits: Spark writes the Parquet data files (distributed, into a fresh folder inside the
-table), then delta-rs commits them to the Delta log in one atomic step. A crash before the commit leaves only
-unreferenced files that no reader sees; an overwrite replaces the whole table in the same single commit.
+Big data (sheet snapshots, training sheets, log scans) goes through Spark: Spark writes the Parquet data files
+(distributed, into a fresh folder inside the table), then delta-rs commits them to the Delta log in one atomic
+step. A crash before the commit leaves only unreferenced files that no reader sees; an overwrite replaces the whole
+table in the same single commit. Small registry and record tables (`records`, `append_records`, `upsert_records`,
+`replace_records`, `update_records`) are read and written with delta-rs alone, without Spark: each write is one
+Delta transaction, and one that conflicts with a concurrent commit is retried on the new table version, so
+concurrent writers never lose each other's rows. Nothing here imports pyspark until a Spark method is called.
 """
 
 from __future__ import annotations
@@ -13,30 +18,35 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from ontos_pipeline.ddl import DDLError, TableDDL, load_ddl
 from ontos_pipeline.identifiers import TableName, validate_identifier
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 WRITE_MODES = ("overwrite", "append")
 CHECKPOINT_EVERY = 50
+COMMIT_ATTEMPTS = 50  # a record write that keeps conflicting (many concurrent writers) gives up after these
+T = TypeVar("T")
 
 
 class LakehouseError(RuntimeError):
@@ -99,12 +109,25 @@ class Lakehouse(ABC):
     # -- small operational tables (endpoint events, feedback, alerts), without Spark ---------------------------
     @abstractmethod
     def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None) -> list[dict]:
-        """Rows of a small table as dicts, filtered by equality on `where`; [] when the table does not exist."""
+                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
+        """Rows of a table as dicts, filtered on `where` (column -> value, or a list/tuple/set of values: any of
+        them), at most `limit` of them in no particular order; [] when the table does not exist."""
 
     @abstractmethod
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         """Append rows (dicts; missing columns are null) in one atomic commit; returns the new version."""
+
+    @abstractmethod
+    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                       keys: Sequence[str]) -> int:
+        """Replace the rows whose `keys` match a record, add the others, in one atomic commit (idempotent);
+        returns the new version. Creates the table from its DDL when it does not exist."""
+
+    @abstractmethod
+    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                        where: Mapping[str, object]) -> int:
+        """Replace every row matching `where` (column -> value) with `records` in one atomic commit (idempotent);
+        returns the new version. Creates the table from its DDL when it does not exist."""
 
     @abstractmethod
     def update_records(self, table: str | TableName, where: Mapping[str, object],
@@ -123,24 +146,36 @@ class Lakehouse(ABC):
     def volume_path(self, *parts: str) -> str:
         """A folder for files that belong with the tables (images, exports)."""
 
-    def record_ddl(self, name: TableName, records: Sequence[Mapping[str, object]]) -> TableDDL:
+    def record_ddl(self, name: TableName, records: Sequence[Mapping[str, object]], verb: str = "append to") -> TableDDL:
         """The DDL `records` are appended under, after checking their columns and required values."""
         ddl = self.ddl(name)
         if ddl is None:
-            raise LakehouseError(f"append to {name}: only workbench tables (with DDL in schemas/) take records")
+            raise LakehouseError(f"{verb} {name}: only workbench tables (with DDL in schemas/) take records")
         unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
         if unknown:
-            raise LakehouseError(f"append to {name}: unknown column(s) {', '.join(unknown)}; the table has "
+            raise LakehouseError(f"{verb} {name}: unknown column(s) {', '.join(unknown)}; the table has "
                                  f"{', '.join(ddl.column_names)}")
         for i, r in enumerate(records):
             missing = [c for c in ddl.required if r.get(c) is None]
             if missing:
-                raise LakehouseError(f"append to {name}: row {i} has no value for required column(s) "
+                raise LakehouseError(f"{verb} {name}: row {i} has no value for required column(s) "
                                      f"{', '.join(missing)}")
         return ddl
 
+    def record_table(self, name: TableName, records: Sequence[Mapping[str, object]]) -> pa.Table:
+        """`records` as an Arrow table with the DDL's schema (after `record_ddl`'s checks)."""
+        schema = self.record_ddl(name, records, verb="write to").arrow_schema()
+        columns = {}
+        for field in schema:
+            try:
+                columns[field.name] = pa.array([r.get(field.name) for r in records], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise LakehouseError(f"write to {name}: column {field.name!r} expects {field.type}: {exc}") from None
+        return pa.Table.from_pydict(columns, schema=schema)
+
     # -- the interface the stages use --------------------------------------------------------------------------
     def read(self, spark: SparkSession, table: str | TableName, version: int | None = None) -> DataFrame:
+        """The table (at `version`) as a Spark DataFrame; an empty frame for a workbench table not written yet."""
         name = self.name(table)
         if not self.exists(name):
             ddl = self.ddl(name)
@@ -187,6 +222,8 @@ class Lakehouse(ABC):
 
     def _replace_rows(self, spark: SparkSession, name: TableName, df: DataFrame, where: Mapping[str, object]) -> int:
         """Commit `df` in place of the rows matching `where`: here by rewriting the table whole."""
+        from pyspark.sql import functions as F
+
         current = self._read(spark, name, None)
         match = F.lit(True)
         for column, value in where.items():
@@ -209,6 +246,7 @@ class Lakehouse(ABC):
 
 def conform(df: DataFrame, ddl: TableDDL, table: str) -> DataFrame:
     """Select the DDL's columns in order with its types; unknown or missing columns are errors."""
+    from pyspark.sql import functions as F
     unknown = [c for c in df.columns if c not in ddl.column_names]
     if unknown:
         raise LakehouseError(f"{table}: columns {unknown} are not in its DDL (schemas/{ddl.name}.sql); "
@@ -226,6 +264,8 @@ def check_required(df: DataFrame, ddl: TableDDL, table: str) -> None:
     """Fail (naming table and columns) if a NOT NULL column holds nulls; one aggregate pass over `df`."""
     if not ddl.required:
         return
+    from pyspark.sql import functions as F
+
     counts = df.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in ddl.required]).first()
     bad = {c: counts[c] for c in ddl.required if counts[c]}
     if bad:
@@ -240,6 +280,11 @@ class LocalLakehouse(Lakehouse):
         super().__init__(catalog, schema)
         self.root = Path(root)
         self.files_root = Path(files_root) if files_root else self.root.parent / "files"
+
+    @classmethod
+    def under(cls, home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> LocalLakehouse:
+        """The lakehouse of an ONTOS_HOME: tables in `<home>/tables`, files in `<home>/files`."""
+        return cls(Path(home) / "tables", catalog, schema, files_root=Path(home) / "files")
 
     def path(self, table: str | TableName) -> Path:
         name = self.name(table)
@@ -270,6 +315,8 @@ class LocalLakehouse(Lakehouse):
         dt = self._table(name, version)
         if dt is None:
             raise LakehouseError(f"table {name} has no version {version}")
+        from pyspark.sql.pandas.types import from_arrow_schema
+
         ddl = self.ddl(name)
         schema = ddl.spark_schema() if ddl else from_arrow_schema(pa.schema(dt.schema().to_arrow()))
         files = dt.file_uris()  # only the live files of this version (a plain folder read would see removed ones)
@@ -278,6 +325,8 @@ class LocalLakehouse(Lakehouse):
         return spark.read.schema(schema).parquet(*files)
 
     def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
         path = self.path(name)
         commit_dir = f"c-{uuid.uuid4().hex}"
         target = path / commit_dir
@@ -311,10 +360,7 @@ class LocalLakehouse(Lakehouse):
             if errors:  # delta-rs wraps exceptions raised while producing batches: surface the original
                 raise errors[0] from None
             raise
-        version = self.version(name)
-        if version and version % CHECKPOINT_EVERY == 0:  # appended often (logs): keep table opening cheap
-            DeltaTable(str(path)).create_checkpoint()
-        return version  # type: ignore[return-value]
+        return self._committed(path)
 
     def max_value(self, table: str | TableName, column: str) -> object | None:
         """The largest value of a column from the Delta file statistics (no data read); None when empty."""
@@ -332,34 +378,93 @@ class LocalLakehouse(Lakehouse):
         shutil.rmtree(self.path(table), ignore_errors=True)
 
     def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None) -> list[dict]:
+                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
         name = self.name(table)
         dt = self._table(name)
         if dt is None:
             return []
         where = dict(where or {})
         wanted = list(dict.fromkeys([*columns, *where])) if columns else None
-        table = dt.to_pyarrow_table(columns=wanted)
-        for key, value in where.items():  # filtered here: rewritten files may hold string_view columns
-            column = table[key]
-            if pa.types.is_string_view(column.type) or pa.types.is_large_string(column.type):
-                column = column.cast(pa.string())
-            table = table.filter(pc.equal(column, pa.scalar(value)))
-        return table.select(list(columns)).to_pylist() if columns else table.to_pylist()
+        rows = python_rows(arrow_table(dt, wanted))
+        for key, value in where.items():
+            if isinstance(value, list | tuple | set | frozenset):
+                allowed = set(value)
+                rows = [r for r in rows if r[key] in allowed]
+            else:
+                rows = [r for r in rows if r[key] == value]
+        if limit is not None:
+            rows = rows[:limit]
+        return [{c: r[c] for c in columns} for r in rows] if columns else rows
 
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)
-        ddl = self.record_ddl(name, records)
-        schema = ddl.arrow_schema()
-        columns = {}
-        for field in schema:
-            try:
-                columns[field.name] = pa.array([r.get(field.name) for r in records], type=field.type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise LakehouseError(f"append to {name}: column {field.name!r} expects {field.type}: {exc}") from None
-        data = pa.Table.from_pydict(columns, schema=schema)
+        data = self.record_table(name, records)
         mode = "append" if self.exists(name) else "overwrite"
-        return self.write_batches(name, schema, lambda: iter(data.to_batches()), mode=mode)
+        return self.write_batches(name, data.schema, lambda: iter(data.to_batches()), mode=mode)
+
+    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                       keys: Sequence[str]) -> int:
+        name = self.name(table)
+        data = self.record_table(name, records)
+        missing = [k for k in keys if k not in data.column_names]
+        if missing or not keys:
+            raise LakehouseError(f"upsert into {name}: key columns {missing or keys} are not in its DDL")
+        on = " AND ".join(f"t.`{validate_identifier(k, what='key column')}` = s.`{k}`" for k in keys)
+
+        def merge(dt: DeltaTable) -> None:
+            (dt.merge(data, predicate=on, source_alias="s", target_alias="t")
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+
+        return self._transact(name, data.schema, merge)
+
+    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                        where: Mapping[str, object]) -> int:
+        name = self.name(table)
+        data = self.record_table(name, records)
+        if not where:
+            raise LakehouseError(f"replace in {name}: say which rows to replace (where column = value)")
+        predicate = " AND ".join(f"`{validate_identifier(k, what='column')}` = {_sql_literal(v)}"
+                                 for k, v in where.items())
+        outside = [i for i, r in enumerate(records) if any(r.get(k) != v for k, v in where.items())]
+        if outside:
+            raise LakehouseError(f"replace in {name}: record {outside[0]} does not match {dict(where)}; it would "
+                                 "not be replaced by the next replace")
+
+        def overwrite(dt: DeltaTable) -> None:
+            write_deltalake(dt, data, mode="overwrite", predicate=predicate)
+
+        return self._transact(name, data.schema, overwrite)
+
+    def _transact(self, name: TableName, schema: pa.Schema, commit: Callable[[DeltaTable], None]) -> int:
+        """Run one delta-rs write transaction on the current version, again on a newer version when it conflicts
+        with a concurrent commit (optimistic concurrency); creates the table from `schema` first if needed."""
+        path = self.path(name)
+        for attempt in range(COMMIT_ATTEMPTS):
+            dt = self._table(name)
+            if dt is None:
+                path.mkdir(parents=True, exist_ok=True)
+                try:
+                    write_deltalake(str(path), schema.empty_table(), mode="error")
+                except Exception:
+                    if self._table(name) is None:  # not a concurrent writer's creation: a real failure
+                        raise
+                continue
+            try:
+                commit(dt)
+            except CommitFailedError:
+                time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
+                continue
+            return self._committed(path)
+        raise LakehouseError(f"{name}: {COMMIT_ATTEMPTS} concurrent commits in a row won over this write; "
+                             "nothing was written, try again")
+
+    def _committed(self, path: Path) -> int:
+        """The new version; every CHECKPOINT_EVERY commits a checkpoint keeps opening the table cheap."""
+        dt = DeltaTable(str(path))
+        version = dt.version()
+        if version and version % CHECKPOINT_EVERY == 0:
+            dt.create_checkpoint()
+        return version
 
     def update_records(self, table: str | TableName, where: Mapping[str, object],
                        values: Mapping[str, object]) -> int:
@@ -396,6 +501,52 @@ class LocalLakehouse(Lakehouse):
         path = self.files_root.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+
+def arrow_table(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """The live rows of a Delta table as Arrow, in the table's schema, read file by file.
+
+    Not `DeltaTable.to_pyarrow_table()`: its dataset scanner leaves Arrow worker threads that abort the process at
+    exit ("terminate called without an active exception", most runs on 2 cores). Small tables, no partitions: each
+    live Parquet file is read whole (the columns asked for), files of older schemas get nulls for new columns.
+    """
+    schema = pa.schema(dt.schema().to_arrow())
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    parts = []
+    for uri in dt.file_uris():
+        with pq.ParquetFile(uri.removeprefix("file://")) as handle:
+            present = set(handle.schema_arrow.names)
+            part = handle.read(columns=[c for c in schema.names if c in present], use_threads=False)
+        parts.append(pa.table({f.name: part[f.name].cast(f.type) if f.name in part.column_names
+                               else pa.nulls(part.num_rows, f.type) for f in schema}, schema=schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+_EPOCH = datetime(1970, 1, 1)
+_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+
+
+def python_rows(table: pa.Table) -> list[dict]:
+    """Rows as dicts of Python values. Timestamps are converted here: pyarrow's own conversion imports pandas
+    (a second of start-up for every command that reads a record table)."""
+    columns = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            scale, tz = _UNITS[field.type.unit], UTC if field.type.tz else None
+            epoch = _EPOCH.replace(tzinfo=tz)
+            columns[field.name] = [None if v is None else epoch + timedelta(microseconds=int(v * scale))
+                                   for v in column.cast(pa.int64()).to_pylist()]
+        else:
+            columns[field.name] = column.to_pylist()
+    names = table.column_names
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)] \
+        if names else [{} for _ in range(table.num_rows)]
+
+
+def read_delta(path: Path | str, columns: Sequence[str] | None = None) -> pa.Table:
+    """`arrow_table` of the Delta table at `path` (tests and benchmarks read tables this way too)."""
+    return arrow_table(DeltaTable(str(path)), columns)
 
 
 _THREAD_LOCK = threading.RLock()  # flock is per open file: threads of one process queue here first

@@ -33,6 +33,18 @@ class Settings:
     def tables_dir(self) -> Path:
         return self.home / "tables"
 
+    def local_lakehouse(self):
+        """The local target's lakehouse under `home` (delta-rs and Arrow only: no Spark, no Dagster)."""
+        from ontos_pipeline.lakehouse import LocalLakehouse
+
+        return LocalLakehouse.under(self.home, self.catalog, self.schema)
+
+    def local_model_store(self):
+        """The local target's MLflow store under `home` (imports MLflow, not Dagster)."""
+        from ontos_pipeline.stages.model_store import local_store
+
+        return local_store(self.home, self.catalog, self.schema).activate()
+
 
 def default_use_cases_dir() -> Path:
     import synthetic_data

@@ -502,9 +502,16 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
                         r.get(raw, "prompt", "template", str), schema, kind, variables)
 
 
-def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
-    from ontos_pipeline.stages.metrics import METRICS_BY_KIND
+# The headline metrics a promotion gate can use, by response kind (the first is the default).
+METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "enum": ("accuracy", "macro_f1"),
+    "number": ("r2", "mae", "rmse"),
+    "object": ("field_exact_match", "micro_f1"),
+    "text": ("token_f1", "exact_match"),
+}
 
+
+def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
     r.unknown_keys(raw, {"gate", "split", "search", "seed"}, "training")
     allowed = METRICS_BY_KIND[kind]
     graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}),

@@ -92,7 +92,7 @@ def test_materializing_a_demo_partition_twice_keeps_one_version(spark, lakehouse
                if e.check_name != "no_open_conflicts")  # the demo data plants a few conflicting labels
     versions = [r.asset_materializations_for_node("sheet")[0].metadata["version"].value for r in (first, second)]
     assert versions[0] == versions[1]
-    snap = current_sheet(spark, lakehouse, "predictive_maintenance")
+    snap = current_sheet(lakehouse, "predictive_maintenance")
     assert snap.version == versions[0] and snap.row_count == 150
     sheet = lakehouse.read(spark, snap.table)
     assert sheet.count() == sheet.select("item_ref").distinct().count() == 150

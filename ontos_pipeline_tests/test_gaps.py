@@ -17,8 +17,9 @@ from ontos_pipeline import cli_tasks
 from ontos_pipeline.lakehouse import LocalLakehouse
 from ontos_pipeline.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.stages import gaps, tasks
+from ontos_pipeline.stages.deploy import CHAMPION
 from ontos_pipeline.stages.evaluation import evaluate, log_evaluation, record_evaluation
-from ontos_pipeline.stages.model_store import CHAMPION, local_store
+from ontos_pipeline.stages.model_store import local_store
 from ontos_pipeline.stages.monitoring import REPORTS, Window, monitor
 from ontos_pipeline.stages.train import log_pyfunc
 from ontos_pipeline.trainer.local import RESPONSE, LocalTrainer, TrainingData
@@ -87,7 +88,7 @@ def test_weak_slice_from_the_stored_evaluation_has_hand_computed_numbers(spark, 
     test.loc[flip, RESPONSE] = test.loc[flip, RESPONSE].map({"low": "high", "mid": "low", "high": "mid"})
     evaluation = evaluate(spec, test, model, world["baseline"], None, None, tmp_path / "plots")
     champion = store.version(spec.name, CHAMPION)
-    record_evaluation(spark, lakehouse, evaluation, store.model_name(spec.name), champion.version, champion.run_id,
+    record_evaluation(lakehouse, evaluation, store.model_name(spec.name), champion.version, champion.run_id,
                       None)
     log_evaluation(store, champion.run_id, evaluation, tmp_path / "plots")
 
@@ -251,7 +252,7 @@ def test_reruns_duplicate_nothing_and_the_task_lifecycle(spark, lakehouse, world
     def run(run_id: str) -> tasks.Plan:
         inputs = gaps.GapInputs(None, gaps.latest_drift_report(lakehouse, spec.name), version, scored)
         found = gaps.find_gaps(spark, lakehouse, spec, inputs, SHEET)
-        gaps.record_gaps(spark, lakehouse, spec.name, found, gaps.report_id(spec.name, run_id))
+        gaps.record_gaps(lakehouse, spec.name, found, gaps.report_id(spec.name, run_id))
         assert {"worst_slice", "drift"} <= set(inputs.notes)  # no evaluation, no monitoring: stated, not failed
         return tasks.record_tasks(lakehouse, spec, gaps.stored_gaps(lakehouse, spec.name), scored)
 

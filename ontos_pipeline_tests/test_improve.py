@@ -16,7 +16,8 @@ from ontos_pipeline.settings import load_settings
 from ontos_pipeline.specs import load_use_case
 from ontos_pipeline.stages.feedback import FEEDBACK, Feedback, FeedbackSource, record_feedback
 from ontos_pipeline.stages.improve import is_actionable
-from ontos_pipeline.stages.labels import DEFAULT_SOURCES, current_labels, inbox_dir, merge_labels
+from ontos_pipeline.stages.label_files import inbox_dir
+from ontos_pipeline.stages.labels import DEFAULT_SOURCES, current_labels, merge_labels
 from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline_tests.conftest import WIDGETS_SPEC
 from ontos_pipeline_tests.widgets import good_widgets, write_labels, write_widgets
@@ -174,8 +175,9 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
 
     from ontos_pipeline.serving.server import BackgroundServer, ServingOptions
     from ontos_pipeline.stages import traffic
+    from ontos_pipeline.stages.deploy import CHAMPION
     from ontos_pipeline.stages.improve import headline
-    from ontos_pipeline.stages.model_store import CHAMPION, local_store
+    from ontos_pipeline.stages.model_store import local_store
     from ontos_pipeline_tests.conftest import make_settings
     from ontos_pipeline_tests.kinds import items, kind_spec
     from ontos_pipeline_tests.test_serving import _port

@@ -8,7 +8,8 @@ import re
 import pytest
 from pyspark.sql import functions as F
 
-from ontos_pipeline.stages.labels import current_labels, inbox_dir, merge_labels, parse_label_file
+from ontos_pipeline.stages.label_files import inbox_dir, parse_label_file
+from ontos_pipeline.stages.labels import current_labels, merge_labels
 from ontos_pipeline.stages.review import Decision, record_decisions
 from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline.stages.template import compile_template, register_template
@@ -50,10 +51,10 @@ def test_precedence_review_over_expert_over_import_with_history(spark, lakehouse
     merge_labels(spark, lakehouse, spec, snapshot)
     assert labels_by_item(spark, lakehouse)["W1"]["source"] == "expert"
 
-    register_template(spark, lakehouse, compile_template(spec))
+    register_template(lakehouse, compile_template(spec))
     template = compile_template(spec)
     build_training_sheet(spark, lakehouse, spec, snapshot, template)
-    record_decisions(spark, lakehouse, spec, [Decision("W1", "edit", '"ok"', "checked the photo")], "rita")
+    record_decisions(lakehouse, spec, [Decision("W1", "edit", '"ok"', "checked the photo")], "rita")
     merge_labels(spark, lakehouse, spec, snapshot)
     w1 = labels_by_item(spark, lakehouse)["W1"]
     assert (w1["source"], w1["labeled_by"], json.loads(w1["label_data"]), w1["version"]) == ("review", "rita", "ok", 3)
@@ -70,12 +71,12 @@ def test_conflicts_are_surfaced_flagged_and_resolved_by_review(spark, lakehouse,
     conflict = lakehouse.read(spark, "label_conflicts").first()
     assert (conflict["item_ref"], conflict["status"], json.loads(conflict["label_values"])) == \
         ("W2", "open", ['"not_ok"', '"ok"'])
-    register_template(spark, lakehouse, compile_template(spec))
+    register_template(lakehouse, compile_template(spec))
     template = compile_template(spec)
     sheet = build_training_sheet(spark, lakehouse, spec, snapshot, template)
     assert sheet.by_status == {"auto_approved": 1, "flagged": 1, "pending": 2}
 
-    record_decisions(spark, lakehouse, spec, [Decision("W2", "edit", '"not_ok"')], "rita")
+    record_decisions(lakehouse, spec, [Decision("W2", "edit", '"not_ok"')], "rita")
     assert merge_labels(spark, lakehouse, spec, snapshot).conflicts == 0
     sheet = build_training_sheet(spark, lakehouse, spec, snapshot, template)
     assert sheet.by_status == {"auto_approved": 1, "edited": 1, "pending": 2}
@@ -116,9 +117,9 @@ def test_review_decisions_survive_rematerialization_and_bad_ones_write_nothing(s
     write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa")])
     merge_labels(spark, lakehouse, spec, snapshot)
     template = compile_template(spec)
-    register_template(spark, lakehouse, template)
+    register_template(lakehouse, template)
     first = build_training_sheet(spark, lakehouse, spec, snapshot, template)
-    record_decisions(spark, lakehouse, spec, [Decision("W1", "reject", comment="photo blurred"),
+    record_decisions(lakehouse, spec, [Decision("W1", "reject", comment="photo blurred"),
                                               Decision("W2", "approve")], "rita", based_on_version=first.version)
     write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa"), ("W3", "not_ok", "qa")])
     merge_labels(spark, lakehouse, spec, snapshot)
@@ -141,9 +142,9 @@ def test_review_decisions_survive_rematerialization_and_bad_ones_write_nothing(s
     before = lakehouse.row_count("label_reviews")
     for decisions, version, message in cases:
         with pytest.raises(ReviewError, match=re.escape(message)):
-            record_decisions(spark, lakehouse, spec, decisions, "rita", based_on_version=version)
+            record_decisions(lakehouse, spec, decisions, "rita", based_on_version=version)
     bulk = tmp_path / "bulk.csv"
     bulk.write_text("item_ref,decision,label\nW1,approve,\nW3,edit,ok\nW4,edit,meh\n")
     with pytest.raises(ReviewError, match=r"bulk\.csv:4: item 'W4': invalid label: does not match"):
-        record_decisions(spark, lakehouse, spec, read_decisions(bulk), "rita")
+        record_decisions(lakehouse, spec, read_decisions(bulk), "rita")
     assert lakehouse.row_count("label_reviews") == before  # all or nothing

@@ -95,5 +95,5 @@ def test_rematerializing_gives_the_same_version_and_no_duplicates(spark, lakehou
     assert third.version != first.version and third.row_count == 3
     statuses = {r["version"]: r["status"] for r in lakehouse.read(spark, "sheets").collect()}
     assert statuses == {first.version: "archived", third.version: "published"}
-    assert current_sheet(spark, lakehouse, "widgets").version == third.version
+    assert current_sheet(lakehouse, "widgets").version == third.version
     assert lakehouse.row_count(first.table) == 4  # the archived snapshot stays readable

@@ -162,30 +162,30 @@ def test_version_is_a_stable_content_hash(tmp_path):
 
 
 def test_register_is_idempotent_and_a_new_version_archives_the_old(spark, lakehouse, tmp_path):
-    assert current_template(spark, lakehouse, "defect_detection") is None
+    assert current_template(lakehouse, "defect_detection") is None
     v1 = compile_template(spec_with(tmp_path))
-    assert register_template(spark, lakehouse, v1, run_id="run-1") is True
+    assert register_template(lakehouse, v1, run_id="run-1") is True
     table_version = lakehouse.version("templates")
-    assert register_template(spark, lakehouse, v1) is False
+    assert register_template(lakehouse, v1) is False
     assert lakehouse.version("templates") == table_version  # nothing written
     rows = lakehouse.read(spark, "templates").collect()
     assert len(rows) == 1 and rows[0]["status"] == "published" and rows[0]["template_id"] == "pcb_defect_triage"
-    assert current_template(spark, lakehouse, "defect_detection") == v1
+    assert current_template(lakehouse, "defect_detection") == v1
 
     v2 = compile_template(spec_with(tmp_path, prompt="Board {{ product_family }}: which defect?"))
-    assert register_template(spark, lakehouse, v2) is True
+    assert register_template(lakehouse, v2) is True
     rows = {r["version"]: r for r in lakehouse.read(spark, "templates").collect()}
     assert {v: r["status"] for v, r in rows.items()} == {v1.version: "archived", v2.version: "published"}
     created = {v: r["created_at"] for v, r in rows.items()}
-    current = current_template(spark, lakehouse, "defect_detection")
+    current = current_template(lakehouse, "defect_detection")
     assert current == v2 and isinstance(current, CompiledTemplate)
     assert current.renderer().render({"product_family": "Hx"})[1] == "Board Hx: which defect?"
 
-    assert register_template(spark, lakehouse, v1) is False  # rolling back republishes, keeps created_at
+    assert register_template(lakehouse, v1) is False  # rolling back republishes, keeps created_at
     rows = {r["version"]: r for r in lakehouse.read(spark, "templates").collect()}
     assert {v: r["status"] for v, r in rows.items()} == {v1.version: "published", v2.version: "archived"}
     assert {v: r["created_at"] for v, r in rows.items()} == created
-    assert current_template(spark, lakehouse, "defect_detection") == v1
+    assert current_template(lakehouse, "defect_detection") == v1
 
 
 def test_renderer_runs_inside_spark_map_in_pandas(spark, tmp_path):

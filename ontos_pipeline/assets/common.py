@@ -10,7 +10,7 @@ from ontos_pipeline.stages.sheet import SheetSnapshot, current_sheet
 
 
 def published_sheet(spark, lakehouse: Lakehouse, spec: UseCaseSpec) -> SheetSnapshot:
-    snapshot = current_sheet(spark, lakehouse, spec.name)
+    snapshot = current_sheet(lakehouse, spec.name)
     if snapshot is None:
         raise RuntimeError(f"no published sheet for {spec.name}; materialize the sheet asset first")
     return snapshot

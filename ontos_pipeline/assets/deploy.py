@@ -7,8 +7,8 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Parti
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.serving import LocalServingResource
 from ontos_pipeline.resources.spark import SparkResource
+from ontos_pipeline.stages.deploy import CHALLENGER
 from ontos_pipeline.stages.evaluation import GateResult, stored_evaluation
-from ontos_pipeline.stages.model_store import CHALLENGER
 from ontos_pipeline.steps import step
 
 
@@ -23,7 +23,7 @@ def build_deploy_assets(partitions: PartitionsDefinition) -> list:
                          use_cases: UseCasesResource, serving: LocalServingResource) -> MaterializeResult:
         spec = use_cases.get(context.partition_key)
         challenger = serving.mlflow_store.get().version(spec.name, CHALLENGER)
-        stored = challenger and stored_evaluation(spark.session(), lakehouse.get(), spec.name, challenger.version)
+        stored = challenger and stored_evaluation(lakehouse.get(), spec.name, challenger.version)
         gate = GateResult.from_rules(bool(stored["gate_passed"]), json.loads(stored["gate_details"])) if stored \
             else None
         event = serving.deploy(spec, None if gate is None else gate.passed, gate.summary() if gate else "",

@@ -38,7 +38,7 @@ def build_gap_assets(partitions: PartitionsDefinition) -> list:
                                       gaps_stage.scored_candidates(session, lh, spec, sheet.table, model))
         found = gaps_stage.find_gaps(session, lh, spec, inputs, sheet.table)
         report = gaps_stage.report_id(spec.name, context.run_id)
-        gaps_stage.record_gaps(session, lh, spec.name, found, report)
+        gaps_stage.record_gaps(lh, spec.name, found, report)
         by_kind = Counter(g.kind for g in found)
         return MaterializeResult(metadata={
             "report_id": report, "gaps": len(found),

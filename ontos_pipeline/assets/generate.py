@@ -33,7 +33,7 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
         snapshot = published_sheet(session, lh, spec)
         compiled = compile_template(spec, [c["name"] for c in snapshot.columns])
-        created = register_template(session, lh, compiled, run_id=context.run_id)
+        created = register_template(lh, compiled, run_id=context.run_id)
         return MaterializeResult(data_version=DataVersion(compiled.version), metadata={
             "version": compiled.version, "new_version": created, "label_type": compiled.label_type,
             "response_kind": spec.template.response_kind,
@@ -71,7 +71,7 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
     def training_sheet(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                        use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        compiled = current_template(session, lh, spec.name)
+        compiled = current_template(lh, spec.name)
         if compiled is None:
             raise RuntimeError(f"no registered template for {spec.name}; materialize the template asset first")
         result = build_training_sheet(session, lh, spec, published_sheet(session, lh, spec), compiled)

@@ -22,13 +22,14 @@ from ontos_pipeline.resources.mlflow import LocalMlflowResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.resources.trainer import LocalTrainerResource
 from ontos_pipeline.stages import evaluation as evaluation_stage
+from ontos_pipeline.stages.deploy import CHALLENGER, CHAMPION
 from ontos_pipeline.stages.export import MANIFEST
 from ontos_pipeline.stages.improve import feedback_items, new_items
-from ontos_pipeline.stages.model_store import CHALLENGER, CHAMPION
+from ontos_pipeline.stages.qa_pairs import training_sheet_version
 from ontos_pipeline.stages.template import current_template
 from ontos_pipeline.stages.train import Lineage, log_training, record_training_run
 from ontos_pipeline.stages.training_data import cross_split_leaks, model_rows, split_frame, weight_items
-from ontos_pipeline.stages.training_sheet import QA, training_sheet_version
+from ontos_pipeline.stages.training_sheet import QA
 from ontos_pipeline.steps import Check, check_specs, step
 from ontos_pipeline.trainer.local import TrainingData
 
@@ -63,12 +64,12 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
                       use_cases: UseCasesResource, mlflow_store: LocalMlflowResource,
                       trainer: LocalTrainerResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        version = training_sheet_version(lh, spec.training_sheet_id)
         export_dir = export_directory(lh, spec, version or "none")
         if version is None or not (export_dir / MANIFEST).exists():
             raise RuntimeError(f"no training export of the current training sheet of {spec.name}; materialize "
                                "training_sheet and training_export first")
-        snapshot, template = published_sheet(session, lh, spec), current_template(session, lh, spec.name)
+        snapshot, template = published_sheet(session, lh, spec), current_template(lh, spec.name)
         qa_version = lh.version(QA)
         qa = lh.read(session, QA, version=qa_version).filter(F.col("training_sheet_id") == spec.training_sheet_id)
         rows = model_rows(session, lh, spec, qa, snapshot.table, "training")
@@ -85,7 +86,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         trained = log_training(store, spec, template, outcome, lineage, data.train, len(data.val),
                                f"trained_model-{context.run_id[:8]}", context.run_id, backend.name,
                                spec.training.seed, lakehouse.home)
-        record_training_run(session, lh, spec, trained, lineage, context.run_id)
+        record_training_run(lh, spec, trained, lineage, context.run_id)
         candidates = [{"family": c.family, f"val {outcome.metric}": round(c.headline, 4),
                        "fit seconds": round(c.seconds, 2), "params": c.params} for c in outcome.candidates]
         return MaterializeResult(data_version=DataVersion(f"{trained.model_name}/{trained.version}"), metadata={
@@ -104,7 +105,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
                        use_cases: UseCasesResource, mlflow_store: LocalMlflowResource) -> AssetCheckResult:
         spec, store = use_cases.get(context.partition_key), mlflow_store.get()
         challenger = store.version(spec.name, CHALLENGER)
-        stored = challenger and evaluation_stage.stored_evaluation(spark.session(), lakehouse.get(), spec.name,
+        stored = challenger and evaluation_stage.stored_evaluation(lakehouse.get(), spec.name,
                                                                    challenger.version)
         if not stored:
             return AssetCheckResult(passed=False, severity=AssetCheckSeverity.ERROR,
@@ -154,7 +155,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
                 set() if champion is None else new_items(session, lh, spec, champion.version, sheet.table,
                                                          test["item_ref"].tolist()))
             plots = evaluation_stage.log_evaluation(store, challenger.run_id, result, Path(tmp))
-        evaluation_stage.record_evaluation(session, lh, result, store.model_name(spec.name), challenger.version,
+        evaluation_stage.record_evaluation(lh, result, store.model_name(spec.name), challenger.version,
                                            challenger.run_id, context.run_id)
         store.client().set_model_version_tag(store.model_name(spec.name), challenger.version, "gate",
                                              "passed" if result.gate.passed else "failed")

@@ -21,7 +21,7 @@ from ontos_pipeline.resources.mlflow import LocalMlflowResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.stages import monitoring as monitoring_stage
 from ontos_pipeline.stages.alerts import raise_alerts
-from ontos_pipeline.stages.model_store import CHAMPION
+from ontos_pipeline.stages.deploy import CHAMPION
 from ontos_pipeline.stages.train import PACK
 from ontos_pipeline.steps import Check, check_specs, step
 

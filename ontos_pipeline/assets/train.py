@@ -19,16 +19,17 @@ from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesR
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.stages import export as export_stage
+from ontos_pipeline.stages.qa_pairs import training_sheet_version
 from ontos_pipeline.stages.quality import CheckOutcome
 from ontos_pipeline.stages.training_data import export_rows
-from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+from ontos_pipeline.stages.training_sheet import current_training_sheet
 from ontos_pipeline.steps import Check, check_specs, step
 
 
 def build_export_assets(partitions: PartitionsDefinition) -> list:
     def exported(context, spark, lakehouse, use_cases):
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        version = training_sheet_version(lh, spec.training_sheet_id)
         directory = export_directory(lh, spec, version or "none")
         if not (directory / export_stage.MANIFEST).exists():
             raise RuntimeError(f"no export at {directory}; materialize training_export first")
@@ -72,7 +73,7 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
     def training_export(context: AssetExecutionContext, spark: SparkResource, lakehouse: LocalLakehouseResource,
                         use_cases: UseCasesResource) -> MaterializeResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
-        version = training_sheet_version(session, lh, spec.training_sheet_id)
+        version = training_sheet_version(lh, spec.training_sheet_id)
         if version is None:
             raise RuntimeError(f"no training sheet for {spec.name}; materialize training_sheet first")
         qa = export_rows(session, lh, spec, current_training_sheet(session, lh, spec.training_sheet_id),

@@ -19,11 +19,12 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ontos_pipeline import tables
 from ontos_pipeline.databricks.entrypoint import fuse_path
 from ontos_pipeline.identifiers import TableName, validate_identifier
 from ontos_pipeline.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal
 
-INFERENCE_LOG = "inference_log"
+INFERENCE_LOG = tables.INFERENCE_LOG
 
 
 def _spark() -> SparkSession:

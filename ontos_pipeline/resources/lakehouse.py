@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from dagster import ConfigurableResource
 
@@ -19,8 +18,7 @@ class LocalLakehouseResource(ConfigurableResource):
     schema_name: str = "workbench"
 
     def get(self) -> Lakehouse:
-        return LocalLakehouse(Path(self.home) / "tables", self.catalog, self.schema_name,
-                              files_root=Path(self.home) / "files")
+        return LocalLakehouse.under(self.home, self.catalog, self.schema_name)
 
 
 class UseCasesResource(ConfigurableResource):

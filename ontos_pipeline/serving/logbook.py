@@ -19,9 +19,10 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 
-INFERENCE_LOG = "inference_log"
+INFERENCE_LOG = tables.INFERENCE_LOG
 log = logging.getLogger(__name__)
 
 

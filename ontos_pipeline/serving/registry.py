@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ontos_pipeline.specs import ColumnSpec, UseCaseSpec
-from ontos_pipeline.stages.model_store import CHAMPION, ModelStore
+from ontos_pipeline.stages.deploy import CHAMPION
+from ontos_pipeline.stages.model_store import ModelStore
 from ontos_pipeline.trainer.models import ResponseModel
 
 log = logging.getLogger(__name__)

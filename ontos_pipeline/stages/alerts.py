@@ -11,9 +11,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 
-ALERTS = "alerts"
+ALERTS = tables.ALERTS
 ACTIVE = ("open", "acknowledged")
 TRANSITIONS = {"acknowledged": ("open",), "resolved": ("open", "acknowledged")}
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
-from ontos_pipeline.stages.model_store import CHALLENGER, CHAMPION, ModelStore
 
-ENDPOINTS = "serving_endpoints"
+if TYPE_CHECKING:
+    from ontos_pipeline.stages.model_store import ModelStore
+
+ENDPOINTS = tables.SERVING_ENDPOINTS
+CHAMPION, CHALLENGER = "champion", "challenger"  # the model aliases: served, and waiting for its gate
 
 
 class DeployError(RuntimeError):

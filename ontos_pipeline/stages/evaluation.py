@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, GateSpec, UseCaseSpec
 from ontos_pipeline.stages import metrics
@@ -26,7 +25,7 @@ from ontos_pipeline.trainer.local import RESPONSE
 from ontos_pipeline.trainer.models import Prediction, ResponseModel
 from ontos_pipeline.trainer.scoring import score
 
-TABLE = "model_evaluations"
+TABLE = tables.MODEL_EVALUATIONS
 BOOTSTRAP_RESAMPLES = 500
 FAILURES = 10
 SLICE_MAX_DISTINCT = 50  # text-like columns with more distinct values are not sliced
@@ -184,34 +183,27 @@ def _plots(kind: str, truths: list, p: Prediction, row_score: np.ndarray, result
     return {k: str(v) for k, v in out.items()}
 
 
-def record_evaluation(spark: SparkSession, lakehouse: Lakehouse, evaluation: Evaluation, model_name: str,
+def record_evaluation(lakehouse: Lakehouse, evaluation: Evaluation, model_name: str,
                       model_version: str, mlflow_run_id: str, dagster_run_id: str | None) -> str:
     """Upsert the evaluation of this model version (one row per version; re-evaluation replaces it)."""
     evaluation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{model_name}/{model_version}"))
     report = evaluation.report()
+    champion = evaluation.champion_version
     row = {"evaluation_id": evaluation_id, "use_case": evaluation.use_case, "model_name": model_name,
-           "model_version": str(model_version), "champion_version": evaluation.champion_version,
+           "model_version": str(model_version), "champion_version": None if champion is None else str(champion),
            "metrics": json.dumps({k: v for k, v in report.items()
                                   if k in ("metric", "rows", "challenger", "baseline", "champion")}, default=str),
            "gate_passed": evaluation.gate.passed,
            "gate_details": json.dumps(report["gate"]["rules"]),
            "mlflow_run_id": mlflow_run_id, "dagster_run_id": dagster_run_id, "created_at": datetime.now(UTC)}
-    lakehouse.ensure(TABLE)
-    lakehouse.upsert(spark, TABLE, spark.createDataFrame([row], lakehouse.ddl(TABLE).spark_schema()),
-                     keys=["evaluation_id"])
+    lakehouse.upsert_records(TABLE, [row], keys=["evaluation_id"])
     return evaluation_id
 
 
-def stored_evaluation(spark: SparkSession, lakehouse: Lakehouse, use_case: str,
-                      model_version: str | None = None) -> dict | None:
+def stored_evaluation(lakehouse: Lakehouse, use_case: str, model_version: str | None = None) -> dict | None:
     """The stored evaluation of a model version (default: the latest of the use case), or None."""
-    if not lakehouse.exists(TABLE):
-        return None
-    rows = lakehouse.read(spark, TABLE).filter(F.col("use_case") == use_case)
-    if model_version is not None:
-        rows = rows.filter(F.col("model_version") == str(model_version))
-    row = rows.orderBy(F.col("created_at").desc()).first()
-    return None if row is None else row.asDict()
+    where = {"use_case": use_case, **({"model_version": str(model_version)} if model_version is not None else {})}
+    return max(lakehouse.records(TABLE, where), key=lambda r: r["created_at"], default=None)
 
 
 

@@ -18,12 +18,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
-from ontos_pipeline.stages.labels import CANDIDATE_SCHEMA, response_validator, validate_label
+from ontos_pipeline.stages.label_files import response_validator, validate_label
+from ontos_pipeline.stages.labels import CANDIDATE_SCHEMA
 
-FEEDBACK = "feedback"
+FEEDBACK = tables.FEEDBACK
 RATINGS = ("up", "down")
 FIELDS = {"endpoint", "use_case", "request_id", "item_ref", "rating", "correction", "comment", "author"}
 

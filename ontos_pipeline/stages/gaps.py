@@ -29,14 +29,16 @@ from mlflow.exceptions import MlflowException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.stages import metrics
+from ontos_pipeline.stages.deploy import CHAMPION
 from ontos_pipeline.stages.evaluation import SLICE_MAX_DISTINCT, slice_columns, stored_evaluation
 from ontos_pipeline.stages.feedback import FEEDBACK
 from ontos_pipeline.stages.labels import current_labels
-from ontos_pipeline.stages.model_store import CHAMPION, ModelStore
+from ontos_pipeline.stages.model_store import ModelStore
 from ontos_pipeline.stages.monitoring import (
     PREDICTION,
     REPORTS,
@@ -48,7 +50,7 @@ from ontos_pipeline.stages.monitoring import (
 )
 from ontos_pipeline.trainer.models import ResponseModel
 
-GAPS = "gap_reports"
+GAPS = tables.GAP_REPORTS
 KINDS = ("worst_slice", "low_support", "low_confidence", "drift", "negative_feedback")
 PRIORITY = {"high": 1, "medium": 2, "low": 3}  # annotation task priority (1 = most urgent) by gap severity
 CONFIDENCE = "confidence"
@@ -128,10 +130,10 @@ def latest_evaluation(spark: SparkSession, lakehouse: Lakehouse, store: ModelSto
     import mlflow
 
     champion = store.version(use_case, CHAMPION)
-    row, role = (stored_evaluation(spark, lakehouse, use_case, champion.version), "champion") if champion \
+    row, role = (stored_evaluation(lakehouse, use_case, champion.version), "champion") if champion \
         else (None, "")
     if row is None:
-        row, role = stored_evaluation(spark, lakehouse, use_case), "latest evaluated"
+        row, role = stored_evaluation(lakehouse, use_case), "latest evaluated"
     if row is None:
         return None
     stored = json.loads(row["metrics"])
@@ -568,15 +570,10 @@ def report_id(use_case: str, run_id: str | None = None) -> str:
         else uuid.uuid4().hex
 
 
-def record_gaps(spark: SparkSession, lakehouse: Lakehouse, use_case: str, gaps: Sequence[Gap],
-                report: str) -> int:
+def record_gaps(lakehouse: Lakehouse, use_case: str, gaps: Sequence[Gap], report: str) -> int:
     """Replace the use case's rows of gap_reports with this report's gaps in one commit; returns the table version."""
     now = datetime.now(UTC)
-    schema = lakehouse.ddl(GAPS).spark_schema()
-    frame = spark.createDataFrame([g.record(report, now) for g in gaps], schema)
-    with lakehouse.locked(GAPS):
-        lakehouse.ensure(GAPS)
-        return lakehouse.replace(spark, GAPS, frame, {"use_case": use_case})
+    return lakehouse.replace_records(GAPS, [g.record(report, now) for g in gaps], {"use_case": use_case})
 
 
 def stored_gaps(lakehouse: Lakehouse, use_case: str) -> list[dict]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
 from ontos_pipeline.stages.feedback import FEEDBACK
-from ontos_pipeline.stages.labels import INBOX_SUFFIXES, REVIEWS, inbox_dir
+from ontos_pipeline.stages.label_files import INBOX_SUFFIXES, inbox_dir
+from ontos_pipeline.stages.labels import REVIEWS
 
 RETRAIN_JOB = "retrain"
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ontos_pipeline.specs import METRICS_BY_KIND
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -38,13 +40,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 # Response kind -> headline metrics a quality gate may use.
-METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "enum": ("accuracy", "macro_f1"),
-    "number": ("r2", "mae", "rmse"),
-    "object": ("field_exact_match", "micro_f1"),
-    "text": ("token_f1", "exact_match"),
-}
-
 CALIBRATION_BINS = 10
 MONEY_TOLERANCE = 0.005  # numbers within this are equal (money rounding)
 _TOLERANCE = MONEY_TOLERANCE + 1e-9  # float slack: 10.005 - 10.0 is 0.00500000000000078

@@ -21,7 +21,6 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["ontos-pipeline", "scikit-learn", "pandas", "numpy", "jinja2", "pillow", "scipy"]
 
 

@@ -17,6 +17,7 @@ from pyspark.sql import Window as SparkWindow
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
@@ -26,7 +27,7 @@ from ontos_pipeline.stages.feedback import FEEDBACK
 from ontos_pipeline.stages.training_data import SPLIT, model_rows
 from ontos_pipeline.stages.training_sheet import QA
 
-REPORTS = "monitoring_reports"
+REPORTS = tables.MONITORING_REPORTS
 PREDICTION = "prediction"
 QUANTILES = [i / 20 for i in range(21)]
 _RECORDS = T.ArrayType(T.MapType(T.StringType(), T.StringType()))

@@ -2,7 +2,8 @@
 
 An edit carries a label that must validate against the response schema; it becomes a canonical label (source
 `review`) at the next `canonical_labels` materialization and is reused by every training sheet of that label type.
-A batch of decisions is all-or-nothing: one bad line rejects the whole batch, naming the line.
+A batch of decisions is all-or-nothing: one bad line rejects the whole batch, naming the line. Reviewing reads and
+writes small row sets with delta-rs: no Spark.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jsonschema
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-
 from ontos_pipeline.files import jsonl_records
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
-from ontos_pipeline.stages.labels import REVIEWS, normalize_label, validate_label
-from ontos_pipeline.stages.training_sheet import current_training_sheet, training_sheet_version
+from ontos_pipeline.stages.label_files import normalize_label, response_validator, validate_label
+from ontos_pipeline.stages.qa_pairs import REVIEWS, training_sheet_rows, training_sheet_version
 
 DECISIONS = ("approve", "edit", "reject", "flag")
 
@@ -67,13 +64,13 @@ def read_decisions(path: Path, default_decision: str | None = None) -> list[Deci
     return out
 
 
-def record_decisions(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, decisions: Sequence[Decision],
-                     reviewer: str, based_on_version: str | None = None) -> list[str]:
+def record_decisions(lakehouse: Lakehouse, spec: UseCaseSpec, decisions: Sequence[Decision], reviewer: str,
+                     based_on_version: str | None = None) -> list[str]:
     """Validate every decision against the current training sheet, then append them all in one commit."""
     if not decisions:
         raise ReviewError("no decisions given")
     sheet_id = spec.training_sheet_id
-    version = training_sheet_version(spark, lakehouse, sheet_id)
+    version = training_sheet_version(lakehouse, sheet_id)
     if version is None:
         raise ReviewError(f"training sheet {sheet_id} does not exist yet; materialize the training_sheet asset "
                           f"for {spec.name} first")
@@ -82,10 +79,9 @@ def record_decisions(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpe
                           f"version is {version}; look at the items again (`ontos review show`) and decide on "
                           "the current version")
     refs = sorted({d.item_ref for d in decisions})
-    rows = {r[ITEM_KEY]: r for r in current_training_sheet(spark, lakehouse, sheet_id)
-            .filter(F.col(ITEM_KEY).isin(refs)).select(ITEM_KEY, "response", "status").collect()}
-    validator = jsonschema.Draft202012Validator(spec.template.response_schema,
-                                                format_checker=jsonschema.FormatChecker())
+    rows = {r[ITEM_KEY]: r for r in training_sheet_rows(lakehouse, sheet_id, items=refs,
+                                                        columns=["response", "status"])}
+    validator = response_validator(spec.template.response_schema)
     now = datetime.now(UTC)
     out = []
     kind = spec.template.response_kind
@@ -101,8 +97,7 @@ def record_decisions(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpe
         out.append({"review_id": review_id, "training_sheet_id": sheet_id, ITEM_KEY: d.item_ref,
                     "label_type": spec.labels.label_type, "decision": d.decision, "label_data": label,
                     "comment": d.comment, "reviewer": reviewer, "based_on_version": version, "created_at": now})
-    schema = lakehouse.ddl(REVIEWS).spark_schema()
-    lakehouse.write(REVIEWS, spark.createDataFrame(out, schema), mode="append")
+    lakehouse.append_records(REVIEWS, out)
     return [r["review_id"] for r in out]
 
 
@@ -122,9 +117,3 @@ def _problem(d: Decision, rows: dict, validator, sheet_id: str) -> str | None:
     if d.decision != "edit" and d.label is not None:
         return f"a label only goes with edit, not {d.decision}"
     return None
-
-
-def review_history(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, item_ref: str) -> list[dict]:
-    reviews = lakehouse.read(spark, REVIEWS).filter(
-        (F.col("training_sheet_id") == spec.training_sheet_id) & (F.col(ITEM_KEY) == item_ref))
-    return [r.asDict() for r in reviews.orderBy("created_at").collect()]

@@ -15,13 +15,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ontos_pipeline import tables
 from ontos_pipeline.ddl import SPEC_TYPES, spark_type
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.stages.quality import scan_phi
-from ontos_pipeline.stages.registry import publish_version
+from ontos_pipeline.stages.registry import latest_published, publish_version
 
-REGISTRY = "sheets"
+REGISTRY = tables.SHEETS
 _COMPATIBLE = {
     "string": (T.StringType, T.VarcharType, T.CharType),
     "integer": (T.LongType, T.IntegerType, T.ShortType, T.ByteType),
@@ -122,28 +123,24 @@ def build_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec,
     findings = scan_phi(snapshot, [c.name for c in spec.sheet.columns_of("text")])
     cols = column_specs(spec, findings)
     row_count = lakehouse.row_count(table)
-    register(spark, lakehouse, spec, version, str(lakehouse.name(table)), row_count, cols, findings, run_id)
+    register(lakehouse, spec, version, str(lakehouse.name(table)), row_count, cols, findings, run_id)
     return SheetSnapshot(spec.name, spec.name, version, str(lakehouse.name(table)), row_count, cols, findings,
                          created)
 
 
-def register(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, version: str, table: str,
-             row_count: int, cols: list[dict], findings: Mapping, run_id: str | None) -> None:
+def register(lakehouse: Lakehouse, spec: UseCaseSpec, version: str, table: str, row_count: int, cols: list[dict],
+             findings: Mapping, run_id: str | None) -> None:
     """Publish `version` in the sheet registry and archive the previously published versions of this sheet."""
     row = {"sheet_id": spec.name, "use_case": spec.name, "version": version, "snapshot_table": table,
            "row_count": row_count, "column_specs": json.dumps(cols), "quality": json.dumps(findings, default=str),
            "created_at": datetime.now(UTC), "dagster_run_id": run_id}
-    publish_version(spark, lakehouse, REGISTRY, row, keys=["sheet_id", "version"],
-                    scope=F.col("sheet_id") == spec.name)
+    publish_version(lakehouse, REGISTRY, row, keys=["sheet_id", "version"],
+                    scope=lambda r: r["sheet_id"] == spec.name)
 
 
-def current_sheet(spark: SparkSession, lakehouse: Lakehouse, use_case: str) -> SheetSnapshot | None:
+def current_sheet(lakehouse: Lakehouse, use_case: str) -> SheetSnapshot | None:
     """The published snapshot of a use case's sheet, or None if the sheet was never materialized."""
-    if not lakehouse.exists(REGISTRY):
-        return None
-    row = (lakehouse.read(spark, REGISTRY)
-           .filter((F.col("sheet_id") == use_case) & (F.col("status") == "published"))
-           .orderBy(F.col("created_at").desc()).first())
+    row = latest_published(lakehouse, REGISTRY, {"sheet_id": use_case})
     if row is None:
         return None
     return SheetSnapshot(row["sheet_id"], row["use_case"], row["version"], row["snapshot_table"], row["row_count"],

@@ -12,15 +12,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
-from ontos_pipeline.stages.gaps import CONFIDENCE, DISPUTED, PRIORITY, in_region
-from ontos_pipeline.stages.labels import LABELS
 
-TASKS = "annotation_tasks"
+if TYPE_CHECKING:
+    import pandas as pd
+
+TASKS = tables.ANNOTATION_TASKS
 STATUSES = ("pending", "in_progress", "completed")
 OPEN = ("pending", "in_progress")
 TRANSITIONS = {"in_progress": ("pending",), "completed": ("in_progress",)}
@@ -45,6 +46,8 @@ def task_id(gap_id: str, sequence: int) -> str:
 
 def choose_items(scored: pd.DataFrame, region: dict | None, exclude: set[str], limit: int = TASK_ITEMS) -> list[str]:
     """Item refs in `region`, lowest confidence first (disputed items first on ties, then the candidates' order)."""
+    from ontos_pipeline.stages.gaps import CONFIDENCE, DISPUTED, in_region  # planning only: the CLI lists tasks
+
     if scored.empty:
         return []
     frame = scored[in_region(scored, region) & ~scored[ITEM_KEY].isin(exclude)]
@@ -82,6 +85,8 @@ def instructions(spec: UseCaseSpec, gap: dict, items: int) -> str:
 def plan_tasks(spec: UseCaseSpec, gaps: Sequence[dict], scored: pd.DataFrame, existing: Sequence[dict],
                now: datetime | None = None, limit: int = TASK_ITEMS) -> Plan:
     """New tasks for `gaps` (stored gap rows, evidence parsed) given the `existing` tasks of the use case."""
+    from ontos_pipeline.stages.gaps import CONFIDENCE, PRIORITY
+
     now = now or datetime.now(UTC)
     open_gaps = {t["gap_id"] for t in existing if t["status"] in OPEN}
     busy = {ref for t in existing if t["status"] in OPEN for ref in (t["item_refs"] or [])}
@@ -151,7 +156,7 @@ def transition(lakehouse: Lakehouse, task: str, to: str, assignee: str | None = 
 def label_progress(lakehouse: Lakehouse, spec: UseCaseSpec, task: dict) -> dict:
     """How many of the task's items have a canonical label now, and how many got one since the task was created."""
     wanted = set(task["item_refs"] or [])
-    rows = lakehouse.records(LABELS, {"sheet_id": spec.name, "label_type": spec.labels.label_type},
+    rows = lakehouse.records(tables.CANONICAL_LABELS, {"sheet_id": spec.name, "label_type": spec.labels.label_type},
                              columns=[ITEM_KEY, "created_at"])
     labelled = {r[ITEM_KEY] for r in rows if r[ITEM_KEY] in wanted}
     since = {r[ITEM_KEY] for r in rows if r[ITEM_KEY] in wanted and r["created_at"] >= task["created_at"]}

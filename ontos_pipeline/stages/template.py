@@ -20,14 +20,13 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
-from ontos_pipeline.stages.registry import publish_version
+from ontos_pipeline.stages.registry import latest_published, publish_version
 
-TABLE = "templates"
+TABLE = tables.TEMPLATES
 PARTS = ("system_prompt", "prompt")
 NULL_TEXT = "n/a"
 PLACEHOLDERS: dict[str, Any] = {"string": "x", "integer": 1, "double": 1.0, "boolean": True,
@@ -161,8 +160,7 @@ def compile_template(spec: UseCaseSpec, sheet_columns: Sequence[str] | None = No
     return compiled
 
 
-def register_template(spark: SparkSession, lakehouse: Lakehouse, compiled: CompiledTemplate,
-                      run_id: str | None = None) -> bool:
+def register_template(lakehouse: Lakehouse, compiled: CompiledTemplate, run_id: str | None = None) -> bool:
     """Publish `compiled` in the `templates` table; True if this version is new.
 
     Other published rows of the same template id or use case are archived. Registering the published version
@@ -173,16 +171,13 @@ def register_template(spark: SparkSession, lakehouse: Lakehouse, compiled: Compi
            "response_schema": json.dumps(compiled.response_schema, sort_keys=True),
            "variables": json.dumps(compiled.variables, sort_keys=True), "created_at": datetime.now(UTC),
            "dagster_run_id": run_id}
-    return publish_version(spark, lakehouse, TABLE, row, keys=["template_id", "version"],
-                           scope=(F.col("template_id") == compiled.name) | (F.col("use_case") == compiled.use_case))
+    return publish_version(lakehouse, TABLE, row, keys=["template_id", "version"],
+                           scope=lambda r: r["template_id"] == compiled.name or r["use_case"] == compiled.use_case)
 
 
-def current_template(spark: SparkSession, lakehouse: Lakehouse, use_case: str) -> CompiledTemplate | None:
+def current_template(lakehouse: Lakehouse, use_case: str) -> CompiledTemplate | None:
     """The published template of a use case, or None if none was registered."""
-    if not lakehouse.exists(TABLE):
-        return None
-    row = (lakehouse.read(spark, TABLE).filter((F.col("use_case") == use_case) & (F.col("status") == "published"))
-           .orderBy(F.col("created_at").desc()).first())
+    row = latest_published(lakehouse, TABLE, {"use_case": use_case})
     if row is None:
         return None
     return CompiledTemplate(row["template_id"], row["use_case"], row["version"], row["label_type"],

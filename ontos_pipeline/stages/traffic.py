@@ -55,7 +55,7 @@ def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: s
     if batch not in BATCHES:
         raise ValueError(f"unknown batch {batch!r}; use one of {', '.join(BATCHES)}")
     if batch == "normal":
-        snapshot = current_sheet(spark, lakehouse, spec.name)
+        snapshot = current_sheet(lakehouse, spec.name)
         if snapshot is None:
             raise ValueError(f"{spec.name} has no sheet yet; run the pipeline first (`uv run ontos demo`)")
         qa = lakehouse.read(spark, QA).filter(F.col("training_sheet_id") == spec.training_sheet_id)

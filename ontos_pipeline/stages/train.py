@@ -21,17 +21,18 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from pyspark.sql import SparkSession
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
+from ontos_pipeline.stages.deploy import CHALLENGER
 from ontos_pipeline.stages.export import ExportManifest
-from ontos_pipeline.stages.model_store import CHALLENGER, ModelStore, OntosPyfunc
+from ontos_pipeline.stages.model_store import ModelStore, OntosPyfunc
 from ontos_pipeline.stages.template import CompiledTemplate
 from ontos_pipeline.trainer.local import CandidateRun, TrainingOutcome
 from ontos_pipeline.trainer.models import ResponseModel
 
-RUNS_TABLE = "training_runs"
+RUNS_TABLE = tables.TRAINING_RUNS
 PACK = "reproducibility/pack.json"
 PACKAGES = ("ontos-pipeline", "dagster", "pyspark", "mlflow", "scikit-learn", "numpy", "pandas", "scipy", "optuna",
             "deltalake", "jinja2", "pillow")
@@ -187,7 +188,7 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
                         outcome.best.headline, outcome.baseline.headline, pack)
 
 
-def record_training_run(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, trained: TrainedModel,
+def record_training_run(lakehouse: Lakehouse, spec: UseCaseSpec, trained: TrainedModel,
                         lineage: Lineage, dagster_run_id: str | None) -> None:
     """Upsert the lineage row of this model version (re-running the same MLflow run never duplicates it)."""
     row = {"mlflow_run_id": trained.run_id, "use_case": spec.name, "model_name": trained.model_name,
@@ -199,7 +200,5 @@ def record_training_run(spark: SparkSession, lakehouse: Lakehouse, spec: UseCase
                                   "baseline_validation": trained.baseline_validation, "family": trained.family}),
            "dagster_run_id": dagster_run_id, "git_sha": trained.pack.get("git_sha"),
            "created_at": datetime.now(UTC)}
-    lakehouse.ensure(RUNS_TABLE)
-    df = spark.createDataFrame([row], lakehouse.ddl(RUNS_TABLE).spark_schema())
-    lakehouse.upsert(spark, RUNS_TABLE, df, keys=["mlflow_run_id"])
+    lakehouse.upsert_records(RUNS_TABLE, [row], keys=["mlflow_run_id"])
 

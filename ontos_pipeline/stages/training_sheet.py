@@ -18,13 +18,15 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from ontos_pipeline import tables
 from ontos_pipeline.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.stages.labels import REVIEWS, apply_usage, current_labels, item_usage
+from ontos_pipeline.stages.qa_pairs import training_sheet_version
 from ontos_pipeline.stages.sheet import SheetSnapshot, content_version
 from ontos_pipeline.stages.template import CompiledTemplate
 
-QA = "qa_pairs"
+QA = tables.QA_PAIRS  # read without Spark in stages.qa_pairs
 DECISION_STATUS = {"approve": "approved", "edit": "edited", "reject": "rejected", "flag": "flagged"}
 SPLIT_BUCKETS = 10_000
 
@@ -123,7 +125,7 @@ def build_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCas
     rows = assemble_training_sheet(spark, lakehouse, spec, snapshot, template, proposer).cache()
     try:
         version = content_version(rows)
-        current = training_sheet_version(spark, lakehouse, spec.training_sheet_id)
+        current = training_sheet_version(lakehouse, spec.training_sheet_id)
         created = current != version
         if created:
             out = rows.withColumn("version", F.lit(version)).withColumn(
@@ -148,8 +150,3 @@ def build_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCas
 
 def current_training_sheet(spark: SparkSession, lakehouse: Lakehouse, training_sheet_id: str) -> DataFrame:
     return lakehouse.read(spark, QA).filter(F.col("training_sheet_id") == training_sheet_id)
-
-
-def training_sheet_version(spark: SparkSession, lakehouse: Lakehouse, training_sheet_id: str) -> str | None:
-    row = current_training_sheet(spark, lakehouse, training_sheet_id).select("version").limit(1).first()
-    return None if row is None else row["version"]
