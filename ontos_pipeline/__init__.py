@@ -1,0 +1,5 @@
+"""Ontos Pipeline: the fine-tuning data loop as a Dagster code location."""
+
+from ontos_pipeline.threads import configure_openmp
+
+configure_openmp()

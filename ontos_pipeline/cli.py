@@ -17,11 +17,11 @@ from ontos_pipeline.settings import Settings, SettingsError, load_settings
 from ontos_pipeline.specs import SpecError, load_use_cases
 
 INSTANCE_MARK = "# written by ontos"
-INSTANCE_CONFIG = f"""{INSTANCE_MARK}: the instance of ONTOS_HOME (delete this line to keep your own edits)
+INSTANCE_CONFIG = """{mark}: the instance of ONTOS_HOME (delete this line to keep your own edits)
 telemetry:
   enabled: false
 run_queue:
-  max_concurrent_runs: 2  # sensor- and UI-launched runs (each starts its own Spark) on a small machine
+  max_concurrent_runs: {runs}  # sensor- and UI-launched runs at once (ONTOS_CONCURRENT_RUNS); they share the engine
 """
 
 
@@ -31,7 +31,10 @@ def prepare_dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() or config.read_text(encoding="utf-8").startswith(("telemetry:", INSTANCE_MARK)):
-        config.write_text(INSTANCE_CONFIG, encoding="utf-8")  # ours (not edited by hand): keep it current
+        from ontos_pipeline.threads import concurrent_runs
+
+        text = INSTANCE_CONFIG.format(mark=INSTANCE_MARK, runs=concurrent_runs())
+        config.write_text(text, encoding="utf-8")  # ours (not edited by hand): keep it current
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -119,6 +119,19 @@ def memory(env: dict[str, str] | None = None) -> str:
     return text
 
 
+def extra_conf(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`ONTOS_ENGINE_CONF`: more Spark settings for the engine, `key=value` pairs separated by spaces or commas
+    (e.g. `spark.eventLog.enabled=true spark.eventLog.dir=/tmp/events`); they apply when the engine starts."""
+    env = os.environ if env is None else env
+    out = {}
+    for pair in env.get("ONTOS_ENGINE_CONF", "").replace(",", " ").split():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("spark."):
+            raise EngineError(f"ONTOS_ENGINE_CONF: {pair!r} is not a spark.<setting>=<value> pair")
+        out[key] = value
+    return out
+
+
 def spark_version() -> str:
     """The installed pyspark's version, read from its metadata (importing pyspark costs a second)."""
     from importlib.metadata import version
@@ -249,7 +262,7 @@ def _start(directory: Path) -> Engine:
     conf = {**SERVER_CONF, "spark.connect.grpc.binding.port": str(port),
             "spark.sql.warehouse.dir": str(directory / "warehouse"), "spark.local.dir": str(directory / "tmp"),
             "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={LOG4J} -Dderby.system.home={directory}",
-            "spark.sql.shuffle.partitions": str(max(2, 2 * n_cores))}
+            "spark.sql.shuffle.partitions": str(max(2, 2 * n_cores)), **extra_conf()}
     command = [str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "ontos-engine",
                "--master", f"local[{n_cores}]", "--driver-memory", mem]
     for key, value in conf.items():

@@ -96,7 +96,8 @@ class Lakehouse(ABC):
     def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame: ...
 
     @abstractmethod
-    def _write(self, name: TableName, df: DataFrame, mode: str) -> int: ...
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+        """Commit `df`; nothing is committed when a `required` column holds nulls (LakehouseError naming them)."""
 
     @abstractmethod
     def write_batches(self, table: str | TableName, schema: pa.Schema,
@@ -192,8 +193,12 @@ class Lakehouse(ABC):
         ddl = self.ddl(name)
         if ddl is not None:
             df = conform(df, ddl, str(name))
-            check_required(df, ddl, str(name))
-        return self._write(name, df, mode)
+        return self._write(name, df, mode, ddl.required if ddl is not None else ())
+
+    def append(self, table: str | TableName, df: DataFrame) -> tuple[int | None, int]:
+        """Append `df` in one atomic commit, none when it has no rows; returns (table version, rows appended)."""
+        rows = df.count()
+        return (self.write(table, df, mode="append") if rows else self.version(table)), rows
 
     def upsert(self, spark: SparkSession, table: str | TableName, df: DataFrame, keys: Sequence[str]) -> int:
         """Replace rows whose `keys` match, add the others: idempotent (re-running gives the same rows)."""
@@ -260,14 +265,18 @@ def conform(df: DataFrame, ddl: TableDDL, table: str) -> DataFrame:
     ])
 
 
-def check_required(df: DataFrame, ddl: TableDDL, table: str) -> None:
+def check_required(df: DataFrame, required: Sequence[str], table: str) -> None:
     """Fail (naming table and columns) if a NOT NULL column holds nulls; one aggregate pass over `df`."""
-    if not ddl.required:
+    if not required:
         return
     from pyspark.sql import functions as F
 
-    counts = df.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in ddl.required]).first()
-    bad = {c: counts[c] for c in ddl.required if counts[c]}
+    counts = df.agg(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in required]).first()
+    raise_on_nulls({c: counts[c] for c in required}, table)
+
+
+def raise_on_nulls(nulls: Mapping[str, int], table: str) -> None:
+    bad = {c: n for c, n in nulls.items() if n}
     if bad:
         raise LakehouseError(f"{table}: NOT NULL columns hold nulls ({bad}); nothing was written")
 
@@ -324,7 +333,20 @@ class LocalLakehouse(Lakehouse):
             return spark.createDataFrame([], schema)
         return spark.read.schema(schema).parquet(*files)
 
-    def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
+    def append(self, table: str | TableName, df: DataFrame) -> tuple[int | None, int]:
+        """One Spark job: the rows are counted from the written files' footers, not by a second pass."""
+        name = self.name(table)
+        ddl = self.ddl(name)
+        if ddl is not None:
+            df = conform(df, ddl, str(name))
+        return self._commit(name, df, "append", ddl.required if ddl is not None else ())
+
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+        return self._commit(name, df, mode, required)[0]  # type: ignore[return-value]
+
+    def _commit(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> tuple[int | None, int]:
+        """Spark writes the files, their footers are checked (NOT NULL columns, row counts: no second Spark pass),
+        delta-rs commits them; returns (version, rows written). Appending no rows commits nothing."""
         from pyspark.sql.pandas.types import to_arrow_schema
 
         path = self.path(name)
@@ -332,10 +354,15 @@ class LocalLakehouse(Lakehouse):
         target = path / commit_dir
         try:
             df.write.mode("error").parquet(str(target))
-            files = [f for f in sorted(os.listdir(target)) if f.endswith(".parquet") and not f.startswith(".")]
-            adds = [a for a in (_add_action(target / f, f"{commit_dir}/{f}") for f in files) if a is not None]
-            schema = Schema.from_arrow(_nullable(to_arrow_schema(df.schema, timezone="UTC")))
+            files = [target / f for f in sorted(os.listdir(target)) if f.endswith(".parquet") and not f.startswith(".")]
+            raise_on_nulls(_null_counts(files, required), str(name))
+            adds = [a for a in (_add_action(f, f"{commit_dir}/{f.name}") for f in files) if a is not None]
+            rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
             dt = self._table(name)
+            if dt is not None and mode == "append" and not adds:
+                shutil.rmtree(target, ignore_errors=True)
+                return dt.version(), 0
+            schema = Schema.from_arrow(_nullable(to_arrow_schema(df.schema, timezone="UTC")))
             if dt is None:
                 create_table_with_add_actions(str(path), schema, adds, mode="error")
             else:
@@ -343,7 +370,7 @@ class LocalLakehouse(Lakehouse):
         except Exception:
             shutil.rmtree(target, ignore_errors=True)  # uncommitted files: invisible, but do not leave them
             raise
-        return self.version(name)  # type: ignore[return-value]
+        return self._committed(path), rows
 
     def write_batches(self, table: str | TableName, schema: pa.Schema,
                       batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
@@ -564,6 +591,29 @@ def _sql_literal(value: object) -> str:
     if isinstance(value, datetime):
         return f"'{value.astimezone(UTC).isoformat()}'"
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def _null_counts(files: Sequence[Path], columns: Sequence[str]) -> dict[str, int]:
+    """Nulls per column in Parquet files, from the footers' statistics (read from the column where a footer has
+    none, e.g. nested columns)."""
+    counts = dict.fromkeys(columns, 0)
+    for path in files:
+        with pq.ParquetFile(path) as handle:
+            meta, unknown = handle.metadata, []
+            top = {meta.schema.column(i).path.split(".")[0]: i for i in range(meta.num_columns)}
+            for column in columns:
+                i = top.get(column)
+                stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)] \
+                    if i is not None and meta.schema.column(i).path == column else [None]
+                if all(s is not None and s.has_null_count for s in stats):
+                    counts[column] += sum(s.null_count for s in stats)
+                else:
+                    unknown.append(column)
+            if unknown and meta.num_rows:
+                table = handle.read(columns=unknown, use_threads=False)
+                for column in unknown:
+                    counts[column] += table.column(column).null_count
+    return counts
 
 
 def _add_action(full: Path, relative: str) -> AddAction | None:

@@ -58,6 +58,8 @@ def get_spark():
         session, engine = _CURRENT.get("session"), _CURRENT.get("engine")
         if session is not None and engine is not None and engine.alive():
             return session
+        if session is not None:  # its engine is gone: forget it (pyspark keeps the first session as default)
+            _forget(session)
         engine = local_engine.ensure()
         session = _connect(engine)
         _CURRENT.update(session=session, engine=engine)
@@ -75,8 +77,14 @@ def disconnect() -> None:
         session = _CURRENT.pop("session", None)
         _CURRENT.pop("engine", None)
         if session is not None:
-            with contextlib.suppress(Exception):  # a channel to a stopped engine: nothing left to close
-                session.client.close()
+            _forget(session)
+
+
+def _forget(session) -> None:
+    """Close the connection and drop the session as pyspark's default and active one; the server-side session
+    stays (`release_session_on_close` is off), other processes keep using it."""
+    with contextlib.suppress(Exception):  # a channel to a stopped engine: nothing left to close
+        session.stop()
 
 
 def _connect(engine: local_engine.Engine):

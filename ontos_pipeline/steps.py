@@ -38,10 +38,21 @@ class ComputeResource(ConfigurableResource, ABC):
 
 
 class InProcessCompute(ComputeResource):
-    """Run the body in this process (the local target, and the entry point on a Databricks cluster)."""
+    """Run the body in this process (the local target, and the entry point on a Databricks cluster), with native
+    thread pools sized for the runs sharing the machine; a step that lost the local Spark engine says so."""
 
     def execute(self, context, key: str, body: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        return body(context, **kwargs)
+        from ontos_pipeline.spark_session import engine_lost
+        from ontos_pipeline.threads import limited, step_threads
+
+        try:
+            with limited(step_threads()):
+                return body(context, **kwargs)
+        except Exception as exc:
+            lost = engine_lost(exc)
+            if lost is not None:
+                raise lost from exc
+            raise
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,12 @@ def build_generate_assets(partitions: PartitionsDefinition) -> list:
                                       use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh = use_cases.get(context.partition_key), spark.session(), lakehouse.get()
         qa = current_training_sheet(session, lh, spec.training_sheet_id)
-        trainable = export_stage.trainable(qa)
-        leaked = trainable.filter(F.coalesce(F.array_contains("prohibited_uses", "training"), F.lit(False)))
-        n, total = leaked.count(), trainable.count()
-        held_back = qa.filter(F.array_contains("prohibited_uses", "training")).count()
+        prohibited = F.coalesce(F.array_contains("prohibited_uses", "training"), F.lit(False))
+        trainable = export_stage.trainable_condition()
+        counts = qa.agg(F.sum((trainable & prohibited).cast("long")).alias("leaked"),
+                        F.sum(trainable.cast("long")).alias("trainable"),
+                        F.sum(prohibited.cast("long")).alias("held_back")).first()  # one pass
+        n, total, held_back = (int(counts[k] or 0) for k in ("leaked", "trainable", "held_back"))
         return check_result(CheckOutcome(n == 0, f"{total} trainable rows, none prohibited for training; "
                                                  f"{held_back} rows are held back by usage constraints" if n == 0 else
                                          f"{n} trainable rows are prohibited for training", {"trainable": total,

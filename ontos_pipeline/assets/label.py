@@ -14,7 +14,7 @@ from dagster import (
 from pyspark.sql import functions as F
 
 from ontos_pipeline.assets.common import md_counts, published_sheet
-from ontos_pipeline.assets.metadata import check_result
+from ontos_pipeline.assets.metadata import check_result, count_with_examples
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.specs import ITEM_KEY
@@ -36,8 +36,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
         spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
         checked = current.withColumn("_v", label_stage.validation_udf(spec.template.response_schema)("label_data"))
         bad = checked.filter(F.col("_v.reason").isNotNull())
-        n = bad.count()
-        examples = [f"{r[ITEM_KEY]}: {r['reason']}" for r in bad.select(ITEM_KEY, "_v.reason").limit(5).collect()]
+        n, examples = count_with_examples(bad, F.concat_ws(": ", ITEM_KEY, "_v.reason"))
         return check_result(CheckOutcome(n == 0, "all current labels validate" if n == 0 else
                                          f"{n} current labels do not validate, e.g. {'; '.join(examples)}",
                                          {"invalid": n}))
@@ -46,8 +45,9 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
         items = lh.read(session, snapshot.table).select(ITEM_KEY)
-        labelled = current.join(items, ITEM_KEY).count()
-        total = items.count()
+        counts = items.join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY, "left").agg(
+            F.count(F.lit(1)).alias("total"), F.count("_labelled").alias("labelled")).first()
+        labelled, total = counts["labelled"], counts["total"]
         coverage = labelled / total if total else 0.0
         ok = coverage >= spec.labels.min_coverage
         return check_result(CheckOutcome(ok, f"{labelled}/{total} items labelled ({coverage:.1%}); the spec asks "
@@ -58,9 +58,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
     def no_open_conflicts(context: AssetExecutionContext, spark: SparkResource,
                           lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, _, _, _, current = labels_of(context, spark, lakehouse, use_cases)
-        conflicted = current.filter("conflict")
-        n = conflicted.count()
-        examples = [r[ITEM_KEY] for r in conflicted.select(ITEM_KEY).orderBy(ITEM_KEY).limit(5).collect()]
+        n, examples = count_with_examples(current.filter("conflict"), F.col(ITEM_KEY))
         text = ("no conflicting labels" if n == 0 else
                 f"{n} items have conflicting labels (e.g. {', '.join(examples)}); they are flagged in the training "
                 f"sheet: decide with `ontos review edit {spec.name} ITEM --label ...` or `ontos review approve`")

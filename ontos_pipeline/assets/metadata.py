@@ -29,6 +29,14 @@ def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS, redact: Collection
     return MetadataValue.md("\n".join(lines))
 
 
+def count_with_examples(df: DataFrame, label, limit: int = 5) -> tuple[int, list[str]]:
+    """How many rows `df` has and the first `limit` values of `label` (a column) among them, in one Spark job
+    (for checks: the offending rows are normally none)."""
+    row = df.agg(F.count(F.lit(1)).alias("n"),
+                 F.slice(F.sort_array(F.collect_list(label)), 1, limit).alias("examples")).first()
+    return int(row["n"]), [str(v) for v in row["examples"] or []]
+
+
 def column_schema(columns: list[dict]) -> TableSchema:
     return TableSchema(columns=[
         TableColumn(c["name"], c["type"], description=f"{c['category']}" + (f"; tags: {', '.join(c['tags'])}"

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from ontos_pipeline import tables
 from ontos_pipeline.databricks.entrypoint import fuse_path
 from ontos_pipeline.identifiers import TableName, validate_identifier
-from ontos_pipeline.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal
+from ontos_pipeline.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal, check_required
 
 INFERENCE_LOG = tables.INFERENCE_LOG
 
@@ -94,7 +94,8 @@ class UnityCatalogLakehouse(Lakehouse):
             raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
         self._sql(re.sub(r"\bVARIANT\b", "STRING", ddl.render(name.catalog, name.schema)).strip().rstrip(";"))
 
-    def _write(self, name: TableName, df: DataFrame, mode: str) -> int:
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+        check_required(df, required, str(name))  # one aggregate pass before the commit
         workbench = self.ddl(name) is not None
         if workbench:
             self.ensure(name)
@@ -133,22 +134,41 @@ class UnityCatalogLakehouse(Lakehouse):
         self._sql(f"DROP TABLE IF EXISTS {self.name(table)}")
 
     def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None) -> list[dict]:
+                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
         name = self.name(table)
         if not self.exists(name):
             return []
         df = self._read(_spark(), name, None)
         for key, value in (where or {}).items():
-            df = df.filter(F.col(validate_identifier(key, what="column")) == F.lit(value))
+            column = F.col(validate_identifier(key, what="column"))
+            df = df.filter(column.isin(list(value)) if isinstance(value, list | tuple | set | frozenset)
+                           else column == F.lit(value))
         if columns:
             df = df.select(*[validate_identifier(c, what="column") for c in columns])
+        if limit is not None:
+            df = df.limit(limit)
         return [row.asDict() for row in df.collect()]  # small operational tables only, by contract
+
+    def _record_frame(self, name: TableName, records: Sequence[Mapping[str, object]]) -> DataFrame:
+        ddl = self.record_ddl(name, records, verb="write to")
+        rows = [tuple(r.get(c) for c in ddl.column_names) for r in records]
+        return _spark().createDataFrame(rows, ddl.spark_schema())
 
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)
-        ddl = self.record_ddl(name, records)
-        rows = [tuple(r.get(c) for c in ddl.column_names) for r in records]
-        return self.write(name, _spark().createDataFrame(rows, ddl.spark_schema()), mode="append")
+        return self.write(name, self._record_frame(name, records), mode="append")
+
+    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                       keys: Sequence[str]) -> int:
+        """One `MERGE INTO` (Delta's optimistic concurrency on Databricks)."""
+        name = self.name(table)
+        return self.upsert(_spark(), name, self._record_frame(name, records), keys)
+
+    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
+                        where: Mapping[str, object]) -> int:
+        """One `replaceWhere` overwrite."""
+        name = self.name(table)
+        return self.replace(_spark(), name, self._record_frame(name, records), where)
 
     def update_records(self, table: str | TableName, where: Mapping[str, object],
                        values: Mapping[str, object]) -> int:

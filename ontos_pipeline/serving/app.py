@@ -36,6 +36,11 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from anyio.to_thread import current_default_thread_limiter
+
+        from ontos_pipeline.threads import serving_threads
+
+        current_default_thread_limiter().total_tokens = serving_threads()  # anyio's default is 40 threads
         inference_log.open()
         registry.refresh()
         registry.start(poll_seconds)

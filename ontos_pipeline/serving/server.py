@@ -37,6 +37,11 @@ def build_app(settings: Settings, options: ServingOptions) -> tuple[FastAPI, End
 
 
 def make_server(settings: Settings, options: ServingOptions) -> uvicorn.Server:
+    """The serving process: request threads sized to the machine, one native thread per model call (a request
+    holds a handful of rows; parallel requests, not parallel math, use the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # for the life of the process
     app = build_app(settings, options)[0]
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30)

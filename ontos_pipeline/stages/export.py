@@ -51,18 +51,28 @@ class ExportError(ValueError):
 
 
 # -- the dual quality gate --------------------------------------------------------------------------------------
-def usable(qa: DataFrame, use: str) -> DataFrame:
-    """Rows whose quality is approved and whose usage constraints allow `use` (training, evaluation, serving)."""
+def usable_condition(use: str):
+    """Quality approved and usage constraints allowing `use` (training, evaluation, serving), as a Column."""
     def mentions(column: str):
         return F.coalesce(F.array_contains(F.col(column), use), F.lit(False))
 
-    return qa.filter(F.col("status").isin(*TRAINABLE_STATUSES) & F.col("response").isNotNull()
-                     & ~mentions("prohibited_uses") & (F.col("allowed_uses").isNull() | mentions("allowed_uses")))
+    return (F.col("status").isin(*TRAINABLE_STATUSES) & F.col("response").isNotNull()
+            & ~mentions("prohibited_uses") & (F.col("allowed_uses").isNull() | mentions("allowed_uses")))
+
+
+def usable(qa: DataFrame, use: str) -> DataFrame:
+    """Rows whose quality is approved and whose usage constraints allow `use` (training, evaluation, serving)."""
+    return qa.filter(usable_condition(use))
+
+
+def trainable_condition():
+    """The dual quality gate for training (see DESIGN.md §3), as a Column."""
+    return usable_condition(TRAINING)
 
 
 def trainable(qa: DataFrame) -> DataFrame:
-    """Rows that pass the dual quality gate for training (see DESIGN.md §3)."""
-    return usable(qa, TRAINING)
+    """Rows that pass the dual quality gate for training."""
+    return qa.filter(trainable_condition())
 
 
 # -- rendering (runs on the executors) --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ontos_pipeline import tables
-from ontos_pipeline.lakehouse import Lakehouse
+from ontos_pipeline.lakehouse import Lakehouse, python_rows
 from ontos_pipeline.specs import ITEM_KEY, USES, UseCaseSpec
 from ontos_pipeline.stages.label_files import (
     CANDIDATE_FIELDS,
@@ -201,11 +201,17 @@ def merge_labels(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, s
     finally:
         checked.unpersist()
 
-    current = current_labels(spark, lakehouse, sheet_id, label_type)
-    labelled = current.join(sheet_df.select(ITEM_KEY), ITEM_KEY).count()
-    by_source = {r["source"]: r["count"] for r in current.groupBy("source").count().collect()}
-    return LabelsResult(sheet_df.count(), labelled, appended, rejects, conflicts, version, by_source,
-                        label_distribution(current, spec))
+    current = current_labels(spark, lakehouse, sheet_id, label_type).cache()  # three small aggregates below
+    try:
+        counts = sheet_df.select(ITEM_KEY).join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY,
+                                                "left").agg(F.count(F.lit(1)).alias("items"),
+                                                            F.count("_labelled").alias("labelled")).first()
+        by_source = {r["source"]: r["count"] for r in current.groupBy("source").count().collect()}
+        distribution = label_distribution(current, spec)
+    finally:
+        current.unpersist()
+    return LabelsResult(counts["items"], counts["labelled"], appended, rejects, conflicts, version, by_source,
+                        distribution)
 
 
 def _precedence():
@@ -223,10 +229,10 @@ def _record_rejects(spark, lakehouse: Lakehouse, rejected: DataFrame, sheet_id: 
         F.lit(sheet_id).alias("sheet_id"), F.col(ITEM_KEY), F.lit(label_type).alias("label_type"), "source",
         "source_ref", F.col("label_data").alias("payload"), "reason",
         F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"))
-    count = rows.count()
-    if count:
-        lakehouse.upsert(spark, REJECTS, rows, keys=["reject_id"])
-    return count
+    found = python_rows(rows.toArrow())  # the rejected candidates: a record table, written without Spark
+    if found:
+        lakehouse.upsert_records(REJECTS, found, keys=["reject_id"])
+    return len(found)
 
 
 def _record_conflicts(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str, label_type: str) -> int:
@@ -241,10 +247,9 @@ def _record_conflicts(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: s
                  .select(F.lit(sheet_id).alias("sheet_id"), ITEM_KEY, F.lit(label_type).alias("label_type"),
                          "label_ids", F.to_json("values").alias("label_values"), F.lit("open").alias("status"),
                          "detected_at"))
-    lakehouse.ensure(CONFLICTS)
-    lakehouse.replace(spark, CONFLICTS, conflicts, where={"sheet_id": sheet_id, "label_type": label_type})
-    return lakehouse.read(spark, CONFLICTS).filter(
-        (F.col("sheet_id") == sheet_id) & (F.col("label_type") == label_type)).count()
+    found = python_rows(conflicts.toArrow())  # a record table: a few disputed items, written without Spark
+    lakehouse.replace_records(CONFLICTS, found, where={"sheet_id": sheet_id, "label_type": label_type})
+    return len(found)
 
 
 def _append_winners(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str,
@@ -266,10 +271,8 @@ def _append_winners(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str
         "label_data", "confidence", "source", "source_ref", "labeled_by",
         (F.coalesce(F.col("cur_version"), F.lit(0)) + 1).cast("long").alias("version"), "allowed_uses",
         "prohibited_uses", F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"))
-    count = rows.count()
-    if count:
-        return count, lakehouse.write(LABELS, rows, mode="append")
-    return 0, lakehouse.version(LABELS)
+    version, count = lakehouse.append(LABELS, rows)
+    return count, version
 
 
 def current_labels(spark: SparkSession, lakehouse: Lakehouse, sheet_id: str, label_type: str,
