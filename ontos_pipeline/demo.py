@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 import requests
 
 from ontos_pipeline.console import format_table
+from ontos_pipeline.demo_runs import FinishedRun, RunPool, RunRequest
 from ontos_pipeline.improve_demo import GATE_STEP, improve_loop
 from ontos_pipeline.settings import Settings, load_settings
 from ontos_pipeline.specs import UseCaseSpec, load_use_cases
+from ontos_pipeline.threads import concurrent_runs
 
 TRAFFIC = 200  # requests per use case and batch
 DRIFTED_FEEDBACK = 0.9  # share of drifted answers that get feedback, and of wrong ones that get a correction
@@ -51,37 +53,32 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"unknown use case(s): {', '.join(unknown)}; known: {', '.join(specs)}", file=sys.stderr)
         return 2
     definitions = build_definitions(settings)
-    job = definitions.resolve_job_def(FULL_PIPELINE)
     run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
     if args.rows:
         run_config["ops"] = {"sources": {"config": {"rows": args.rows}}}
-    print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}")
-    print("1/5 pipeline: data -> labels -> training sheet -> model -> evaluation -> gate -> endpoint", flush=True)
-    rows, models, failed = [], [], 0
-    for name in selected:
-        started = time.perf_counter()
-        result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
-                                        raise_on_error=False, tags={"ontos/command": "demo"})
-        rows.append(_summary_row(name, result, time.perf_counter() - started))
-        models.append(_model_row(name, result))
-        blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP} and any(
-            c.check_name == "promotion_gate" and not c.passed for c in result.get_asset_check_evaluations())
-        failed += not result.success and not blocked
-        state = "ok" if result.success else "stopped at the promotion gate" if blocked else "FAILED"
-        print(f"  {name}: {state} (run {result.run_id[:8]})", flush=True)
-    print()
-    print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
-                        "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
-    print()
-    print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"], models))
-    serving, held_out = serve_traffic_and_monitor(settings, definitions, instance, [specs[n] for n in selected],
-                                                  run_config)
-    print()
-    print(format_table(["use case", "served", "requests", "p95 ms (normal / drifted)", "error rate",
-                        "accuracy normal -> drifted", "feedback", "drifted inputs (normal window)",
-                        "drifted inputs (drifted window)", "alerts"], serving))
-    improved, retrain_failed = improve_loop(settings, definitions, instance, [specs[n] for n in selected], held_out,
-                                            run_config)
+    print(f"Ontos Pipeline demo: {len(selected)} use cases, state in {settings.home}, {concurrent_runs()} runs at "
+          "a time")
+    settings.local_model_store().client().search_experiments(max_results=1)  # MLflow's tables, before the workers
+    with RunPool(definitions, instance, concurrent_runs(), args.verbose) as pool:
+        print("1/5 pipeline: data -> labels -> training sheet -> model -> evaluation -> gate -> endpoint", flush=True)
+        finished = pool.run([RunRequest(FULL_PIPELINE, name, run_config, {"ontos/command": "demo"})
+                             for name in selected], _report_pipeline)
+        rows = [_summary_row(f.request.partition, f.result, f.seconds) for f in finished]
+        models = [_model_row(f.request.partition, f.result) for f in finished]
+        failed = sum(_pipeline_state(f.result) == "FAILED" for f in finished)
+        print()
+        print(format_table(["use case", "items", "sheet version", "labelled", "auto / pending / rejected / flagged",
+                            "exported train / val / test", "checks", "PHI columns", "seconds"], rows))
+        print()
+        print(format_table(["use case", "model", "test metric", "baseline [95% CI]", "model [95% CI]", "gate"],
+                           models))
+        serving, held_out = serve_traffic_and_monitor(settings, pool, [specs[n] for n in selected], run_config)
+        print()
+        print(format_table(["use case", "served", "requests", "p95 ms (normal / drifted)", "error rate",
+                            "accuracy normal -> drifted", "feedback", "drifted inputs (normal window)",
+                            "drifted inputs (drifted window)", "alerts"], serving))
+        improved, retrain_failed = improve_loop(settings, pool, instance, [specs[n] for n in selected], held_out,
+                                                run_config)
     failed += retrain_failed
     print()
     print(format_table(["use case", "metric", "drifted items", "baseline", "first model", "retrained model",
@@ -94,7 +91,19 @@ def run_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: list[UseCaseSpec],
+def _pipeline_state(result) -> str:
+    """ok, FAILED, or stopped at the promotion gate (a kept model: not an error)."""
+    blocked = {e.step_key for e in result.get_step_failure_events()} == {GATE_STEP} and any(
+        c.check_name == "promotion_gate" and not c.passed for c in result.get_asset_check_evaluations())
+    return "ok" if result.success else "stopped at the promotion gate" if blocked else "FAILED"
+
+
+def _report_pipeline(finished: FinishedRun) -> None:
+    print(f"  {finished.request.partition}: {_pipeline_state(finished.result)} (run {finished.result.run_id[:8]}, "
+          f"{finished.seconds:.0f} s)", flush=True)
+
+
+def serve_traffic_and_monitor(settings: Settings, pool: RunPool, specs: list[UseCaseSpec],
                               run_config: dict) -> tuple[list[list[object]], dict]:
     """Serve every champion in a child process, send normal traffic, land the drifted batch and send half of it
     with feedback, monitor both windows. Returns the summary rows and, per use case, the drifted items held out
@@ -126,29 +135,27 @@ def serve_traffic_and_monitor(settings: Settings, definitions, instance, specs: 
             print(f"  {spec.name}: {normal.requests} normal + {drifted.requests} drifted requests ({landed} drifted "
                   f"rows landed), accuracy {_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}", flush=True)
     print("\n3/5 monitoring reports (normal window, drifted window)", flush=True)
-    monitor = definitions.resolve_job_def(MONITOR)
+    requests_ = [RunRequest(MONITOR, name, {**run_config, "ops": {"monitoring_report": {"config": {
+        "since": since.isoformat(), "until": until.isoformat()}}}}, {"ontos/command": "demo"})
+        for name, (t0, t1, t2) in windows.items() for since, until in ((t0, t1), (t1, t2))]
+    reports: dict[str, list[dict]] = {}
+    for finished in pool.run(requests_):
+        reports.setdefault(finished.request.partition, []).append(_materialized(finished.result, "monitoring_report"))
     rows = []
     for spec in specs:
         if spec.name not in windows:
             rows.append([spec.name, "none (gate kept nothing to serve)", 0, "-", "-", "-", "-", "-", "-", "-"])
             continue
-        t0, t1, t2 = windows[spec.name]
-        reports = []
-        for since, until in ((t0, t1), (t1, t2)):
-            config = {**run_config, "ops": {"monitoring_report": {"config": {"since": since.isoformat(),
-                                                                             "until": until.isoformat()}}}}
-            result = monitor.execute_in_process(partition_key=spec.name, instance=instance, run_config=config,
-                                                raise_on_error=False, tags={"ontos/command": "demo"})
-            reports.append(_materialized(result, "monitoring_report"))
+        normal_report, drifted_report = reports[spec.name]
         normal, drifted = results[spec.name]
         feedback = sum(normal.feedback.values()) + sum(drifted.feedback.values())
-        rows.append([spec.name, f"v{served[spec.name].version}", reports[0].get("requests", 0)
-                     + reports[1].get("requests", 0),
-                     f"{_ms(reports[0].get('latency_p95'))} / {_ms(reports[1].get('latency_p95'))}",
-                     _rate(reports[1].get("error_rate")), f"{_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}",
-                     feedback, reports[0].get("drifted", "-"), reports[1].get("drifted", "-"),
-                     sum(r.get("alerts_opened", 0) for r in reports)])
-        print(f"  {spec.name}: drifted inputs {reports[1].get('drifted', '-')}", flush=True)
+        rows.append([spec.name, f"v{served[spec.name].version}", normal_report.get("requests", 0)
+                     + drifted_report.get("requests", 0),
+                     f"{_ms(normal_report.get('latency_p95'))} / {_ms(drifted_report.get('latency_p95'))}",
+                     _rate(drifted_report.get("error_rate")), f"{_pct(normal.accuracy)} -> {_pct(drifted.accuracy)}",
+                     feedback, normal_report.get("drifted", "-"), drifted_report.get("drifted", "-"),
+                     sum(r.get("alerts_opened", 0) for r in (normal_report, drifted_report))])
+        print(f"  {spec.name}: drifted inputs {drifted_report.get('drifted', '-')}", flush=True)
     return rows, held_out
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from ontos_pipeline.daemon import DaemonProcess, sensor_cursor, wait_for_sensor_runs
+from ontos_pipeline.demo_runs import RunPool, RunRequest
 from ontos_pipeline.settings import Settings
 from ontos_pipeline.specs import UseCaseSpec
 
@@ -16,7 +17,7 @@ RETRAIN_TIMEOUT = 3600.0
 GATE_STEP = "model_evaluation"  # a run that stops only here on a failed promotion_gate kept its model out: no error
 
 
-def improve_loop(settings: Settings, definitions, instance, specs: list[UseCaseSpec],
+def improve_loop(settings: Settings, pool: RunPool, instance, specs: list[UseCaseSpec],
                  held_out: dict[str, pd.DataFrame], run_config: dict) -> tuple[list[list[object]], int]:
     """Run the sensor through the daemon, wait for its retrains, materialize gaps and tasks; summary rows."""
     from ontos_pipeline.definitions import IMPROVE, build_resources
@@ -43,13 +44,11 @@ def improve_loop(settings: Settings, definitions, instance, specs: list[UseCaseS
         failed += outcomes[name].startswith("FAILED")
 
     print("\n5/5 gap reports and annotation tasks", flush=True)
-    job = definitions.resolve_job_def(IMPROVE)
     quiet = {k: v for k, v in run_config.items() if k != "ops"}  # the pipeline's op config is not this job's
-    for spec in specs:
-        result = job.execute_in_process(partition_key=spec.name, instance=instance, run_config=quiet,
-                                        raise_on_error=False, tags={"ontos/command": "demo"})
-        failed += not result.success
-        print(f"  {spec.name}: {'ok' if result.success else 'FAILED'} (run {result.run_id[:8]})", flush=True)
+    finished = pool.run([RunRequest(IMPROVE, spec.name, quiet, {"ontos/command": "demo"}) for spec in specs],
+                        lambda f: print(f"  {f.request.partition}: {'ok' if f.result.success else 'FAILED'} (run "
+                                        f"{f.result.run_id[:8]})", flush=True))
+    failed += sum(not f.result.success for f in finished)
 
     rows = []
     for spec in specs:

@@ -49,6 +49,13 @@ WIDGETS_SPEC = textwrap.dedent("""
 """)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4 (they share one engine; more only add memory)."""
+    from ontos_pipeline.threads import cpu_count
+
+    return min(4, cpu_count())
+
+
 def pytest_configure(config):
     """The first pytest process (the xdist controller, or the only one) picks the engine folder of this session;
     its workers and every subprocess a test starts inherit it through ONTOS_ENGINE_HOME."""

@@ -16,7 +16,8 @@ from ontos_pipeline.specs import load_use_case
 from ontos_pipeline.stages import alerts
 from ontos_pipeline.stages.alerts import AlertError, Breach
 from ontos_pipeline.stages.drift import categorical_drift, numeric_drift, psi
-from ontos_pipeline.stages.monitoring import QUANTILES, Window, breaches, monitor
+from ontos_pipeline.stages.gaps import latest_drift_report
+from ontos_pipeline.stages.monitoring import QUANTILES, REPORTS, Window, breaches, latest_report, monitor
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
 from ontos_pipeline_tests.kinds import items, kind_spec
 from synthetic_data.generator import generate_tables
@@ -106,6 +107,13 @@ def test_drift_is_found_on_the_drifted_batch_and_not_on_held_out_normal_items(sp
     for d in shifted.drift:
         assert d.drifted == (d.psi >= 0.2 and d.p_value < 0.05)
     assert {b.metric for b in breaches(shifted, spec)} == {f"psi[{c}]" for c in shifted.drifted}
+
+    # reports computed out of order (concurrent runs, backfills): the latest is the one of the latest window
+    lakehouse.append_records(REPORTS, [shifted.record()])
+    lakehouse.append_records(REPORTS, [calm.record()])
+    assert latest_report(lakehouse, spec).report_id == shifted.report_id
+    assert latest_drift_report(lakehouse, spec.name).report_id == shifted.report_id
+    assert latest_report(lakehouse, spec, run_id="run-x").report_id == shifted.report_id  # no report of that run
 
 
 def test_drift_statistics():

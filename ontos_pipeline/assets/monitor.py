@@ -62,7 +62,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
     def monitoring_thresholds(context: AssetExecutionContext, lakehouse: LocalLakehouseResource,
                               use_cases: UseCasesResource) -> AssetCheckResult:
         spec = use_cases.get(context.partition_key)
-        report = monitoring_stage.latest_report(lakehouse.get(), spec)
+        report = monitoring_stage.latest_report(lakehouse.get(), spec, context.run_id)  # the one this step wrote
         if report is None:
             return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
                                     description=f"no monitoring report for {spec.name} yet")
@@ -76,7 +76,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
     monitoring_report_checks = [
         Check("monitoring_thresholds",
               "no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds in the "
-              "latest report", monitoring_thresholds, blocking=False),
+              "report of this materialization", monitoring_thresholds, blocking=False),
     ]
 
     @asset(name="monitoring_report", check_specs=check_specs("monitoring_report", monitoring_report_checks, partitions),
@@ -97,7 +97,7 @@ def build_monitor_assets(partitions: PartitionsDefinition) -> list:
         if champion is not None:
             pack = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PACK}")
             reference = monitoring_stage.training_reference(session, lh, spec, pack)
-        report = monitoring_stage.monitor(session, lh, spec, window, reference)
+        report = monitoring_stage.monitor(session, lh, spec, window, reference, context.run_id)
         lh.append_records(monitoring_stage.REPORTS, [report.record()])
         breaches = monitoring_stage.breaches(report, spec)
         opened = raise_alerts(lh, spec.name, breaches, report.report_id)

@@ -44,6 +44,7 @@ from ontos_pipeline.stages.monitoring import (
     REPORTS,
     MonitoringReport,
     features,
+    report_order,
     scalar_text,
     served_records,
     window_requests,
@@ -160,8 +161,10 @@ def scoring_model(store: ModelStore, use_case: str,
 
 
 def latest_drift_report(lakehouse: Lakehouse, use_case: str) -> MonitoringReport | None:
-    """The newest monitoring report of the use case that assessed drift (else the newest report, or None)."""
-    rows = sorted(lakehouse.records(REPORTS, {"use_case": use_case}), key=lambda r: r["created_at"], reverse=True)
+    """The monitoring report of the most recent window that assessed drift (else the most recent report, or None);
+    by window, not by when it was computed: reports of earlier windows can be computed later (backfills,
+    concurrent runs)."""
+    rows = sorted(lakehouse.records(REPORTS, {"use_case": use_case}), key=report_order, reverse=True)
     assessed = [r for r in rows if json.loads(r["drift"] or "[]")]
     chosen = (assessed or rows or [None])[0]
     return None if chosen is None else MonitoringReport.from_record(chosen)

@@ -124,8 +124,13 @@ def scalar_text(column: Column) -> Column:
     return F.from_json(F.concat(F.lit("["), column, F.lit("]")), T.ArrayType(T.StringType()))[0]
 
 
+def report_id(use_case: str, run_id: str | None = None) -> str:
+    """One id per materialization (deterministic in the Dagster run id when there is one)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ontos-monitoring/{use_case}/{run_id}").hex if run_id else uuid.uuid4().hex
+
+
 def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window: Window,
-            reference: DataFrame | None) -> MonitoringReport:
+            reference: DataFrame | None, run_id: str | None = None) -> MonitoringReport:
     """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response),
     None when no model is served (no drift then)."""
     m = spec.monitoring
@@ -153,7 +158,7 @@ def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window
         requests.unpersist()
     p = ops["p"] or [None, None, None]
     return MonitoringReport(
-        uuid.uuid4().hex, spec.name, spec.serving.endpoint_name, window, n,
+        report_id(spec.name, run_id), spec.name, spec.serving.endpoint_name, window, n,
         None if n == 0 else int(ops["errors"]) / n,
         {"p50": p[0], "p95": p[1], "p99": p[2]}, count, positive, accuracy, judged, distribution, drift,
         status_counts)
@@ -290,6 +295,14 @@ def training_reference(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseS
     return model_rows(spark, lakehouse, spec, qa, data["sheet_table"], "training").filter(F.col(SPLIT) == "train")
 
 
-def latest_report(lakehouse: Lakehouse, spec: UseCaseSpec) -> MonitoringReport | None:
+def report_order(row: dict) -> tuple:
+    """Reports ordered by the window they cover (then by when they were computed)."""
+    return row["window_end"], row["window_start"], row["created_at"]
+
+
+def latest_report(lakehouse: Lakehouse, spec: UseCaseSpec, run_id: str | None = None) -> MonitoringReport | None:
+    """The report a run computed (`run_id`), else the report of the most recent window (a report computed later
+    for an earlier window is not the latest)."""
     rows = lakehouse.records(REPORTS, {"use_case": spec.name})
-    return MonitoringReport.from_record(max(rows, key=lambda r: r["created_at"])) if rows else None
+    mine = [r for r in rows if run_id and r["report_id"] == report_id(spec.name, run_id)]
+    return MonitoringReport.from_record(max(mine or rows, key=report_order)) if rows else None
