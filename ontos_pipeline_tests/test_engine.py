@@ -55,6 +55,13 @@ def test_every_process_connects_to_the_one_running_engine(spark):
 
 
 def test_a_killed_engine_is_replaced_by_the_next_command_and_stop_stops_it(tmp_path):
+    try:
+        _replace_and_stop(tmp_path)
+    finally:
+        engine.stop(tmp_path / "engine")
+
+
+def _replace_and_stop(tmp_path: Path) -> None:
     env = {**os.environ, "ONTOS_ENGINE_HOME": str(tmp_path / "engine"), "ONTOS_HOME": str(tmp_path / "home")}
     cli = [sys.executable, "-m", "ontos_pipeline.cli", "engine"]
     started = subprocess.run([*cli, "start"], env=env, capture_output=True, text=True, timeout=300)
@@ -128,6 +135,13 @@ KILLED_RUN = """
 
 
 def test_killing_the_engine_mid_step_fails_the_run_clearly_writes_nothing_and_the_next_run_recovers(tmp_path):
+    try:
+        _kill_mid_step(tmp_path)
+    finally:  # the engines this test started, whatever happened
+        engine.stop(tmp_path / "engine")
+
+
+def _kill_mid_step(tmp_path: Path) -> None:
     env = {**os.environ, "ONTOS_ENGINE_HOME": str(tmp_path / "engine")}
     marker = tmp_path / "marker"
     marker.write_text("slow")
@@ -153,7 +167,6 @@ def test_killing_the_engine_mid_step_fails_the_run_clearly_writes_nothing_and_th
     assert len([p for p in table.iterdir() if p.name.startswith("c-")]) == 1
     replacement = engine.running(tmp_path / "engine")
     assert replacement is not None and replacement.pid != killed.pid
-    engine.stop(tmp_path / "engine")
 
 
 @pytest.mark.parametrize("value", ["x", "spark.a", "other.key=1"])
