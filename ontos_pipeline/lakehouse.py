@@ -426,8 +426,9 @@ class LocalLakehouse(Lakehouse):
     def append_records(self, table: str | TableName, records: Sequence[Mapping[str, object]]) -> int:
         name = self.name(table)
         data = self.record_table(name, records)
-        mode = "append" if self.exists(name) else "overwrite"
-        return self.write_batches(name, data.schema, lambda: iter(data.to_batches()), mode=mode)
+        # created first when missing (never an overwrite: a concurrent first append would be lost), then a blind
+        # append, retried when a concurrent commit changed the protocol or metadata
+        return self._transact(name, data.schema, lambda dt: write_deltalake(dt, data, mode="append"))
 
     def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
                        keys: Sequence[str]) -> int:

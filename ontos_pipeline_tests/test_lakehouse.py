@@ -183,6 +183,31 @@ for i in range(15):
     assert sorted(r["gap_id"] for r in lakehouse.records("gap_reports")) == ["a-14", "b-14"]
 
 
+def test_concurrent_first_appends_to_a_missing_table_lose_no_rows(lakehouse):
+    """Writers that all find the table missing: one creates it, every append lands (none overwrites another)."""
+    import threading
+    from datetime import UTC, datetime
+
+    writers = 4
+    for round_ in range(5):
+        lakehouse.drop("label_rejects")
+        start = threading.Barrier(writers)
+
+        def append(who: int, round_: int = round_, start: threading.Barrier = start) -> None:
+            start.wait()
+            lakehouse.append_records("label_rejects", [{
+                "reject_id": f"{round_}-{who}", "sheet_id": "s", "label_type": "t", "source": "s", "reason": "r",
+                "created_at": datetime.now(UTC)}])
+
+        threads = [threading.Thread(target=append, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r["reject_id"] for r in lakehouse.records("label_rejects")) == [
+            f"{round_}-{w}" for w in range(writers)]
+
+
 def test_record_tables_are_read_and_written_without_importing_pyspark(home):
     import subprocess
     import sys
