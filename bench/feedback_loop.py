@@ -125,6 +125,10 @@ def main() -> None:
                                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}},
                               indent=2, default=str))
     print(f"wrote {out}")
+    if not args.home:
+        from ontos_pipeline import engine
+
+        engine.stop(home / "engine")  # the engine this fresh ONTOS_HOME started
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import ROOT, run_child
+from measure import ROOT, run_child, stop_engine
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -114,8 +114,11 @@ def run_pandas(use_case: str, rows: int, home: str) -> dict:
 def measure(variant: str, use_case: str, rows: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"ontos-bench-{variant}-") as home:
         out = Path(home) / "result.json"
-        return run_child([sys.executable, __file__, "--child", variant, "--use-case", use_case, "--rows", str(rows),
-                          "--home", home, "--out", str(out)], out, variant)
+        try:
+            return run_child([sys.executable, __file__, "--child", variant, "--use-case", use_case, "--rows",
+                              str(rows), "--home", home, "--out", str(out)], out, variant, home=home)
+        finally:
+            stop_engine(home)  # a cold engine per run: the figure includes its start
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import ROOT, run_child
+from measure import ROOT, run_child, stop_engine
 
 
 def _lines(export_dir: Path, fmt: str, split: str) -> list[dict]:
@@ -179,7 +179,7 @@ def main() -> None:
             load, out = os.getloadavg()[0], Path(tmp) / f"{name}-ours.json"
             out.write_text("{}")  # the dagster CLI writes nothing: run_child adds wall time and peak RSS to {}
             ours = run_child([dagster, "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select",
-                              "trained_model", "--partition", name, "--config-json", quiet], out, "ours")
+                              "trained_model", "--partition", name, "--config-json", quiet], out, "ours", home=home)
             out = Path(tmp) / f"{name}-plain.json"
             plain = run_child([sys.executable, __file__, "--plain", str(export_dir(home, name)), "--kind", kind,
                                "--metric", metric, "--out", str(out)], out, "plain")
@@ -188,6 +188,7 @@ def main() -> None:
         out = Path(tmp) / "scores.json"
         scores = run_child([sys.executable, __file__, "--score", *[a for u in use_cases for a in ("--use-case", u)],
                             "--out", str(out)], out, "score")
+    stop_engine(home)
     for row in rows:
         row["ours"].update(scores[row["use_case"]])
         row["ratios"] = {k: row["ours"][k] / row["plain"][k] for k in ("process_wall_s", "peak_rss_mb")}

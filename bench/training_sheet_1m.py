@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import ROOT, run_child
+from measure import ROOT, run_child, stop_engine
 
 
 def _context(home: str, use_case: str):
@@ -130,11 +130,14 @@ def main() -> None:
         def child(name: str) -> dict:
             out = Path(home) / f"{name}.json"
             return run_child([sys.executable, __file__, "--child", name, "--use-case", args.use_case, "--rows",
-                              str(args.rows), "--home", home, "--out", str(out)], out, name)
+                              str(args.rows), "--home", home, "--out", str(out)], out, name, home=home)
 
-        prepared = child("setup")
-        ours, plain = child("ours"), child("plain")
-        check = child("compare")
+        try:
+            prepared = child("setup")
+            ours, plain = child("ours"), child("plain")
+            check = child("compare")
+        finally:
+            stop_engine(home)
     print(f"\ntraining-sheet assembly: {args.use_case}, {args.rows:,} items "
           f"({prepared['labelled']:,} labelled), {os.cpu_count()} cores\n")
     print(f"{'metric':<18}{'ours (Spark)':>16}{'plain Jinja2 loop':>20}{'ours/plain':>12}")
