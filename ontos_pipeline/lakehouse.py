@@ -147,6 +147,11 @@ class Lakehouse(ABC):
     def volume_path(self, *parts: str) -> str:
         """A folder for files that belong with the tables (images, exports)."""
 
+    @abstractmethod
+    def cli_env(self) -> dict[str, str]:
+        """The environment variables that point the `ontos` CLI at these tables (for commands written into
+        reproducibility packs and messages)."""
+
     def record_ddl(self, name: TableName, records: Sequence[Mapping[str, object]], verb: str = "append to") -> TableDDL:
         """The DDL `records` are appended under, after checking their columns and required values."""
         ddl = self.ddl(name)
@@ -529,6 +534,12 @@ class LocalLakehouse(Lakehouse):
         path = self.files_root.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+    def cli_env(self) -> dict[str, str]:
+        env = {"ONTOS_HOME": str(self.root.parent)}  # the tables are `<ONTOS_HOME>/tables`
+        if (self.catalog, self.schema) != ("ontos", "workbench"):
+            env.update(ONTOS_CATALOG=self.catalog, ONTOS_SCHEMA=self.schema)
+        return env
 
 
 def arrow_table(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:

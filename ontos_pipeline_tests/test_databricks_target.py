@@ -53,6 +53,42 @@ def failure_text(result) -> str:
 
 
 # -- loading ------------------------------------------------------------------------------------------------
+def test_step_bodies_use_only_what_every_targets_resources_offer(monkeypatch, home):
+    """A step body runs with the local resources here and with the Databricks ones on a cluster (where the fake
+    workspace cannot follow): an attribute one of them lacks (e.g. `lakehouse.home`) is an AttributeError there."""
+    import ast
+    import inspect
+    import textwrap
+
+    from ontos_pipeline.steps import STEPS
+    from ontos_pipeline.wiring import data_plane_resources
+
+    monkeypatch.setenv("ONTOS_DATABRICKS_VOLUME", VOLUME)
+    build_definitions(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES))  # registers every step
+    targets = {"local": data_plane_resources(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES)),
+               "databricks": data_plane_resources(databricks_settings(home, DEMO_USE_CASES))}
+    keys = set(targets["local"]) & set(targets["databricks"])
+
+    def offers(resource: object, attribute: str) -> bool:
+        return attribute in type(resource).model_fields or hasattr(type(resource), attribute)
+
+    used, missing = set(), []
+    for key, body in STEPS.items():
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(body))))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in keys:
+                used.add((node.value.id, node.attr))
+                missing += [f"step {key}: {node.value.id}.{node.attr} ({target} {type(res[node.value.id]).__name__})"
+                            for target, res in targets.items() if not offers(res[node.value.id], node.attr)]
+    assert ("lakehouse", "get") in used and ("mlflow_store", "get") in used  # the walk sees the bodies' resources
+    assert missing == []
+    # what the trained_model step used `lakehouse.home` for: the environment a reproducibility pack's command needs
+    assert targets["local"]["lakehouse"].get().cli_env() == {"ONTOS_HOME": str(home)}
+    assert targets["databricks"]["lakehouse"].get().cli_env() == {
+        "ONTOS_TARGET": "databricks", "ONTOS_CATALOG": "ontos", "ONTOS_SCHEMA": "workbench",
+        "ONTOS_DATABRICKS_VOLUME": VOLUME}
+
+
 def test_definitions_load_under_both_targets_without_network(monkeypatch, home):
     workspace_env(monkeypatch, "https://placeholder.cloud.databricks.com", PLACEHOLDER_TOKEN)
     local = build_definitions(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES))

@@ -85,7 +85,7 @@ def build_model_assets(partitions: PartitionsDefinition) -> list:
         store = mlflow_store.get()
         trained = log_training(store, spec, template, outcome, lineage, data.train, len(data.val),
                                f"trained_model-{context.run_id[:8]}", context.run_id, backend.name,
-                               spec.training.seed, lakehouse.home)
+                               spec.training.seed, lh.cli_env())
         record_training_run(lh, spec, trained, lineage, context.run_id)
         candidates = [{"family": c.family, f"val {outcome.metric}": round(c.headline, 4),
                        "fit seconds": round(c.seconds, 2), "params": c.params} for c in outcome.candidates]

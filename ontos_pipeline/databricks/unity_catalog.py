@@ -193,6 +193,10 @@ class UnityCatalogLakehouse(Lakehouse):
         os.makedirs(path, exist_ok=True)
         return path
 
+    def cli_env(self) -> dict[str, str]:
+        return {"ONTOS_TARGET": "databricks", "ONTOS_CATALOG": self.catalog, "ONTOS_SCHEMA": self.schema,
+                "ONTOS_DATABRICKS_VOLUME": self.volume}
+
 
 def _spark_schema(schema: pa.Schema):
     from pyspark.sql.pandas.types import from_arrow_schema

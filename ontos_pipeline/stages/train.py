@@ -13,6 +13,7 @@ import platform
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -93,7 +94,7 @@ def environment() -> dict:
 
 
 def reproducibility_pack(spec: UseCaseSpec, template: CompiledTemplate, lineage: Lineage, outcome: TrainingOutcome,
-                         trainer: str, seed: int, home: str, run_id: str) -> dict:
+                         trainer: str, seed: int, cli_env: Mapping[str, str], run_id: str) -> dict:
     """Everything needed to rebuild the training data byte for byte and to retrain the same way."""
     out = f"rebuilt-{spec.name}-{run_id[:8]}"
     return {
@@ -113,7 +114,8 @@ def reproducibility_pack(spec: UseCaseSpec, template: CompiledTemplate, lineage:
         "environment": environment(),
         "git_sha": git_sha(),
         "mlflow_run_id": run_id,
-        "command": f"ONTOS_HOME={shlex.quote(home)} uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
+        "command": " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env.items())
+                   + f" uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
     }
 
 
@@ -145,7 +147,7 @@ def log_pyfunc(store: ModelStore, model: ResponseModel, example: pd.DataFrame, r
 
 def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplate, outcome: TrainingOutcome,
                  lineage: Lineage, train: pd.DataFrame, val_rows: int, run_name: str, dagster_run_id: str | None,
-                 trainer: str, seed: int, home: str) -> TrainedModel:
+                 trainer: str, seed: int, cli_env: Mapping[str, str]) -> TrainedModel:
     """Log the candidates and the winner, register it and point `challenger` at the new version."""
     store.activate()
     example = train.head(EXAMPLE_ROWS)  # training rows: approved for training, so never PHI
@@ -172,7 +174,7 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
         if outcome.search:
             mlflow.log_dict(outcome.search, "search.json")
             mlflow.log_metrics({f"importance.{k}": v for k, v in outcome.search.get("importances", {}).items()})
-        pack = reproducibility_pack(spec, template, lineage, outcome, trainer, seed, home, run_id)
+        pack = reproducibility_pack(spec, template, lineage, outcome, trainer, seed, cli_env, run_id)
         mlflow.log_dict(pack, PACK)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / pack["spec"]["file"]).write_text(pack["spec"]["text"], encoding="utf-8")
