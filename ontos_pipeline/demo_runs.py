@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -81,18 +81,13 @@ class RunPool:
     def run(self, requests: Sequence[RunRequest],
             on_finish: Callable[[FinishedRun], None] | None = None) -> list[FinishedRun]:
         """Execute `requests` (at most `workers` at once); the finished runs in the order of `requests`."""
+        futures = {self.executor.submit(_execute, r): i for i, r in enumerate(requests)}
         done: dict[int, FinishedRun] = {}
-        for index, finished in self._completed(requests):
-            done[index] = finished
+        for future in as_completed(futures):
+            request = requests[futures[future]]
+            run_id, seconds = future.result()
+            job = self.definitions.resolve_job_def(request.job)
+            done[futures[future]] = finished = FinishedRun(request, result_of(self.instance, job, run_id), seconds)
             if on_finish is not None:
                 on_finish(finished)
         return [done[i] for i in range(len(requests))]
-
-    def _completed(self, requests: Sequence[RunRequest]) -> Iterator[tuple[int, FinishedRun]]:
-        futures = {self.executor.submit(_execute, r): i for i, r in enumerate(requests)}
-        for future in as_completed(futures):
-            index = futures[future]
-            request = requests[index]
-            run_id, seconds = future.result()
-            job = self.definitions.resolve_job_def(request.job)
-            yield index, FinishedRun(request, result_of(self.instance, job, run_id), seconds)

@@ -96,7 +96,7 @@ class Lakehouse(ABC):
     def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame: ...
 
     @abstractmethod
-    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> int:
         """Commit `df`; nothing is committed when a `required` column holds nulls (LakehouseError naming them)."""
 
     @abstractmethod
@@ -195,10 +195,13 @@ class Lakehouse(ABC):
         if mode not in WRITE_MODES:
             raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
         name = self.name(table)
+        df, required = self._conformed(name, df)
+        return self._write(name, df, mode, required)
+
+    def _conformed(self, name: TableName, df: DataFrame) -> tuple[DataFrame, Sequence[str]]:
+        """`df` fitted to the table's DDL (workbench tables) and the NOT NULL columns to check before committing."""
         ddl = self.ddl(name)
-        if ddl is not None:
-            df = conform(df, ddl, str(name))
-        return self._write(name, df, mode, ddl.required if ddl is not None else ())
+        return (df, ()) if ddl is None else (conform(df, ddl, str(name)), ddl.required)
 
     def append(self, table: str | TableName, df: DataFrame) -> tuple[int | None, int]:
         """Append `df` in one atomic commit, none when it has no rows; returns (table version, rows appended)."""
@@ -341,12 +344,10 @@ class LocalLakehouse(Lakehouse):
     def append(self, table: str | TableName, df: DataFrame) -> tuple[int | None, int]:
         """One Spark job: the rows are counted from the written files' footers, not by a second pass."""
         name = self.name(table)
-        ddl = self.ddl(name)
-        if ddl is not None:
-            df = conform(df, ddl, str(name))
-        return self._commit(name, df, "append", ddl.required if ddl is not None else ())
+        df, required = self._conformed(name, df)
+        return self._commit(name, df, "append", required)
 
-    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> int:
         return self._commit(name, df, mode, required)[0]  # type: ignore[return-value]
 
     def _commit(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> tuple[int | None, int]:

@@ -44,10 +44,7 @@ def build_label_assets(partitions: PartitionsDefinition) -> list:
     def label_coverage(context: AssetExecutionContext, spark: SparkResource,
                        lakehouse: LocalLakehouseResource, use_cases: UseCasesResource) -> AssetCheckResult:
         spec, session, lh, snapshot, current = labels_of(context, spark, lakehouse, use_cases)
-        items = lh.read(session, snapshot.table).select(ITEM_KEY)
-        counts = items.join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY, "left").agg(
-            F.count(F.lit(1)).alias("total"), F.count("_labelled").alias("labelled")).first()
-        labelled, total = counts["labelled"], counts["total"]
+        total, labelled = label_stage.label_coverage(lh.read(session, snapshot.table), current)
         coverage = labelled / total if total else 0.0
         ok = coverage >= spec.labels.min_coverage
         return check_result(CheckOutcome(ok, f"{labelled}/{total} items labelled ({coverage:.1%}); the spec asks "

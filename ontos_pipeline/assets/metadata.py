@@ -29,11 +29,15 @@ def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS, redact: Collection
     return MetadataValue.md("\n".join(lines))
 
 
+def first_values(column, limit: int = 5):
+    """An aggregate: the first `limit` non-null values of `column`, sorted (a check's examples)."""
+    return F.slice(F.sort_array(F.collect_list(column)), 1, limit)
+
+
 def count_with_examples(df: DataFrame, label, limit: int = 5) -> tuple[int, list[str]]:
     """How many rows `df` has and the first `limit` values of `label` (a column) among them, in one Spark job
     (for checks: the offending rows are normally none)."""
-    row = df.agg(F.count(F.lit(1)).alias("n"),
-                 F.slice(F.sort_array(F.collect_list(label)), 1, limit).alias("examples")).first()
+    row = df.agg(F.count(F.lit(1)).alias("n"), first_values(label, limit).alias("examples")).first()
     return int(row["n"]), [str(v) for v in row["examples"] or []]
 
 

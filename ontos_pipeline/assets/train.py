@@ -14,7 +14,7 @@ from dagster import (
 from pyspark.sql import functions as F
 
 from ontos_pipeline.assets.common import export_directory, published_sheet
-from ontos_pipeline.assets.metadata import check_result
+from ontos_pipeline.assets.metadata import check_result, first_values
 from ontos_pipeline.resources.lakehouse import LocalLakehouseResource, UseCasesResource
 from ontos_pipeline.resources.spark import SparkResource
 from ontos_pipeline.specs import ITEM_KEY
@@ -44,10 +44,9 @@ def build_export_assets(partitions: PartitionsDefinition) -> list:
         if "item_ref" in index.columns:
             marked = prohibited.select(ITEM_KEY, F.lit(True).alias("_prohibited")).join(
                 index.select(ITEM_KEY, F.lit(True).alias("_exported")), ITEM_KEY, "full")
-            counts = marked.agg(F.count("_prohibited").alias("held"), F.sum(
-                (F.col("_prohibited") & F.col("_exported")).cast("long")).alias("leaked"),
-                F.slice(F.sort_array(F.collect_list(F.when(F.col("_prohibited") & F.col("_exported"),
-                                                            F.col(ITEM_KEY)))), 1, 5).alias("examples")).first()
+            leaked = F.col("_prohibited") & F.col("_exported")
+            counts = marked.agg(F.count("_prohibited").alias("held"), F.sum(leaked.cast("long")).alias("leaked"),
+                                first_values(F.when(leaked, F.col(ITEM_KEY))).alias("examples")).first()
             n, held, examples = int(counts["leaked"] or 0), int(counts["held"]), list(counts["examples"] or [])
         else:  # an export without item refs cannot leak a known item
             n, held, examples = 0, prohibited.count(), []

@@ -94,7 +94,7 @@ class UnityCatalogLakehouse(Lakehouse):
             raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
         self._sql(re.sub(r"\bVARIANT\b", "STRING", ddl.render(name.catalog, name.schema)).strip().rstrip(";"))
 
-    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str] = ()) -> int:
+    def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> int:
         check_required(df, required, str(name))  # one aggregate pass before the commit
         workbench = self.ddl(name) is not None
         if workbench:

@@ -203,15 +203,20 @@ def merge_labels(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, s
 
     current = current_labels(spark, lakehouse, sheet_id, label_type).cache()  # three small aggregates below
     try:
-        counts = sheet_df.select(ITEM_KEY).join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY,
-                                                "left").agg(F.count(F.lit(1)).alias("items"),
-                                                            F.count("_labelled").alias("labelled")).first()
+        items, labelled = label_coverage(sheet_df, current)
         by_source = {r["source"]: r["count"] for r in current.groupBy("source").count().collect()}
         distribution = label_distribution(current, spec)
     finally:
         current.unpersist()
-    return LabelsResult(counts["items"], counts["labelled"], appended, rejects, conflicts, version, by_source,
-                        distribution)
+    return LabelsResult(items, labelled, appended, rejects, conflicts, version, by_source, distribution)
+
+
+def label_coverage(items: DataFrame, current: DataFrame) -> tuple[int, int]:
+    """(items, items with a current label) of a sheet, in one Spark job."""
+    counts = items.select(ITEM_KEY).join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY,
+                                         "left").agg(F.count(F.lit(1)).alias("items"),
+                                                     F.count("_labelled").alias("labelled")).first()
+    return int(counts["items"]), int(counts["labelled"])
 
 
 def _precedence():

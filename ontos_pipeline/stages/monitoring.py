@@ -304,5 +304,6 @@ def latest_report(lakehouse: Lakehouse, spec: UseCaseSpec, run_id: str | None = 
     """The report a run computed (`run_id`), else the report of the most recent window (a report computed later
     for an earlier window is not the latest)."""
     rows = lakehouse.records(REPORTS, {"use_case": spec.name})
-    mine = [r for r in rows if run_id and r["report_id"] == report_id(spec.name, run_id)]
+    own = report_id(spec.name, run_id) if run_id else None
+    mine = [r for r in rows if r["report_id"] == own]
     return MonitoringReport.from_record(max(mine or rows, key=report_order)) if rows else None
