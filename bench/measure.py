@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -29,10 +30,11 @@ def engine_processes(home: str | Path | None) -> list[psutil.Process]:
     return []
 
 
-def stop_engine(home: str | Path) -> None:
-    """Stop the engine a benchmark's ONTOS_HOME started (`ontos engine stop`)."""
+def stop_engine(home: str | Path, env: Mapping[str, str] | None = None) -> None:
+    """Stop the engine a benchmark's ONTOS_HOME started (`ontos engine stop`; `env`'s ONTOS_ENGINE_HOME, if any,
+    names another engine folder)."""
     subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "engine", "stop"], cwd=ROOT, capture_output=True,
-                   env={**os.environ, "ONTOS_HOME": str(home)}, check=False)
+                   env={**(os.environ if env is None else env), "ONTOS_HOME": str(home)}, check=False)
 
 
 def run_child(command: list[str], out: Path, label: str, home: str | Path | None = None) -> dict:

@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import ROOT, stop_engine
+
 PY = sys.executable
 BIN = Path(PY).parent
 
@@ -56,11 +58,14 @@ def timed(argv: list[str], env: dict, cwd: Path = ROOT, ok=(0,)) -> tuple[float,
     return wall, done.returncode
 
 
+def summary(seconds: list[float]) -> dict:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+            "runs": len(seconds)}
+
+
 def median(argv: list[str], env: dict, repeat: int, ok=(0,)) -> dict:
     runs = [timed(argv, env, ok=ok) for _ in range(repeat)]
-    seconds = [s for s, _ in runs]
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
-            "runs": repeat, "aborted_at_exit": sum(code == -6 for _, code in runs)}
+    return {**summary([s for s, _ in runs]), "aborted_at_exit": sum(code == -6 for _, code in runs)}
 
 
 def run_demo(home: Path, env: dict) -> float:
@@ -68,8 +73,7 @@ def run_demo(home: Path, env: dict) -> float:
     try:
         wall, _ = timed([str(BIN / "ontos"), "demo"], {**env, "ONTOS_HOME": str(home)})
     finally:  # the demo's engine; the measures below run on an engine of their own
-        subprocess.run([PY, "-m", "ontos_pipeline.cli", "engine", "stop"], env={**env, "ONTOS_HOME": str(home)},
-                       capture_output=True)
+        stop_engine(home, env)
     print(f"  {wall:.0f} s", flush=True)
     return wall
 
@@ -123,8 +127,7 @@ def main() -> None:
                 shutil.copytree(home, copy, ignore=shutil.ignore_patterns("engine"))
                 run_env = {**env, "ONTOS_HOME": str(copy), "DAGSTER_HOME": str(copy / "dagster")}
                 seconds.append(timed(argv, run_env)[0])
-            return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
-                    "runs": args.repeat}
+            return summary(seconds)
 
         title = f"dagster asset materialize --select template ({uc})"
         rows[title] = {"ours": on_copy([str(BIN / "dagster"), "asset", "materialize", "-m",
@@ -140,7 +143,7 @@ def main() -> None:
               flush=True)
         results["commands"] = rows
     finally:
-        subprocess.run([PY, "-m", "ontos_pipeline.cli", "engine", "stop"], env=env, capture_output=True)
+        stop_engine(home, env)
     if args.feedback_loop:
         subprocess.run([PY, str(ROOT / "bench" / "feedback_loop.py"), "--use-case", uc], env=base, check=True)
         results["feedback_loop"] = json.loads((ROOT / "bench" / "results" / "feedback_loop.json").read_text())
