@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from dagster import DagsterInstance  # noqa: E402
 
-from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions  # noqa: E402
+from ontos_pipeline.definitions import build_definitions  # noqa: E402
+from ontos_pipeline.pipeline import FULL_PIPELINE  # noqa: E402
 from ontos_pipeline.settings import Settings, default_use_cases_dir  # noqa: E402
 from ontos_pipeline_tests.fake_workspace import FakeWorkspace  # noqa: E402
 

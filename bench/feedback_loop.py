@@ -32,9 +32,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ontos_pipeline.cli import prepare_dagster_home  # noqa: E402
-from ontos_pipeline.daemon import DaemonProcess, sensor_cursor, sensor_runs  # noqa: E402
-from ontos_pipeline.demo import ServingProcess  # noqa: E402
+from ontos_pipeline.demo.daemon import DaemonProcess, sensor_cursor, sensor_runs  # noqa: E402
+from ontos_pipeline.demo.run import ServingProcess  # noqa: E402
+from ontos_pipeline.instance import prepare_dagster_home  # noqa: E402
 from ontos_pipeline.settings import load_settings  # noqa: E402
 
 
@@ -65,9 +65,10 @@ def main() -> None:
 
     from dagster import DagsterInstance
 
-    from ontos_pipeline.definitions import FULL_PIPELINE, RETRAIN, build_definitions, build_resources
-    from ontos_pipeline.spark_session import get_spark
-    from ontos_pipeline.stages import traffic
+    from ontos_pipeline.definitions import build_definitions
+    from ontos_pipeline.demo import traffic
+    from ontos_pipeline.pipeline import FULL_PIPELINE, RETRAIN
+    from ontos_pipeline.platform.spark_session import get_spark
 
     instance = DagsterInstance.get()
     defs = build_definitions(settings)
@@ -77,7 +78,7 @@ def main() -> None:
     assert defs.resolve_job_def(FULL_PIPELINE).execute_in_process(partition_key=spec.name, instance=instance,
                                                                   run_config=quiet).success
     print(f"setup: full_pipeline of {spec.name} in {time.perf_counter() - t:.0f} s", flush=True)
-    lakehouse, spark = build_resources(settings)["lakehouse"].get(), get_spark()
+    lakehouse, spark = settings.local_lakehouse(), get_spark()
     batch = traffic.items(spark, lakehouse, spec, "drifted", 10_000)
     traffic.land_batch(spark, lakehouse, spec, "drifted")
     halves = batch.iloc[:len(batch) // 2], batch.iloc[len(batch) // 2:]
@@ -126,7 +127,7 @@ def main() -> None:
                               indent=2, default=str))
     print(f"wrote {out}")
     if not args.home:
-        from ontos_pipeline import engine
+        from ontos_pipeline.platform import engine
 
         engine.stop(home / "engine")  # the engine this fresh ONTOS_HOME started
 

@@ -31,8 +31,8 @@ VARIANTS = ("ours", "spark_parquet", "driver_deltalake")
 def child(variant: str, rows: int, folder: str) -> dict:
     from pyspark.sql import functions as F
 
-    from ontos_pipeline.lakehouse import LocalLakehouse
-    from ontos_pipeline.spark_session import get_spark
+    from ontos_pipeline.platform.lakehouse import LocalLakehouse
+    from ontos_pipeline.platform.spark_session import get_spark
 
     spark = get_spark()
     df = spark.range(rows).select(

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def engine_processes(home: str | Path | None) -> list[psutil.Process]:
     """The local Spark engine of ONTOS_HOME `home` and its children (it outlives the process that started it, so a
     process tree does not always hold it), [] when none runs."""
-    from ontos_pipeline import engine
+    from ontos_pipeline.platform import engine
 
     found = engine.running(Path(home) / "engine") if home else None
     if found is None:

@@ -47,8 +47,8 @@ import json
 from dagster import DagsterInstance
 from ontos_pipeline.definitions import build_definitions
 from ontos_pipeline.settings import load_settings
-from ontos_pipeline.spark_session import get_spark
-from ontos_pipeline.stages import traffic
+from ontos_pipeline.platform.spark_session import get_spark
+from ontos_pipeline.demo import traffic
 s = load_settings({{"ONTOS_HOME": {str(home)!r}}})
 defs = build_definitions(s)
 res = defs.resolve_job_def("full_pipeline").execute_in_process(partition_key={USE_CASE!r},
@@ -168,7 +168,7 @@ def main() -> None:
             _stop(proc)
         if label.startswith("ontos"):
             sys.path.insert(0, str(ROOT))
-            from ontos_pipeline.lakehouse import LocalLakehouse
+            from ontos_pipeline.platform.lakehouse import LocalLakehouse
 
             logged = len(LocalLakehouse(home / "tables").records("inference_log", columns=["request_id"]))
             log_share = logged / answered

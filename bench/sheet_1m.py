@@ -33,7 +33,8 @@ def run_ours(use_case: str, rows: int, home: str) -> dict:
     """The product path: Dagster materializes `sources`, `sheet` and the blocking checks in one run."""
     from dagster import AssetKey, DagsterInstance
 
-    from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions
+    from ontos_pipeline.definitions import build_definitions
+    from ontos_pipeline.pipeline import FULL_PIPELINE
     from ontos_pipeline.settings import load_settings
 
     os.environ["ONTOS_HOME"] = home

@@ -55,7 +55,7 @@ def run_plain(export: str, kind: str, metric: str) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    from ontos_pipeline.stages import metrics
+    from ontos_pipeline.train import metrics
 
     started = time.perf_counter()
     train, test = _lines(Path(export), "instruction", "train"), _lines(Path(export), "instruction", "test")
@@ -90,19 +90,19 @@ def score_ours(home: str, use_cases: list[str]) -> dict:
     from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
     from pyspark.sql import functions as F
 
-    from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.data.sheet import current_sheet
+    from ontos_pipeline.generate.training_sheet import QA
+    from ontos_pipeline.platform.model_store import CHALLENGER
+    from ontos_pipeline.platform.spark_session import get_spark
+    from ontos_pipeline.resources.targets import orchestrator_resources
     from ontos_pipeline.settings import load_settings
-    from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.specs import load_use_cases
-    from ontos_pipeline.stages.deploy import CHALLENGER
-    from ontos_pipeline.stages.sheet import current_sheet
-    from ontos_pipeline.stages.training_data import model_rows, split_frame
-    from ontos_pipeline.stages.training_sheet import QA
-    from ontos_pipeline.trainer.local import RESPONSE
-    from ontos_pipeline.trainer.scoring import headline
+    from ontos_pipeline.train.trainer.local import RESPONSE
+    from ontos_pipeline.train.trainer.scoring import headline
+    from ontos_pipeline.train.training_data import model_rows, split_frame
 
     settings = load_settings()
-    spark, resources, instance = get_spark(), build_resources(settings), DagsterInstance.get()
+    spark, resources, instance = get_spark(), orchestrator_resources(settings), DagsterInstance.get()
     lakehouse, store, specs = resources["lakehouse"].get(), resources["mlflow_store"].get(), load_use_cases(
         settings.use_cases_dir)
     out = {}
@@ -155,7 +155,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(score_ours(os.environ["ONTOS_HOME"], args.use_case)))
         return
 
-    from ontos_pipeline.cli import format_table
+    from ontos_pipeline.platform.console import format_table
     from ontos_pipeline.settings import load_settings
     from ontos_pipeline.specs import load_use_cases
 

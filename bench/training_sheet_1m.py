@@ -28,21 +28,20 @@ from measure import ROOT, run_child, stop_engine
 
 def _context(home: str, use_case: str):
     os.environ["ONTOS_HOME"] = home
-    from ontos_pipeline.definitions import build_resources
+    from ontos_pipeline.platform.spark_session import get_spark
     from ontos_pipeline.settings import load_settings
-    from ontos_pipeline.spark_session import get_spark
     from ontos_pipeline.specs import load_use_cases
 
     settings = load_settings()
     spec = load_use_cases(settings.use_cases_dir)[use_case]
-    return get_spark(), build_resources(settings)["lakehouse"].get(), spec
+    return get_spark(), settings.local_lakehouse(), spec
 
 
 def setup(use_case: str, rows: int, home: str) -> dict:
-    from ontos_pipeline.stages.labels import merge_labels
-    from ontos_pipeline.stages.sheet import build_sheet
-    from ontos_pipeline.stages.sources import materialize_sources
-    from ontos_pipeline.stages.template import compile_template, register_template
+    from ontos_pipeline.data.sheet import build_sheet
+    from ontos_pipeline.data.sources import materialize_sources
+    from ontos_pipeline.generate.template import compile_template, register_template
+    from ontos_pipeline.label.labels import merge_labels
 
     spark, lakehouse, spec = _context(home, use_case)
     materialize_sources(lakehouse, spec, rows=rows)
@@ -53,9 +52,9 @@ def setup(use_case: str, rows: int, home: str) -> dict:
 
 
 def run_ours(use_case: str, rows: int, home: str) -> dict:
-    from ontos_pipeline.stages.sheet import current_sheet
-    from ontos_pipeline.stages.template import current_template
-    from ontos_pipeline.stages.training_sheet import build_training_sheet
+    from ontos_pipeline.data.sheet import current_sheet
+    from ontos_pipeline.generate.template import current_template
+    from ontos_pipeline.generate.training_sheet import build_training_sheet
 
     spark, lakehouse, spec = _context(home, use_case)
     started = time.perf_counter()
@@ -82,7 +81,7 @@ def run_plain(use_case: str, rows: int, home: str) -> dict:
     sheet = DeltaTable(str(sheet_path)).to_pandas()
     labels = DeltaTable(str(tables / "canonical_labels")).to_pandas()
     labels = labels.sort_values("version").drop_duplicates("item_ref", keep="last").set_index("item_ref")
-    from ontos_pipeline.stages.template import finalize_value  # the same printing of values (None, timestamps)
+    from ontos_pipeline.generate.template import finalize_value  # the same printing of values (None, timestamps)
 
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, finalize=finalize_value)
     system, prompt = env.from_string(spec.template.system_prompt), env.from_string(spec.template.prompt)

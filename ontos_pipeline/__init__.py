@@ -1,5 +1,5 @@
 """Ontos Pipeline: the fine-tuning data loop as a Dagster code location."""
 
-from ontos_pipeline.threads import configure_openmp
+from ontos_pipeline.platform.threads import configure_openmp
 
 configure_openmp()

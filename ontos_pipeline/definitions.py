@@ -6,43 +6,21 @@ import warnings
 
 from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, define_asset_job, in_process_executor
 
-from ontos_pipeline.automation import feedback_retrain_sensor, monitoring_schedule
-from ontos_pipeline.databricks.config import DatabricksConfigError, load_databricks_config
-from ontos_pipeline.settings import Settings, SettingsError, load_settings
+from ontos_pipeline.improve.sensors import feedback_retrain_sensor
+from ontos_pipeline.monitor.schedules import monitoring_schedule
+from ontos_pipeline.pipeline import FULL_PIPELINE, IMPROVE, MONITOR, RETRAIN, RETRAIN_ASSETS, build_assets
+from ontos_pipeline.resources.targets import orchestrator_resources
+from ontos_pipeline.settings import Settings, load_settings
 from ontos_pipeline.specs import load_use_cases
-from ontos_pipeline.wiring import build_assets, data_plane_resources
-
-FULL_PIPELINE, MONITOR, RETRAIN, IMPROVE = "full_pipeline", "monitor", "retrain", "improve"
-# what a retrain runs: new source rows and labels (feedback included) through to the endpoint
-RETRAIN_ASSETS = ["sheet", "canonical_labels", "template", "training_sheet", "training_export", "trained_model",
-                  "model_evaluation", "serving_endpoint"]
 
 # Partitioned asset checks are a Dagster preview feature; we rely on it knowingly (one check result per use case).
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 warnings.filterwarnings("ignore", message="Function `observable_source_asset` is currently in beta")
 
-
-def build_resources(settings: Settings) -> dict:
-    """The orchestrator's resources: on Databricks, steps are submitted as runs (credentials checked here,
-    by presence only: no client is built and nothing goes over the network until a step runs)."""
-    if settings.target != "databricks":
-        return data_plane_resources(settings)
-    try:
-        config = load_databricks_config(settings.catalog, settings.schema)
-    except DatabricksConfigError as exc:
-        raise SettingsError(str(exc)) from None
-    from ontos_pipeline.databricks.compute import DatabricksCompute  # the Pipes client: orchestrator only
-
-    resources = data_plane_resources(settings)
-    resources["compute"] = DatabricksCompute.from_config(config, settings.use_cases_dir)
-    return resources
-
-
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
-    assets = build_assets(settings)
     full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups(
                                          "monitor", "improve"),
                                      partitions_def=partitions,
@@ -57,12 +35,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                                description="Gap report and annotation tasks of one use case from its latest "
                                            "evaluation, monitoring and feedback")
     return Definitions(
-        assets=assets,
+        assets=build_assets(partitions),
         jobs=[full_pipeline, monitor, retrain, improve],
         schedules=[monitoring_schedule(monitor, list(use_cases))],
         # the sensor reads the feedback table in the orchestrator's process: local tables only, for now
         sensors=[feedback_retrain_sensor(retrain, settings.sensor_interval)] if settings.target == "local" else [],
-        resources=build_resources(settings),
+        resources=orchestrator_resources(settings),
         executor=in_process_executor,  # one Spark session per run, shared by its steps
     )
 

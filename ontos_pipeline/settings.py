@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ontos_pipeline.identifiers import validate_identifier
+from ontos_pipeline.platform.identifiers import validate_identifier
 
 TARGETS = ("local", "databricks")
 
@@ -35,13 +35,13 @@ class Settings:
 
     def local_lakehouse(self):
         """The local target's lakehouse under `home` (delta-rs and Arrow only: no Spark, no Dagster)."""
-        from ontos_pipeline.lakehouse import LocalLakehouse
+        from ontos_pipeline.platform.lakehouse import LocalLakehouse
 
         return LocalLakehouse.under(self.home, self.catalog, self.schema)
 
     def local_model_store(self):
         """The local target's MLflow store under `home` (imports MLflow, not Dagster)."""
-        from ontos_pipeline.stages.model_store import local_store
+        from ontos_pipeline.platform.model_store import local_store
 
         return local_store(self.home, self.catalog, self.schema).activate()
 

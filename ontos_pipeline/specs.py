@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ontos_pipeline.identifiers import validate_identifier
+from ontos_pipeline.platform.identifiers import validate_identifier
 
 COLUMN_TYPES = ("string", "integer", "double", "boolean", "date", "timestamp")
 CATEGORIES = ("text", "numeric", "categorical", "image", "metadata")

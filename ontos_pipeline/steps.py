@@ -1,58 +1,38 @@
-"""Steps: the bodies of assets (with their checks), run where the target's `compute` resource says.
+"""Steps: an asset's body and its checks, declared once and run where the target's `compute` resource says.
 
-`@step("sheet", checks=...)` under `@asset` registers the body in `STEPS` and adds a `compute` resource parameter.
-An asset's checks run in its step, right after the body, on the data it just wrote: one Spark session and (on
-Databricks) one run per asset, instead of one per check. Locally `InProcessCompute` calls the body in the run's
-process with the run's resources. On Databricks the orchestrator only submits: `DatabricksCompute` sends the step
-name, partition and config through Pipes, and the entry point on the cluster calls the same registered body with
-the cluster's resources (`ontos_pipeline.databricks.entrypoint`).
+A stage declares each asset as a `Step`: a module-level body `body(context, **resources) -> MaterializeResult`, its
+checks (plain functions of the same resources, evaluated in the step right after the body on the data it just
+wrote) and the asset's spec (group, deps, kinds, description, run config). `ontos_pipeline.pipeline.STEPS` lists
+every step in one place. `Step.asset` makes the Dagster asset: it names the resources it needs and hands the body
+to the `compute` resource, which runs it in this process (local target) or submits it as a Databricks run whose
+entry point calls the same `Step.run` with the cluster's resources (`ontos_pipeline.databricks.entrypoint`).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetsDefinition,
     Config,
-    ConfigurableResource,
     MaterializeResult,
+    PartitionsDefinition,
+    asset,
 )
 
-STEPS: dict[str, Callable[..., Any]] = {}
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
+    from ontos_pipeline.platform.lakehouse import Lakehouse
+    from ontos_pipeline.specs import UseCaseSpec
 
-class ComputeResource(ConfigurableResource, ABC):
-    """Where step bodies run."""
-
-    @abstractmethod
-    def execute(self, context, key: str, body: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        """Call `body(context, **kwargs)` (step `key`) here or elsewhere; return its result."""
-
-
-class InProcessCompute(ComputeResource):
-    """Run the body in this process (the local target, and the entry point on a Databricks cluster), with native
-    thread pools sized for the runs sharing the machine; a step that lost the local Spark engine says so."""
-
-    def execute(self, context, key: str, body: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        from ontos_pipeline.spark_session import engine_lost
-        from ontos_pipeline.threads import limited, step_threads
-
-        try:
-            with limited(step_threads()):
-                return body(context, **kwargs)
-        except Exception as exc:
-            lost = engine_lost(exc)
-            if lost is not None:
-                raise lost from exc
-            raise
+CONFIG = "config"  # the body parameter that takes the step's run config
 
 
 @dataclass(frozen=True)
@@ -65,80 +45,97 @@ class Check:
     blocking: bool = True
 
 
-def check_specs(asset: str, checks: Sequence[Check], partitions) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(c.name, asset=asset, description=c.description, blocking=c.blocking,
-                           partitions_def=partitions) for c in checks]
+@dataclass(frozen=True)
+class Step:
+    """One asset: its body, its checks and its spec."""
 
+    key: str
+    body: Callable[..., MaterializeResult]
+    group: str
+    description: str
+    deps: tuple[str, ...] = ()
+    kinds: frozenset[str] = frozenset()
+    checks: tuple[Check, ...] = ()
+    config: type[Config] | None = None  # the body's `config` parameter
 
-def _with_checks(key: str, body: Callable[..., Any], checks: Sequence[Check]) -> Callable[..., Any]:
-    """`body`, then its checks (each given the resources it names), their results attached to the result."""
-    if not checks:
-        return body
-    names = set(inspect.signature(body).parameters)
-    params = {c.name: set(inspect.signature(c.body).parameters) for c in checks}
-    for c in checks:
-        extra = params[c.name] - names
-        if extra:
-            raise TypeError(f"check {c.name} of step {key} needs {sorted(extra)}, which the step does not take")
+    def __post_init__(self) -> None:
+        names = set(self.resources)
+        for check in self.checks:
+            extra = set(_parameters(check.body)) - names
+            if extra:
+                raise TypeError(f"check {check.name} of step {self.key} needs {sorted(extra)}, which the step does "
+                                "not take")
 
-    @functools.wraps(body)
-    def run(context, **kwargs):
-        result = body(context, **kwargs)
+    @property
+    def resources(self) -> list[str]:
+        """The resource keys the body takes, in order."""
+        return [name for name in _parameters(self.body) if name != CONFIG]
+
+    def run(self, context, kwargs: Mapping[str, Any]) -> MaterializeResult:
+        """The body, then its checks (each given the resources it names), their results attached to the result."""
+        result = self.body(context, **kwargs)
+        if not self.checks:
+            return result
         evaluations = []
-        for c in checks:
-            wanted = {n: v for n, v in kwargs.items() if n in params[c.name]}
+        for check in self.checks:
+            wanted = {name: kwargs[name] for name in _parameters(check.body)}
             try:
-                r = c.body(context, **wanted)
+                r = check.body(context, **wanted)
             except Exception as exc:  # the asset's data is written: record the check as failed, not the asset
-                context.log.error(f"check {c.name} of {key} raised {type(exc).__name__}: {exc}")
-                evaluations.append(AssetCheckResult(check_name=c.name, passed=False, severity=AssetCheckSeverity.ERROR,
+                context.log.error(f"check {check.name} of {self.key} raised {type(exc).__name__}: {exc}")
+                evaluations.append(AssetCheckResult(check_name=check.name, passed=False,
+                                                    severity=AssetCheckSeverity.ERROR,
                                                     description=f"the check could not run: {type(exc).__name__}: "
                                                                 f"{exc}"))
                 continue
-            evaluations.append(AssetCheckResult(check_name=c.name, passed=r.passed, severity=r.severity,
+            evaluations.append(AssetCheckResult(check_name=check.name, passed=r.passed, severity=r.severity,
                                                 description=r.description, metadata=r.metadata))
         return MaterializeResult(metadata=result.metadata, data_version=result.data_version,
                                  check_results=evaluations)
 
-    return run
+    def check_specs(self, partitions: PartitionsDefinition) -> list[AssetCheckSpec]:
+        return [AssetCheckSpec(c.name, asset=self.key, description=c.description, blocking=c.blocking,
+                               partitions_def=partitions) for c in self.checks]
+
+    def asset(self, partitions: PartitionsDefinition) -> AssetsDefinition:
+        """The Dagster asset: gathers the body's resources and run config and hands them to `compute`."""
+        step = self
+
+        @asset(name=self.key, group_name=self.group, partitions_def=partitions, deps=list(self.deps),
+               kinds=set(self.kinds), description=self.description, check_specs=self.check_specs(partitions),
+               required_resource_keys={*self.resources, "compute"},
+               config_schema=self.config.to_config_schema() if self.config else None)
+        def _asset(context):
+            kwargs = {name: getattr(context.resources, name) for name in step.resources}
+            if step.config is not None:
+                kwargs[CONFIG] = step.config(**(context.op_config or {}))
+            return context.resources.compute.execute(context, step, kwargs)
+
+        return _asset
+
+    def config_payload(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's run config as JSON, for a remote entry point."""
+        value = kwargs.get(CONFIG)
+        return value.model_dump() if isinstance(value, Config) else {}
+
+    def config_arguments(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The body's `config` argument rebuilt from `config_payload` output (none if the step takes no config)."""
+        return {} if self.config is None else {CONFIG: self.config(**payload)}
 
 
-def step(key: str, checks: Sequence[Check] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register `body` (followed by `checks`) as step `key` and route its calls through the `compute` resource."""
-
-    def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
-        full = _with_checks(key, body, checks)
-        if key in STEPS and STEPS[key].__qualname__ != full.__qualname__:
-            raise ValueError(f"step {key!r} is registered twice ({STEPS[key].__qualname__}, {full.__qualname__})")
-        STEPS[key] = full
-
-        @functools.wraps(body)
-        def run(context, compute: ComputeResource, **kwargs):
-            return compute.execute(context, key, full, kwargs)
-
-        signature = inspect.signature(body)
-        compute_param = inspect.Parameter("compute", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                          annotation=ComputeResource)
-        run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), compute_param])
-        run.__annotations__ = {**getattr(body, "__annotations__", {}), "compute": ComputeResource}
-        return run
-
-    return decorate
+def step_inputs(context, use_cases, spark, lakehouse) -> tuple[UseCaseSpec, SparkSession, Lakehouse]:
+    """What most bodies start from: the partition's use case, the Spark session and the lakehouse."""
+    return use_cases.get(context.partition_key), spark.session(), lakehouse.get()
 
 
-def config_payload(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The run config values of a step call (its `Config` arguments) as JSON for the remote side."""
-    return {name: value.model_dump() for name, value in kwargs.items()
-            if isinstance(value, Config) and not isinstance(value, ConfigurableResource)}
-
-
-def config_arguments(body: Callable[..., Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild the `Config` arguments of `body` from `config_payload` output."""
-    hints = inspect.signature(body).parameters
-    out = {}
-    for name, values in payload.items():
-        annotation = hints[name].annotation
-        if isinstance(annotation, str):  # postponed annotations
-            annotation = body.__globals__[annotation]
-        out[name] = annotation(**values)
+def by_key(steps: Sequence[Step]) -> dict[str, Step]:
+    out: dict[str, Step] = {}
+    for s in steps:
+        if s.key in out:
+            raise ValueError(f"step {s.key!r} is declared twice")
+        out[s.key] = s
     return out
+
+
+def _parameters(body: Callable[..., Any]) -> list[str]:
+    return [name for name in inspect.signature(body).parameters if name != "context"]

@@ -14,10 +14,10 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 
-from ontos_pipeline import engine
-from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.platform import engine
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.spark_session import disconnect, get_spark
 from ontos_pipeline.settings import Settings, default_use_cases_dir
-from ontos_pipeline.spark_session import disconnect, get_spark
 
 DEMO_USE_CASES = default_use_cases_dir()
 
@@ -51,7 +51,7 @@ WIDGETS_SPEC = textwrap.dedent("""
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per core, at most 4 (they share one engine; more only add memory)."""
-    from ontos_pipeline.threads import cpu_count
+    from ontos_pipeline.platform.threads import cpu_count
 
     return min(4, cpu_count())
 

@@ -7,9 +7,9 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from ontos_pipeline.generate.template import compile_template
 from ontos_pipeline.specs import load_use_case
-from ontos_pipeline.stages.template import compile_template
-from ontos_pipeline.trainer.local import RESPONSE
+from ontos_pipeline.train.trainer.local import RESPONSE
 
 SCHEMAS = {
     "enum": {"type": "string", "enum": ["low", "mid", "high"]},

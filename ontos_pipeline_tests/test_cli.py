@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline_tests.conftest import WIDGETS_SPEC
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ontos_pipeline.databricks.payload import payload_as_inference_log, request_records
-from ontos_pipeline.ddl import load_ddl
-from ontos_pipeline.serving.logbook import INFERENCE_LOG
-from ontos_pipeline.stages.monitoring import Window, monitor, served_records
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.monitor.monitoring import Window, monitor, served_records
+from ontos_pipeline.platform.ddl import load_ddl
+from ontos_pipeline.platform.inference_tables import payload_as_inference_log, request_records
 from ontos_pipeline_tests.kinds import kind_spec
 
 T0 = datetime(2026, 2, 3, 10, 0, tzinfo=UTC)

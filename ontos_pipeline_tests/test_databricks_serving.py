@@ -10,11 +10,11 @@ from ontos_pipeline.databricks.serving import (
     ServingSyncError,
     endpoint_entities,
     inference_tables,
-    payload_table,
     served_entity_name,
     server_message,
     sync_endpoint,
 )
+from ontos_pipeline.platform.tables import payload_table
 from ontos_pipeline_tests.fake_workspace import FakeWorkspace
 
 ENDPOINT = "invoice-fields"

@@ -15,8 +15,10 @@ from dagster import AssetKey, DagsterInstance, Definitions, materialize
 from dagster._serdes import serialize_value
 
 from ontos_pipeline.databricks.compute import DatabricksCompute
-from ontos_pipeline.definitions import FULL_PIPELINE, build_definitions, build_resources
-from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.definitions import build_definitions
+from ontos_pipeline.pipeline import FULL_PIPELINE
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.resources.targets import orchestrator_resources
 from ontos_pipeline.settings import Settings, SettingsError
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
 from ontos_pipeline_tests.fake_workspace import FakeWorkspace
@@ -53,35 +55,50 @@ def failure_text(result) -> str:
 
 
 # -- loading ------------------------------------------------------------------------------------------------
-def test_step_bodies_use_only_what_every_targets_resources_offer(monkeypatch, home):
-    """A step body runs with the local resources here and with the Databricks ones on a cluster (where the fake
-    workspace cannot follow): an attribute one of them lacks (e.g. `lakehouse.home`) is an AttributeError there."""
+def test_step_bodies_use_only_the_resource_contracts_every_target_implements(monkeypatch, home):
+    """A step body runs with the local resources here and with the Databricks ones on a cluster. Bodies and checks
+    annotate the abstract contracts of `resources.base` and use only what those declare (an attribute only one
+    implementation has, such as the `lakehouse.home` that once broke `trained_model` on a cluster, fails here);
+    both targets inject an implementation of every contract a step names."""
     import ast
     import inspect
     import textwrap
+    import typing
 
-    from ontos_pipeline.steps import STEPS
-    from ontos_pipeline.wiring import data_plane_resources
+    from ontos_pipeline.pipeline import STEPS
+    from ontos_pipeline.resources import base
+    from ontos_pipeline.resources.targets import data_plane_resources
 
     monkeypatch.setenv("ONTOS_DATABRICKS_VOLUME", VOLUME)
-    build_definitions(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES))  # registers every step
     targets = {"local": data_plane_resources(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES)),
                "databricks": data_plane_resources(databricks_settings(home, DEMO_USE_CASES))}
-    keys = set(targets["local"]) & set(targets["databricks"])
+    contracts = {c for c in vars(base).values() if isinstance(c, type) and c.__module__ == base.__name__}
 
-    def offers(resource: object, attribute: str) -> bool:
-        return attribute in type(resource).model_fields or hasattr(type(resource), attribute)
+    def offers(contract: type, attribute: str) -> bool:
+        return attribute in contract.model_fields or hasattr(contract, attribute)
 
-    used, missing = set(), []
-    for key, body in STEPS.items():
-        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(body))))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in keys:
-                used.add((node.value.id, node.attr))
-                missing += [f"step {key}: {node.value.id}.{node.attr} ({target} {type(res[node.value.id]).__name__})"
-                            for target, res in targets.items() if not offers(res[node.value.id], node.attr)]
+    used, problems = set(), []
+    for step in STEPS:
+        for name, fn in [(step.key, step.body), *((f"{step.key}:{c.name}", c.body) for c in step.checks)]:
+            hints = typing.get_type_hints(fn)
+            params = {p: hints[p] for p in inspect.signature(fn).parameters if p in step.resources}
+            for param, contract in params.items():
+                if contract not in contracts:
+                    problems.append(f"{name}: {param} is annotated {contract.__name__}, not a contract of "
+                                    "resources.base")
+                    continue
+                problems += [f"{name}: {target} injects {type(res[param]).__name__} for {param}, which is not a "
+                             f"{contract.__name__}" for target, res in targets.items()
+                             if not isinstance(res[param], contract)]
+            tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in params:
+                    used.add((node.value.id, node.attr))
+                    if not offers(params[node.value.id], node.attr):
+                        problems.append(f"{name}: {node.value.id}.{node.attr} is not part of "
+                                        f"{params[node.value.id].__name__}")
     assert ("lakehouse", "get") in used and ("mlflow_store", "get") in used  # the walk sees the bodies' resources
-    assert missing == []
+    assert problems == []
     # what the trained_model step used `lakehouse.home` for: the environment a reproducibility pack's command needs
     assert targets["local"]["lakehouse"].get().cli_env() == {"ONTOS_HOME": str(home)}
     assert targets["databricks"]["lakehouse"].get().cli_env() == {
@@ -122,7 +139,7 @@ def test_bad_databricks_environment_fails_at_load_naming_the_variable(monkeypatc
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        build_resources(databricks_settings(home, DEMO_USE_CASES))
+        orchestrator_resources(databricks_settings(home, DEMO_USE_CASES))
 
 
 # -- running steps through Pipes ----------------------------------------------------------------------------
@@ -151,7 +168,7 @@ def cluster(tmp_path, spark, widgets_dir, home):
 def run_assets(settings: Settings, selection: list[str], instance=None):
     defs = build_definitions(settings)
     return materialize(list(defs.assets), selection=selection, partition_key="widgets",
-                       resources=build_resources(settings),
+                       resources=orchestrator_resources(settings),
                        instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
@@ -305,10 +322,10 @@ def test_ontos_commands_for_local_state_refuse_the_databricks_target(monkeypatch
 
 
 def test_models_logged_on_databricks_carry_our_code():
-    from ontos_pipeline.stages.model_store import databricks_store, local_store
+    from ontos_pipeline.platform.model_store import databricks_store, local_store
 
     packaging = databricks_store("ontos", "workbench").packaging()
     assert "ontos-pipeline" not in packaging["pip_requirements"]  # not on PyPI: Model Serving could not install it
     assert [Path(p).name for p in packaging["code_paths"]] == ["ontos_pipeline"]
-    assert (Path(packaging["code_paths"][0]) / "stages" / "model_store.py").exists()
+    assert (Path(packaging["code_paths"][0]) / "platform" / "model_store.py").exists()
     assert "code_paths" not in local_store(Path("/tmp/unused-ontos-home")).packaging()

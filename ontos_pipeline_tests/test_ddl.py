@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import types as T
 
-from ontos_pipeline.ddl import DDLError, all_ddl, load_ddl, parse_ddl
+from ontos_pipeline.platform.ddl import DDLError, all_ddl, load_ddl, parse_ddl
 
 DESIGN_TABLES = {"sheets", "templates", "canonical_labels", "qa_pairs", "label_reviews", "training_runs",
                  "inference_log", "feedback", "monitoring_reports", "alerts", "gap_reports", "annotation_tasks"}

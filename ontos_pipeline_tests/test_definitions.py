@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from ontos_pipeline.definitions import FULL_PIPELINE, IMPROVE, MONITOR, RETRAIN, build_definitions, build_resources
-from ontos_pipeline.stages.sheet import current_sheet
+from ontos_pipeline.data.sheet import current_sheet
+from ontos_pipeline.definitions import build_definitions
+from ontos_pipeline.pipeline import FULL_PIPELINE, IMPROVE, MONITOR, RETRAIN
+from ontos_pipeline.resources.targets import orchestrator_resources
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES, make_settings
 from ontos_pipeline_tests.widgets import good_widgets, write_widgets
 
@@ -69,7 +71,7 @@ def test_bad_data_turns_blocking_checks_red_with_readable_descriptions(spark, la
     write_widgets(spark, lakehouse, widgets)
     defs = build_definitions(settings)
     result = materialize(list(defs.assets), partition_key="widgets",
-                         resources=build_resources(settings), instance=DagsterInstance.ephemeral(),
+                         resources=orchestrator_resources(settings), instance=DagsterInstance.ephemeral(),
                          raise_on_error=False)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {n: e.passed for n, e in evaluations.items()} == {

@@ -61,8 +61,8 @@ def describe(defs: Definitions) -> dict:
 
 def retrain_run_keys() -> dict:
     """What the retrain sensor requests for given arrivals (its cursor logic is a plain function)."""
+    from ontos_pipeline.improve.retrain import Arrivals, CursorEntry, decide
     from ontos_pipeline.specs import load_use_cases
-    from ontos_pipeline.stages.improve import Arrivals, CursorEntry, decide
 
     out = {}
     for name, spec in sorted(load_use_cases(DEMO_USE_CASES).items()):

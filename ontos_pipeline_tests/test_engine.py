@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ontos_pipeline import engine
+from ontos_pipeline.platform import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_every_process_connects_to_the_one_running_engine(spark):
     running = engine.running()
     assert running is not None and running.alive()
     script = """
-        from ontos_pipeline.spark_session import current_engine, get_spark
+        from ontos_pipeline.platform.spark_session import current_engine, get_spark
         spark = get_spark()
         assert spark.range(5).count() == 5
         print(current_engine().pid)
@@ -76,7 +76,7 @@ def _replace_and_stop(tmp_path: Path) -> None:
     status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert "not running" in status.stdout
     again = _python("""
-        from ontos_pipeline.spark_session import current_engine, get_spark
+        from ontos_pipeline.platform.spark_session import current_engine, get_spark
         print(get_spark().range(3).count(), current_engine().pid)
     """, env)
     assert again.returncode == 0, again.stderr
@@ -90,18 +90,17 @@ def _replace_and_stop(tmp_path: Path) -> None:
 KILLED_RUN = """
     import os, sys, time
     from pathlib import Path
-    from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
+    from dagster import MaterializeResult, StaticPartitionsDefinition, materialize
     from pyspark.sql import functions as F
-    from ontos_pipeline.lakehouse import LocalLakehouse
-    from ontos_pipeline.resources.spark import SparkResource
-    from ontos_pipeline.steps import InProcessCompute, step
+    from ontos_pipeline.platform.lakehouse import LocalLakehouse
+    from ontos_pipeline.resources.base import SparkResource
+    from ontos_pipeline.resources.local import InProcessCompute
+    from ontos_pipeline.steps import Step
 
     home, marker = Path(sys.argv[1]), Path(sys.argv[2])
     lakehouse = LocalLakehouse.under(home)
 
-    @asset(name="engine_probe")
-    @step("engine_probe")
-    def engine_probe(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+    def engine_probe(context, spark: SparkResource) -> MaterializeResult:
         session = spark.session()
         slow = marker.exists()  # the first attempt is slow enough to be killed while Spark writes
 
@@ -116,9 +115,12 @@ KILLED_RUN = """
         version = lakehouse.write("raw.probe", rows)
         return MaterializeResult(metadata={"version": version})
 
+    probe = Step("engine_probe", engine_probe, group="test", description="writes while the engine is killed")
+    partitions = StaticPartitionsDefinition(["probe"])
+
     def attempt():
-        return materialize([engine_probe], resources={"spark": SparkResource(), "compute": InProcessCompute()},
-                           raise_on_error=False)
+        return materialize([probe.asset(partitions)], partition_key="probe",
+                           resources={"spark": SparkResource(), "compute": InProcessCompute()}, raise_on_error=False)
 
     first = attempt()
     failure = first.get_step_failure_events()[0].event_specific_data.error

@@ -13,14 +13,13 @@ import pytest
 from PIL import Image
 from pyspark.sql import types as T
 
-from ontos_pipeline.ddl import load_ddl
-from ontos_pipeline.stages.export import (
+from ontos_pipeline.generate.training_sheet import TRAINABLE_STATUSES, trainable
+from ontos_pipeline.platform.ddl import load_ddl
+from ontos_pipeline.train.export import (
     FORMATS,
-    TRAINABLE_STATUSES,
     ExportError,
     assistant_text,
     export_training_data,
-    trainable,
     validate_chat_line,
     validate_export,
     validate_instruction_line,

@@ -13,16 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ontos_pipeline import cli_tasks
-from ontos_pipeline.lakehouse import LocalLakehouse
-from ontos_pipeline.serving.logbook import INFERENCE_LOG
-from ontos_pipeline.stages import gaps, tasks
-from ontos_pipeline.stages.deploy import CHAMPION
-from ontos_pipeline.stages.evaluation import evaluate, log_evaluation, record_evaluation
-from ontos_pipeline.stages.model_store import local_store
-from ontos_pipeline.stages.monitoring import REPORTS, Window, monitor
-from ontos_pipeline.stages.train import log_pyfunc
-from ontos_pipeline.trainer.local import RESPONSE, LocalTrainer, TrainingData
+from ontos_pipeline.cli import tasks as cli_tasks
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.improve import gaps, tasks
+from ontos_pipeline.monitor.monitoring import REPORTS, Window, monitor
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.model_store import CHAMPION, local_store
+from ontos_pipeline.train.evaluation import evaluate, log_evaluation, record_evaluation
+from ontos_pipeline.train.tracking import log_pyfunc
+from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline_tests.kinds import items, kind_spec
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)

@@ -16,8 +16,9 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from PIL import Image
 
-from ontos_pipeline.stages.quality import PHI_PATTERNS  # the scanner's own (Java and Python agree)
-from synthetic_data.generator import BLOCK_ROWS, GENERATORS, generate_tables, png_bytes
+from ontos_pipeline.data.quality import PHI_PATTERNS  # the scanner's own (Java and Python agree)
+from synthetic_data.blocks import BLOCK_ROWS, png_bytes
+from synthetic_data.generator import GENERATORS, generate_tables
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "synthetic_data" / "use_cases"
 SPECS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(SPEC_DIR.glob("*.yaml"))}

@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 
-from ontos_pipeline.automation import RETRAIN_SENSOR
-from ontos_pipeline.definitions import RETRAIN, build_definitions
-from ontos_pipeline.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.data.sheet import build_sheet
+from ontos_pipeline.definitions import build_definitions
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.improve.retrain import is_actionable
+from ontos_pipeline.improve.sensors import RETRAIN_SENSOR
+from ontos_pipeline.label.feedback import FEEDBACK, Feedback, FeedbackSource, record_feedback
+from ontos_pipeline.label.label_files import inbox_dir
+from ontos_pipeline.label.labels import DEFAULT_SOURCES, current_labels, merge_labels
+from ontos_pipeline.pipeline import RETRAIN
 from ontos_pipeline.settings import load_settings
 from ontos_pipeline.specs import load_use_case
-from ontos_pipeline.stages.feedback import FEEDBACK, Feedback, FeedbackSource, record_feedback
-from ontos_pipeline.stages.improve import is_actionable
-from ontos_pipeline.stages.label_files import inbox_dir
-from ontos_pipeline.stages.labels import DEFAULT_SOURCES, current_labels, merge_labels
-from ontos_pipeline.stages.sheet import build_sheet
 from ontos_pipeline_tests.conftest import WIDGETS_SPEC
 from ontos_pipeline_tests.widgets import good_widgets, write_labels, write_widgets
 
@@ -173,11 +174,10 @@ def drifted_items(n: int, seed: int):
 def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_better_on_them(spark, tmp_path):
     from dagster import instance_for_test
 
-    from ontos_pipeline.serving.server import BackgroundServer, ServingOptions
-    from ontos_pipeline.stages import traffic
-    from ontos_pipeline.stages.deploy import CHAMPION
-    from ontos_pipeline.stages.improve import headline
-    from ontos_pipeline.stages.model_store import local_store
+    from ontos_pipeline.demo import traffic
+    from ontos_pipeline.demo.improve import headline
+    from ontos_pipeline.deploy.serving.server import BackgroundServer, ServingOptions
+    from ontos_pipeline.platform.model_store import CHAMPION, local_store
     from ontos_pipeline_tests.conftest import make_settings
     from ontos_pipeline_tests.kinds import items, kind_spec
     from ontos_pipeline_tests.test_serving import _port

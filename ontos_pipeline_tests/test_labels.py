@@ -8,12 +8,12 @@ import re
 import pytest
 from pyspark.sql import functions as F
 
-from ontos_pipeline.stages.label_files import inbox_dir, parse_label_file
-from ontos_pipeline.stages.labels import current_labels, merge_labels
-from ontos_pipeline.stages.review import Decision, record_decisions
-from ontos_pipeline.stages.sheet import build_sheet
-from ontos_pipeline.stages.template import compile_template, register_template
-from ontos_pipeline.stages.training_sheet import build_training_sheet, current_training_sheet
+from ontos_pipeline.data.sheet import build_sheet
+from ontos_pipeline.generate.review import Decision, record_decisions
+from ontos_pipeline.generate.template import compile_template, register_template
+from ontos_pipeline.generate.training_sheet import build_training_sheet, current_training_sheet
+from ontos_pipeline.label.label_files import inbox_dir, parse_label_file
+from ontos_pipeline.label.labels import current_labels, merge_labels
 from ontos_pipeline_tests.widgets import good_widgets, widgets_spec, write_labels, write_widgets
 
 
@@ -131,7 +131,7 @@ def test_review_decisions_survive_rematerialization_and_bad_ones_write_nothing(s
     assert build_training_sheet(spark, lakehouse, spec, snapshot, template).created is False
     assert lakehouse.row_count("qa_pairs") == 4
 
-    from ontos_pipeline.stages.review import ReviewError, read_decisions
+    from ontos_pipeline.generate.review import ReviewError, read_decisions
 
     cases = [
         ([Decision("W9", "approve")], None, "item 'W9': not in training sheet widgets__widget_ok"),

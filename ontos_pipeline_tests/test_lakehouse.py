@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
-from ontos_pipeline.lakehouse import LakehouseError
+from ontos_pipeline.platform.lakehouse import LakehouseError
 
 
 def rows(df):
@@ -108,8 +108,8 @@ def test_concurrent_upserts_from_two_processes_lose_no_rows(spark, lakehouse, ho
     lakehouse.write("ontos.workbench.scratch", spark.createDataFrame([("seed", 0)], "key string, n long"))
     script = """
 import sys
-from ontos_pipeline.lakehouse import LocalLakehouse
-from ontos_pipeline.spark_session import get_spark
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.spark_session import get_spark
 spark, home, who = get_spark(), sys.argv[1], sys.argv[2]
 lakehouse = LocalLakehouse(f"{home}/tables", "ontos", "workbench", files_root=f"{home}/files")
 for i in range(6):
@@ -166,7 +166,7 @@ def test_concurrent_record_upserts_from_two_processes_lose_no_rows(lakehouse, ho
     script = """
 import sys
 from datetime import UTC, datetime
-from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
 home, who = sys.argv[1], sys.argv[2]
 lakehouse = LocalLakehouse(f"{home}/tables", "ontos", "workbench", files_root=f"{home}/files")
 for i in range(15):
@@ -215,7 +215,7 @@ def test_record_tables_are_read_and_written_without_importing_pyspark(home):
     script = """
 import sys
 from datetime import UTC, datetime
-from ontos_pipeline.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
 lakehouse = LocalLakehouse(sys.argv[1] + "/tables", "ontos", "workbench")
 lakehouse.append_records("alerts", [{"alert_id": "x", "use_case": "u", "kind": "drift", "severity": "high",
                                     "message": "m", "status": "open", "created_at": datetime.now(UTC)}])

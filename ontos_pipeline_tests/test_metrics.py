@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ontos_pipeline.stages.metrics import (
+from ontos_pipeline.train.metrics import (
     HIGHER_IS_BETTER,
     METRICS_BY_KIND,
     bootstrap_ci,

@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from ontos_pipeline.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.improve.gaps import latest_drift_report
+from ontos_pipeline.monitor import alerts
+from ontos_pipeline.monitor.alerts import AlertError, Breach
+from ontos_pipeline.monitor.drift import categorical_drift, numeric_drift, psi
+from ontos_pipeline.monitor.monitoring import QUANTILES, REPORTS, Window, breaches, latest_report, monitor
 from ontos_pipeline.specs import load_use_case
-from ontos_pipeline.stages import alerts
-from ontos_pipeline.stages.alerts import AlertError, Breach
-from ontos_pipeline.stages.drift import categorical_drift, numeric_drift, psi
-from ontos_pipeline.stages.gaps import latest_drift_report
-from ontos_pipeline.stages.monitoring import QUANTILES, REPORTS, Window, breaches, latest_report, monitor
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
 from ontos_pipeline_tests.kinds import items, kind_spec
 from synthetic_data.generator import generate_tables
@@ -163,8 +163,9 @@ def test_alert_lifecycle_and_deduplication(lakehouse):
 def test_the_monitoring_check_turns_red_naming_metric_value_and_threshold(spark, tmp_path):
     from dagster import DagsterInstance
 
-    from ontos_pipeline.definitions import MONITOR, build_definitions
-    from ontos_pipeline.lakehouse import LocalLakehouse
+    from ontos_pipeline.definitions import build_definitions
+    from ontos_pipeline.pipeline import MONITOR
+    from ontos_pipeline.platform.lakehouse import LocalLakehouse
     from ontos_pipeline_tests.conftest import make_settings
 
     cases = tmp_path / "cases"

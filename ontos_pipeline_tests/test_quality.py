@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ontos_pipeline.stages import quality
-from ontos_pipeline.stages.sheet import assemble_sheet, read_sources
+from ontos_pipeline.data import quality
+from ontos_pipeline.data.sheet import assemble_sheet, read_sources
 from ontos_pipeline_tests.widgets import good_widgets, widgets_spec, write_widgets
 
 

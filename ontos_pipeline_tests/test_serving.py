@@ -17,13 +17,13 @@ import mlflow
 import pytest
 import requests
 
-from ontos_pipeline.lakehouse import LocalLakehouse
-from ontos_pipeline.serving.logbook import INFERENCE_LOG, recover
-from ontos_pipeline.serving.server import BackgroundServer, ServingOptions
-from ontos_pipeline.stages.deploy import CHALLENGER, CHAMPION, DeployError, deploy, history, rollback
-from ontos_pipeline.stages.model_store import local_store
-from ontos_pipeline.stages.train import log_pyfunc
-from ontos_pipeline.trainer.local import RESPONSE, LocalTrainer, TrainingData
+from ontos_pipeline.deploy.endpoints import DeployError, deploy, history, rollback
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG, recover
+from ontos_pipeline.deploy.serving.server import BackgroundServer, ServingOptions
+from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION, local_store
+from ontos_pipeline.train.tracking import log_pyfunc
+from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline_tests.conftest import make_settings
 from ontos_pipeline_tests.kinds import items, kind_spec
 

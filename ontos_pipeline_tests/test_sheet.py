@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from ontos_pipeline.stages.sheet import (
+from ontos_pipeline.data.sheet import (
     SheetBuildError,
     assemble_sheet,
     build_sheet,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ontos_pipeline import spark_session
-from ontos_pipeline.spark_session import JavaNotFoundError, java_major_version
+from ontos_pipeline.platform import spark_session
+from ontos_pipeline.platform.engine import JavaNotFoundError, java_major_version
 
 
 def test_missing_java_says_how_to_fix_it(monkeypatch, tmp_path):

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ontos_pipeline.specs import UseCaseSpec, load_use_case, load_use_cases
-from ontos_pipeline.stages.template import (
+from ontos_pipeline.generate.template import (
     PLACEHOLDERS,
     CompiledTemplate,
     TemplateError,
@@ -22,6 +21,7 @@ from ontos_pipeline.stages.template import (
     current_template,
     register_template,
 )
+from ontos_pipeline.specs import UseCaseSpec, load_use_case, load_use_cases
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
 
 DEMOS = load_use_cases(DEMO_USE_CASES)
@@ -150,7 +150,7 @@ def test_version_is_a_stable_content_hash(tmp_path):
     spec = spec_with(tmp_path)
     compiled = compile_template(spec)
     assert len(compiled.version) == 20 and compile_template(spec) == compiled
-    code = ("from ontos_pipeline.specs import load_use_case; from ontos_pipeline.stages.template import "
+    code = ("from ontos_pipeline.specs import load_use_case; from ontos_pipeline.generate.template import "
             f"compile_template; print(compile_template(load_use_case({str(spec.path)!r})).version)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == compiled.version  # another process, another PYTHONHASHSEED

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ontos_pipeline.stages.evaluation import evaluate, promotion_gate
-from ontos_pipeline.trainer.extraction import parse_date, parse_number
-from ontos_pipeline.trainer.local import RESPONSE, LocalTrainer, TrainingData
-from ontos_pipeline.trainer.scoring import score
+from ontos_pipeline.train.evaluation import evaluate, promotion_gate
+from ontos_pipeline.train.trainer.extraction import parse_date, parse_number
+from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
+from ontos_pipeline.train.trainer.scoring import score
 from ontos_pipeline_tests.kinds import GATES, items, kind_spec
 
 
@@ -116,7 +116,7 @@ def test_gate_rules_use_the_specs_numbers():
 def test_items_from_feedback_weigh_more_in_training():
     import pandas as pd
 
-    from ontos_pipeline.stages.training_data import weight_items
+    from ontos_pipeline.train.training_data import weight_items
 
     frame = pd.DataFrame({"item_ref": ["a", "b", "c"], "response": ["x", "y", "z"]})
     weighted = weight_items(frame, {"b"}, 3)

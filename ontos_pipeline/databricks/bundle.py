@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 
 import ontos_pipeline
 import synthetic_data
-from ontos_pipeline.ddl import SCHEMAS_DIR
+from ontos_pipeline.platform.ddl import SCHEMAS_DIR
 
 # not installed on the cluster: the runtime brings its own Spark; the UI and the Pipes client stay on the orchestrator
 CLUSTER_EXCLUDED = {"pyspark", "dagster-webserver", "dagster-databricks", "fastapi", "uvicorn"}

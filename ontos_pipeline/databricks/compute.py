@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
@@ -32,7 +31,8 @@ from ontos_pipeline.databricks.bundle import Bundle, build_bundle, cluster_requi
 from ontos_pipeline.databricks.config import DatabricksConfig
 from ontos_pipeline.databricks.metadata import DESCRIPTION_KEY
 from ontos_pipeline.databricks.serving import server_message
-from ontos_pipeline.steps import ComputeResource, config_payload
+from ontos_pipeline.resources.base import ComputeResource
+from ontos_pipeline.steps import Step
 
 # dagster-databricks 0.29 calls preview Pipes APIs of its own dagster release on every run: not ours to act on
 warnings.filterwarnings("ignore", message=r"Function `Pipes(Session|MessageReader)\.")
@@ -158,13 +158,14 @@ class DatabricksCompute(ComputeResource):
                 environment_version="2", dependencies=cluster_requirements(tuple(self.extra_libraries))))]
         return args
 
-    def extras(self, context, key: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {"step": key, "partition": context.partition_key, "config": config_payload(kwargs),
+    def extras(self, context, step: Step, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"step": step.key, "partition": context.partition_key, "config": step.config_payload(kwargs),
                 "settings": {"ONTOS_TARGET": "databricks", "ONTOS_CATALOG": self.catalog,
                              "ONTOS_SCHEMA": self.schema_name, "ONTOS_DATABRICKS_VOLUME": self.volume}}
 
     # -- running ---------------------------------------------------------------------------------------------
-    def execute(self, context, key: str, body: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    def execute(self, context, step: Step, kwargs: dict[str, Any]) -> Any:
+        key = step.key
         client = self.workspace()
         try:
             bundle = self.upload_code(client)
@@ -177,7 +178,7 @@ class DatabricksCompute(ComputeResource):
                  if self.compute == "serverless" else
                  WatchedClassicClient(client, self.run_timeout_seconds, poll_interval_seconds=self.poll_seconds))
         try:
-            invocation = pipes.run(context=context, extras=self.extras(context, key, kwargs),
+            invocation = pipes.run(context=context, extras=self.extras(context, step, kwargs),
                                    task=self.task(bundle, key), submit_args=self.submit_args(context, key))
         except DatabricksError as exc:
             raise StepRunError(f"step {key}: the Databricks API refused the request: {server_message(exc)}") from None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ontos_pipeline.identifiers import validate_identifier
+from ontos_pipeline.platform.identifiers import validate_identifier
 
 DEFAULT_SPARK_VERSION = "15.4.x-cpu-ml-scala2.12"  # an LTS ML runtime: MLflow, scikit-learn, pandas included
 DEFAULT_NODE_TYPE = "i3.xlarge"

@@ -2,13 +2,12 @@
 
 The orchestrator sends the step name, the partition, the step's run config and the settings as Pipes extras.
 Settings the cluster's own environment defines win (that is how a runtime points steps at its catalog). The step
-body is the same function the local target calls in-process (`ontos_pipeline.steps.STEPS`); its result goes
+body is the same function the local target calls in-process (`ontos_pipeline.pipeline.STEPS`); its result goes
 back as a Pipes materialization or check result, with the metadata converted value by value.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -29,15 +28,7 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
-FUSE_ROOT_VARIABLE = "ONTOS_FUSE_ROOT"  # where /dbfs and /Volumes are mounted; empty on Databricks
-
-
-def fuse_path(path: str) -> str:
-    """The local path of a DBFS path (`/tmp/x`, `dbfs:/tmp/x`) or a volume path (`/Volumes/...`)."""
-    root = os.environ.get(FUSE_ROOT_VARIABLE, "")
-    if path.startswith("/Volumes/"):
-        return root + path
-    return root + "/dbfs/" + path.removeprefix("dbfs:").lstrip("/")
+from ontos_pipeline.platform.files import fuse_path
 
 
 class FuseContextLoader(PipesContextLoader):
@@ -73,23 +64,17 @@ class StepContext:
 
 def call_step(key: str, partition: str, run_id: str, config: Mapping[str, Any], log) -> Any:
     """Run step `key` for one partition in this process, as the local target would."""
+    from ontos_pipeline.pipeline import step
+    from ontos_pipeline.resources.targets import data_plane_resources
     from ontos_pipeline.settings import load_settings
-    from ontos_pipeline.steps import STEPS, config_arguments
-    from ontos_pipeline.wiring import build_assets, data_plane_resources
 
-    settings = load_settings()
-    build_assets(settings)  # registers the step bodies
-    if key not in STEPS:
-        raise KeyError(f"unknown step {key!r}; this code knows {', '.join(sorted(STEPS))}")
-    body = STEPS[key]
-    resources = data_plane_resources(settings)
-    names = [p for p in inspect.signature(body).parameters if p != "context"]
-    kwargs = {name: resources[name] for name in names if name in resources}
-    kwargs.update(config_arguments(body, dict(config)))
-    missing = [name for name in names if name not in kwargs]
+    found = step(key)
+    resources = data_plane_resources(load_settings())
+    missing = [name for name in found.resources if name not in resources]
     if missing:
         raise KeyError(f"step {key!r} needs {missing}, which the cluster's resources do not provide")
-    return body(StepContext(partition, run_id, log), **kwargs)
+    kwargs = {name: resources[name] for name in found.resources} | found.config_arguments(config)
+    return found.run(StepContext(partition, run_id, log), kwargs)
 
 
 def report(pipes, key: str, result: Any) -> None:

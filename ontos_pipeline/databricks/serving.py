@@ -24,6 +24,8 @@ from databricks.sdk.service.serving import (
     TrafficConfig,
 )
 
+from ontos_pipeline.platform.tables import table_name_prefix
+
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 MAX_NAME = 63  # Databricks endpoint and served entity names: letters, digits, '-' and '_'
 _ENDPOINT = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_NAME}}}$")
@@ -85,23 +87,10 @@ def _version(version: object, what: str) -> str:
     return text
 
 
-def table_name_prefix(endpoint_name: str) -> str:
-    """The inference-table prefix of an endpoint: its name as a lower-case identifier (dashes -> underscores)."""
-    prefix = re.sub(r"[^a-z0-9_]", "_", str(endpoint_name).lower())
-    if not prefix.strip("_"):
-        raise ValueError(f"endpoint name {endpoint_name!r} gives no table name prefix")
-    return prefix if not prefix[0].isdigit() else "_" + prefix
-
-
 def inference_tables(catalog: str, schema: str, endpoint_name: str) -> AiGatewayConfig:
     """AI Gateway config logging every request of the endpoint to `<catalog>.<schema>.<prefix>_payload`."""
     return AiGatewayConfig(inference_table_config=AiGatewayInferenceTableConfig(
         catalog_name=catalog, schema_name=schema, table_name_prefix=table_name_prefix(endpoint_name), enabled=True))
-
-
-def payload_table(catalog: str, schema: str, endpoint_name: str) -> str:
-    """The three-level name of the endpoint's payload (inference) table."""
-    return f"{catalog}.{schema}.{table_name_prefix(endpoint_name)}_payload"
 
 
 def sync_endpoint(client: WorkspaceClient, endpoint_name: str, model_name: str, champion: str, *, catalog: str,

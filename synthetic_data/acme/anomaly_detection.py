@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "AD"
 PRIMARY = "acme_raw.sensor_windows"

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "CI"
 PRIMARY = "acme_raw.calibration_runs"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "DD"
 PRIMARY = "acme_raw.pcb_inspections"

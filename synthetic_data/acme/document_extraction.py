@@ -13,7 +13,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "DX"
 PRIMARY = "acme_raw.compliance_documents"

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "MI"
 PRIMARY = "acme_raw.medical_invoices"

@@ -12,7 +12,7 @@ from datetime import date
 
 import numpy as np
 
-from synthetic_data import generator as g
+from synthetic_data import blocks as g
 
 PREFIX = "RUL"
 PRIMARY = "acme_raw.asset_health_snapshots"

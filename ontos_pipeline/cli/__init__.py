@@ -1,0 +1,44 @@
+"""The `ontos` command line: one module per command group, each adding its parsers; `main` dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ontos_pipeline.cli import rebuild, review, serving, tasks, workbench
+from ontos_pipeline.settings import SettingsError, load_settings
+from ontos_pipeline.specs import SpecError
+
+GROUPS = (workbench, review, rebuild, serving, tasks)
+TARGET_INDEPENDENT = {"ui", "specs", "engine"}  # the other commands read or write the local target's state
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ontos", description="Ontos Pipeline: the fine-tuning data loop on Dagster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "rows", None) is not None and args.rows < 1:
+        print("--rows must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        if load_settings().target != "local" and args.command not in TARGET_INDEPENDENT:
+            print(f"error: `ontos {args.command}` works on the embedded local target (its tables, MLflow store and "
+                  "serving process). With ONTOS_TARGET=databricks, materialize through Dagster instead: `dagster job "
+                  "execute -m ontos_pipeline.definitions -j full_pipeline --tags '{\"dagster/partition\": "
+                  "\"<use case>\"}'` or the UI (README: Running on Databricks)", file=sys.stderr)
+            return 2
+        return args.func(args)
+    except (SpecError, SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+

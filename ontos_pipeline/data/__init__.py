@@ -1,0 +1,1 @@
+"""DATA: source tables and the validated, versioned sheet snapshot with its checks."""

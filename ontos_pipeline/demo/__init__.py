@@ -1,0 +1,1 @@
+"""The `ontos demo` loop: runs, traffic, the daemon and the improve phase."""

@@ -1,0 +1,1 @@
+"""The local serving process: HTTP app, model registry watch, request payloads, inference log."""

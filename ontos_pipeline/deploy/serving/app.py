@@ -1,0 +1,179 @@
+"""The local serving process: one FastAPI app on 127.0.0.1 for every use case's endpoint.
+
+Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocations` answers
+`{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
+`X-Request-Id`. Every request, failed ones included, is written to the inference log before it is answered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ontos_pipeline.deploy.serving.logbook import InferenceLog
+from ontos_pipeline.deploy.serving.registry import EndpointRegistry
+from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
+from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_of, validate_records
+from ontos_pipeline.platform.lakehouse import Lakehouse
+
+DEFAULT_MAX_BODY = 5_000_000
+RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
+
+
+def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehouse: Lakehouse,
+               poll_seconds: float = 2.0) -> FastAPI:
+    recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from anyio.to_thread import current_default_thread_limiter
+
+        from ontos_pipeline.platform.threads import serving_threads
+
+        current_default_thread_limiter().total_tokens = serving_threads()  # anyio's default is 40 threads
+        inference_log.open()
+        registry.refresh()
+        registry.start(poll_seconds)
+        try:
+            yield
+        finally:
+            registry.stop()
+            inference_log.close()
+
+    app = FastAPI(title="Ontos Pipeline serving", lifespan=lifespan)
+
+    def error(http_status: int, code: str, message: str, **extra) -> JSONResponse:
+        return JSONResponse({"error_code": code, "message": message, **extra}, status_code=http_status)
+
+    @app.post("/serving-endpoints/{name}/invocations")
+    async def invocations(name: str, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        served, request_time = registry.acquire(name)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        headers = {"X-Request-Id": request_id}
+        row = {"request_id": request_id, "request_time": request_time, "endpoint_name": name,
+               "model_version": served and served.version}
+        if served is not None:
+            headers["X-Model-Version"] = served.version
+        spec = registry.specs.get(name)
+        try:
+            if spec is None:
+                raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
+                                 "RESOURCE_DOES_NOT_EXIST")
+            body = await _body(request, spec.serving.max_body_bytes)
+            row["inputs"] = body.decode("utf-8", "replace")
+            if served is None:
+                raise BadRequest(503, f"endpoint {name!r} has no champion model yet; materialize serving_endpoint "
+                                      f"for {spec.name}", "NOT_READY")
+            records = records_of(parse_json(body), spec.serving.max_rows_per_request)
+            row["inputs"] = json.dumps(records, ensure_ascii=False, default=str)
+            typed = validate_records(records, served.required, served.columns)
+            answers, prompts = await run_in_threadpool(served.model.answer, pd.DataFrame(typed))
+            payload, status, message = {"predictions": answers}, 200, None
+            row["rendered_prompt"] = "\n---\n".join(prompts)
+            refs = {r.get("item_ref") for r in records}
+            recent[request_id] = (name, refs.pop() if len(refs) == 1 else None)
+            while len(recent) > RECENT_REQUESTS:
+                recent.popitem(last=False)
+        except BadRequest as exc:
+            payload, status, message = {"error_code": exc.code, "message": exc.message}, exc.status, exc.message
+        except Exception as exc:  # a fault of ours, not of the input: still logged, still answered
+            payload, status = {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}, 500
+            message = payload["message"]
+        row.update(response=json.dumps(payload.get("predictions"), default=str) if status == 200 else None,
+                   status_code=status, error=message, latency_ms=(time.perf_counter() - started) * 1000)
+        inference_log.write(row)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    @app.get("/health")
+    def health() -> dict:
+        endpoints = registry.describe()
+        return {"status": "ok", "endpoints": {e["name"]: e["state"] for e in endpoints},
+                "model_loads": len(registry.swaps),
+                "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged}}
+
+    @app.get("/serving-endpoints")
+    def endpoints(request: Request) -> dict:
+        return {"endpoints": registry.describe(str(request.base_url).rstrip("/"))}
+
+    @app.get("/serving-endpoints/{name}")
+    def endpoint(name: str, request: Request) -> JSONResponse:
+        found = [e for e in registry.describe(str(request.base_url).rstrip("/")) if e["name"] == name]
+        if not found:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"no endpoint named {name!r}")
+        return JSONResponse(found[0])
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        """One feedback object, or a list of them (one commit per endpoint)."""
+        try:
+            body = parse_json(await _body(request, DEFAULT_MAX_BODY))
+            items = body if isinstance(body, list) else [body]
+            if not items:
+                raise FeedbackError("the list of feedback is empty")
+            resolved = [resolve(b) for b in items]
+        except BadRequest as exc:
+            return error(exc.status, exc.code, exc.message)
+        except FeedbackError as exc:
+            return error(400, "INVALID_PARAMETER_VALUE", str(exc))
+        rows = []
+        for spec in {id(s): s for s, _, _ in resolved}.values():
+            mine = [(item, problem) for s, item, problem in resolved if s is spec]
+            rows += await run_in_threadpool(record_feedback, lakehouse, spec, [i for i, _ in mine],
+                                            [p for _, p in mine])
+        results = [{k: row[k] for k in ("feedback_id", "seq", "status", "reason", "item_ref")} for row in rows]
+        if not isinstance(body, list):
+            if rows[0]["status"] == "rejected":
+                return error(422, "INVALID_PARAMETER_VALUE", rows[0]["reason"], **results[0])
+            return JSONResponse(results[0], status_code=201)
+        return JSONResponse({"feedback": results}, status_code=201)
+
+    def resolve(body: object):
+        """(use case spec, parsed feedback, problem) for one feedback object; raises on unusable ones."""
+        if not isinstance(body, Mapping):
+            raise FeedbackError("feedback must be a JSON object (or a list of them)")
+        name = body.get("endpoint")
+        if name is None and body.get("use_case"):
+            name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
+        rid = body.get("request_id")
+        known = recent.get(rid) if isinstance(rid, str) else None
+        if known is None and isinstance(rid, str):
+            known = logged_request(lakehouse, rid)
+        if name is None and known is None:
+            raise BadRequest(404 if rid else 400, f"unknown request_id {rid!r}; give 'endpoint' too" if rid else
+                             "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id")
+        name = name or known[0]
+        spec = registry.specs.get(name)
+        if spec is None:
+            raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
+                             "RESOURCE_DOES_NOT_EXIST")
+        item = parse_feedback({k: v for k, v in body.items() if k not in ("endpoint", "use_case")}, spec.name)
+        if item.item_ref is None and known is not None and known[1]:
+            item = replace(item, item_ref=known[1])
+        return spec, item, f"unknown request_id {rid!r}" if rid and known is None else None
+
+    return app
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes (without reading past the limit)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"the body has {int(declared)} bytes; the limit is {limit}", "REQUEST_LIMIT_EXCEEDED")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"the body exceeds the limit of {limit} bytes", "REQUEST_LIMIT_EXCEEDED")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""GENERATE: prompt templates and the training sheet of rendered prompt/response pairs."""

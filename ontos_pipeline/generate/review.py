@@ -1,0 +1,119 @@
+"""Human review of a training sheet: decisions are validated, then appended to `label_reviews` in one commit.
+
+An edit carries a label that must validate against the response schema; it becomes a canonical label (source
+`review`) at the next `canonical_labels` materialization and is reused by every training sheet of that label type.
+A batch of decisions is all-or-nothing: one bad line rejects the whole batch, naming the line. Reviewing reads and
+writes small row sets with delta-rs: no Spark.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ontos_pipeline.generate.qa_pairs import REVIEWS, training_sheet_rows, training_sheet_version
+from ontos_pipeline.label.label_files import normalize_label, response_validator, validate_label
+from ontos_pipeline.platform.files import jsonl_records
+from ontos_pipeline.platform.lakehouse import Lakehouse
+from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
+
+DECISIONS = ("approve", "edit", "reject", "flag")
+
+
+class ReviewError(ValueError):
+    """A review decision cannot be recorded; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    item_ref: str
+    decision: str
+    label: str | None = None  # JSON text, for edit
+    comment: str | None = None
+    where: str = "command line"
+
+
+def read_decisions(path: Path, default_decision: str | None = None) -> list[Decision]:
+    """Decisions from a CSV (header with item_ref[,decision,label,comment]) or JSONL file."""
+    out: list[Decision] = []
+    if not path.exists():
+        raise ReviewError(f"{path}: no such file")
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix == ".csv":
+            reader = csv.DictReader(handle)
+            if ITEM_KEY not in (reader.fieldnames or []):
+                raise ReviewError(f"{path}:1: the header must name an {ITEM_KEY} column")
+            records = [(f"{path.name}:{reader.line_num}", r) for r in reader]
+        elif path.suffix == ".jsonl":
+            records = jsonl_records(handle, path.name, ReviewError)
+        else:
+            raise ReviewError(f"{path}: use a .csv or .jsonl file")
+    for where, record in records:
+        if not isinstance(record, dict) or not record.get(ITEM_KEY):
+            raise ReviewError(f"{where}: each line needs an {ITEM_KEY}")
+        decision = record.get("decision") or default_decision
+        label = record.get("label")
+        if label is not None and not isinstance(label, str):
+            label = json.dumps(label)
+        out.append(Decision(str(record[ITEM_KEY]), str(decision), label or None, record.get("comment"), where))
+    return out
+
+
+def record_decisions(lakehouse: Lakehouse, spec: UseCaseSpec, decisions: Sequence[Decision], reviewer: str,
+                     based_on_version: str | None = None) -> list[str]:
+    """Validate every decision against the current training sheet, then append them all in one commit."""
+    if not decisions:
+        raise ReviewError("no decisions given")
+    sheet_id = spec.training_sheet_id
+    version = training_sheet_version(lakehouse, sheet_id)
+    if version is None:
+        raise ReviewError(f"training sheet {sheet_id} does not exist yet; materialize the training_sheet asset "
+                          f"for {spec.name} first")
+    if based_on_version and based_on_version != version:
+        raise ReviewError(f"stale decision: you reviewed version {based_on_version} of {sheet_id}, the current "
+                          f"version is {version}; look at the items again (`ontos review show`) and decide on "
+                          "the current version")
+    refs = sorted({d.item_ref for d in decisions})
+    rows = {r[ITEM_KEY]: r for r in training_sheet_rows(lakehouse, sheet_id, items=refs,
+                                                        columns=["response", "status"])}
+    validator = response_validator(spec.template.response_schema)
+    now = datetime.now(UTC)
+    out = []
+    kind = spec.template.response_kind
+    decisions = [Decision(d.item_ref, d.decision, normalize_label(d.label, kind), d.comment, d.where)
+                 if d.label is not None else d for d in decisions]
+    for d in decisions:
+        problem = _problem(d, rows, validator, sheet_id)
+        if problem:
+            raise ReviewError(f"{d.where}: item {d.item_ref!r}: {problem}; nothing was recorded")
+        label = validate_label(validator, d.label)[1] if d.decision == "edit" else None
+        review_id = hashlib.sha256(f"{sheet_id}|{d.item_ref}|{d.decision}|{label}|{reviewer}|{now.isoformat()}"
+                                   .encode()).hexdigest()[:24]
+        out.append({"review_id": review_id, "training_sheet_id": sheet_id, ITEM_KEY: d.item_ref,
+                    "label_type": spec.labels.label_type, "decision": d.decision, "label_data": label,
+                    "comment": d.comment, "reviewer": reviewer, "based_on_version": version, "created_at": now})
+    lakehouse.append_records(REVIEWS, out)
+    return [r["review_id"] for r in out]
+
+
+def _problem(d: Decision, rows: dict, validator, sheet_id: str) -> str | None:
+    if d.decision not in DECISIONS:
+        return f"unknown decision {d.decision!r}; use one of {', '.join(DECISIONS)}"
+    if d.item_ref not in rows:
+        return f"not in training sheet {sheet_id}"
+    if d.decision == "approve" and rows[d.item_ref]["response"] is None:
+        return "has no proposed response to approve; use edit with the correct label"
+    if d.decision == "edit":
+        if d.label is None:
+            return "edit needs a label (--label JSON)"
+        reason, _ = validate_label(validator, d.label)
+        if reason:
+            return f"invalid label: {reason}"
+    if d.decision != "edit" and d.label is not None:
+        return f"a label only goes with edit, not {d.decision}"
+    return None

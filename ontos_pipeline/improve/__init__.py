@@ -1,0 +1,1 @@
+"""IMPROVE: gap reports, annotation tasks and the retrain sensor's logic."""

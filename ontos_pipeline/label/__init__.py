@@ -1,0 +1,1 @@
+"""LABEL: canonical labels (imports, reviews, feedback) with usage governance, and label review."""

@@ -1,0 +1,1 @@
+"""MONITOR: monitoring reports over the inference log, drift and alerts."""

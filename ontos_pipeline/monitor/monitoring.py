@@ -1,0 +1,309 @@
+"""Monitoring of one endpoint over a time window, computed in Spark from the inference log and the feedback.
+
+Operational metrics come from every logged request; drift compares the records answered successfully with the
+model's training rows (input features by column category, and the predictions with the training responses).
+Only aggregates (counts per bin, percentiles) leave Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Window as SparkWindow
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.generate.training_sheet import QA
+from ontos_pipeline.label.feedback import FEEDBACK
+from ontos_pipeline.monitor.alerts import Breach
+from ontos_pipeline.monitor.drift import Drift, categorical_drift, numeric_drift
+from ontos_pipeline.platform import tables
+from ontos_pipeline.platform.lakehouse import Lakehouse
+from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
+from ontos_pipeline.train.training_data import SPLIT, model_rows
+
+REPORTS = tables.MONITORING_REPORTS
+PREDICTION = "prediction"
+QUANTILES = [i / 20 for i in range(21)]
+_RECORDS = T.ArrayType(T.MapType(T.StringType(), T.StringType()))
+_ANSWERS = T.ArrayType(T.StructType([T.StructField("response", T.StringType()),
+                                     T.StructField("confidence", T.DoubleType())]))
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class MonitoringReport:
+    report_id: str
+    use_case: str
+    endpoint_name: str
+    window: Window
+    request_count: int
+    error_rate: float | None
+    latency_ms: dict[str, float | None]
+    records: int
+    positive_feedback_rate: float | None
+    accuracy: float | None
+    feedback_count: int
+    response_distribution: dict
+    drift: list[Drift] = field(default_factory=list)
+    status_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> list[str]:
+        return [d.column for d in self.drift if d.drifted]
+
+    @classmethod
+    def from_record(cls, row: dict) -> MonitoringReport:
+        """A stored report (a `monitoring_reports` row) back as an object: the check re-reads the latest one."""
+        return cls(row["report_id"], row["use_case"], row["endpoint_name"],
+                   Window(row["window_start"], row["window_end"]), row["request_count"], row["error_rate"],
+                   {"p50": row["latency_p50_ms"], "p95": row["latency_p95_ms"], "p99": row["latency_p99_ms"]},
+                   0, row["positive_feedback_rate"], row["accuracy"], 0,
+                   json.loads(row["response_distribution"] or "{}"),
+                   [Drift(**d) for d in json.loads(row["drift"] or "[]")])
+
+    def record(self) -> dict:
+        return {"report_id": self.report_id, "use_case": self.use_case, "endpoint_name": self.endpoint_name,
+                "window_start": self.window.start, "window_end": self.window.end,
+                "request_count": self.request_count, "error_rate": self.error_rate,
+                "latency_p50_ms": self.latency_ms["p50"], "latency_p95_ms": self.latency_ms["p95"],
+                "latency_p99_ms": self.latency_ms["p99"], "positive_feedback_rate": self.positive_feedback_rate,
+                "accuracy": self.accuracy, "response_distribution": json.dumps(self.response_distribution),
+                "drift": json.dumps([d.record() for d in self.drift]), "created_at": datetime.now(UTC)}
+
+
+def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
+    """Monitored input features -> (numeric | categorical, expression); values that do not parse count as missing."""
+    out: dict[str, tuple[str, Column]] = {}
+    for c in spec.sheet.columns:
+        if c.category == "numeric":
+            out[c.name] = ("numeric", F.col(c.name).try_cast("double"))
+        elif c.category == "categorical" or (c.category != "metadata" and c.type == "boolean"):
+            out[c.name] = ("categorical", F.lower(F.col(c.name).cast("string")))
+        elif c.category == "text":
+            out[f"{c.name}:length"] = ("numeric", F.length(F.col(c.name)).cast("double"))
+    kind = spec.template.response_kind
+    if kind == "enum":
+        out[PREDICTION] = ("categorical", F.col(PREDICTION))
+    elif kind == "number":
+        out[PREDICTION] = ("numeric", F.col(PREDICTION).try_cast("double"))
+    else:
+        out[f"{PREDICTION}:length"] = ("numeric", F.length(F.col(PREDICTION)).cast("double"))
+    return out
+
+
+def window_requests(spark: SparkSession, lakehouse: Lakehouse, endpoint: str, window: Window) -> DataFrame:
+    return lakehouse.read(spark, INFERENCE_LOG).filter(
+        (F.col("endpoint_name") == endpoint) & (F.col("request_time") >= F.lit(window.start))
+        & (F.col("request_time") < F.lit(window.end)))
+
+
+def served_records(requests: DataFrame) -> DataFrame:
+    """One row per answered record: its input columns (as text), the prediction (JSON scalar as text), request id."""
+    ok = requests.filter(F.col("status_code") == 200).select(
+        "request_id", "request_time", F.from_json("inputs", _RECORDS).alias("records"),
+        F.from_json("response", _ANSWERS).alias("answers"))
+    return ok.select("request_id", "request_time", F.size("records").alias("batch"),
+                     F.explode(F.arrays_zip("records", "answers")).alias("r")).select(
+        "request_id", "request_time", "batch", F.col("r.records").alias("inputs"),
+        F.col("r.answers.response").alias(PREDICTION), F.col("r.answers.confidence").alias("confidence"))
+
+
+def scalar_text(column: Column) -> Column:
+    """A JSON value as text, the way `from_json` gives string fields: strings unquoted, the rest as written."""
+    return F.from_json(F.concat(F.lit("["), column, F.lit("]")), T.ArrayType(T.StringType()))[0]
+
+
+def report_id(use_case: str, run_id: str | None = None) -> str:
+    """One id per materialization (deterministic in the Dagster run id when there is one)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ontos-monitoring/{use_case}/{run_id}").hex if run_id else uuid.uuid4().hex
+
+
+def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window: Window,
+            reference: DataFrame | None, run_id: str | None = None) -> MonitoringReport:
+    """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response),
+    None when no model is served (no drift then)."""
+    m = spec.monitoring
+    requests = window_requests(spark, lakehouse, spec.serving.endpoint_name, window).cache()
+    try:
+        ops = requests.agg(
+            F.count(F.lit(1)).alias("n"), F.sum((F.col("status_code") != 200).cast("int")).alias("errors"),
+            F.percentile("latency_ms", [0.5, 0.95, 0.99]).alias("p")).first()
+        n = int(ops["n"])
+        status_counts = {str(r["status_code"]): int(r["count"]) for r in
+                         requests.groupBy("status_code").count().collect()}
+        records = served_records(requests)
+        columns = [c.name for c in spec.sheet.columns if c.category != "metadata" or c.type == "boolean"]
+        current = records.select(*[F.col("inputs")[c].alias(c) for c in columns], PREDICTION).cache()
+        count = current.count()
+        distribution = response_distribution(current, spec.template.response_kind)
+        drift = []
+        if reference is not None and count >= m.min_rows:
+            ref = reference.select(*[F.col(c).cast("string").alias(c) for c in columns],
+                                   scalar_text(F.col("response")).alias(PREDICTION))
+            drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value)
+        current.unpersist()
+        positive, accuracy, judged = feedback_metrics(spark, lakehouse, spec, records, window)
+    finally:
+        requests.unpersist()
+    p = ops["p"] or [None, None, None]
+    return MonitoringReport(
+        report_id(spec.name, run_id), spec.name, spec.serving.endpoint_name, window, n,
+        None if n == 0 else int(ops["errors"]) / n,
+        {"p50": p[0], "p95": p[1], "p99": p[2]}, count, positive, accuracy, judged, distribution, drift,
+        status_counts)
+
+
+def response_distribution(current: DataFrame, kind: str) -> dict:
+    if kind == "enum":
+        return {r[PREDICTION]: int(r["count"]) for r in current.groupBy(PREDICTION).count().collect()}
+    if kind == "number":
+        row = current.agg(F.percentile(F.col(PREDICTION).try_cast("double"), [0.0, 0.25, 0.5, 0.75, 1.0])
+                          .alias("q")).first()
+        return dict(zip(["min", "p25", "p50", "p75", "max"], row["q"] or [], strict=False))
+    top = current.groupBy(PREDICTION).count().orderBy(F.desc("count"), PREDICTION).limit(5).collect()
+    return {"distinct": current.select(PREDICTION).distinct().count(),
+            "top": {r[PREDICTION][:80]: int(r["count"]) for r in top}}
+
+
+def drift_of(spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_threshold: float,
+             level: float) -> list[Drift]:
+    feats = features(spec)
+    numeric = {name: expr for name, (kind, expr) in feats.items() if kind == "numeric"}
+    edges = _edges(reference, numeric)
+    ref_bins, cur_bins = _bins(reference, feats, edges), _bins(current, feats, edges)
+    out = []
+    for name, (kind, _) in feats.items():
+        r, c = ref_bins.get(name, {}), cur_bins.get(name, {})
+        if kind == "numeric":
+            if name not in edges:
+                continue
+            keys = [str(i) for i in range(len(QUANTILES) + 1)]
+            out.append(numeric_drift(name, [r.get(k, 0) for k in keys], [c.get(k, 0) for k in keys],
+                                     psi_threshold, level))
+        else:
+            out.append(categorical_drift(name, r, c, psi_threshold, level))
+    return out
+
+
+def _edges(reference: DataFrame, numeric: dict[str, Column]) -> dict[str, list[float]]:
+    if not numeric:
+        return {}
+    values = reference.select(*[e.alias(f"f{i}") for i, e in enumerate(numeric.values())])
+    quantiles = values.approxQuantile(list(values.columns), QUANTILES, 0.001)
+    return {name: q for name, q in zip(numeric, quantiles, strict=True) if q}
+
+
+def _bins(frame: DataFrame, feats: dict[str, tuple[str, Column]], edges: dict[str, list[float]]) -> dict:
+    """feature -> {bin: count}; numeric bins: 0 below the reference minimum, 1..20 quantile bins, 21 above."""
+    cells = []
+    for name, (kind, expr) in feats.items():
+        if kind == "numeric":
+            if name not in edges:
+                continue
+            e = edges[name]
+            inner = sum((expr >= F.lit(x)).cast("int") for x in e[1:-1])
+            bucket = F.when(expr < F.lit(e[0]), 0).when(expr > F.lit(e[-1]), len(e)).otherwise(1 + inner)
+            cells.append(F.struct(F.lit(name).alias("feature"), bucket.cast("string").alias("bin"),
+                                  expr.isNull().alias("missing")))
+        else:
+            cells.append(F.struct(F.lit(name).alias("feature"), F.coalesce(expr, F.lit("(null)")).alias("bin"),
+                                  F.lit(False).alias("missing")))
+    long = frame.select(F.explode(F.array(*cells)).alias("c")).filter(~F.col("c.missing"))
+    out: dict[str, dict[str, int]] = {}
+    for row in long.groupBy("c.feature", "c.bin").count().collect():
+        out.setdefault(row["feature"], {})[row["bin"]] = int(row["count"])
+    return out
+
+
+def feedback_metrics(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, records: DataFrame,
+                     window: Window) -> tuple[float | None, float | None, int]:
+    """(positive-feedback rate, accuracy, records judged) for the window's answered records.
+
+    The latest accepted feedback per (request, item) counts. A correction is the ground truth (correct when it
+    equals the prediction); otherwise thumbs up means correct and thumbs down wrong.
+    """
+    feedback = lakehouse.read(spark, FEEDBACK).filter(
+        (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull())
+    by_answer = SparkWindow.partitionBy("request_id", "item_ref").orderBy(F.desc("seq"))
+    latest = feedback.withColumn("rank", F.row_number().over(by_answer)).filter(F.col("rank") == 1)
+    answered = records.select("request_id", "batch", F.col("inputs")[ITEM_KEY].alias("record_ref"), PREDICTION)
+    joined = latest.join(answered, "request_id").filter(
+        (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref")))
+    canonical = _canonical(spec.template.response_kind)
+    correct = (F.when(F.col("correction").isNotNull(),
+                      canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False)))
+               .otherwise(F.col("rating") == "up"))
+    row = joined.agg(F.count(F.lit(1)).alias("judged"),
+                     F.sum((F.col("rating") == "up").cast("int")).alias("up"),
+                     F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
+                     F.sum(correct.cast("int")).alias("correct")).first()
+    judged, rated = int(row["judged"]), int(row["rated"] or 0)
+    return ((row["up"] or 0) / rated if rated else None, (row["correct"] or 0) / judged if judged else None,
+            judged)
+
+
+def _canonical(kind: str):
+    """A UDF: JSON text (or, for predictions of string kinds, the bare string) -> canonical JSON text."""
+
+    def canon(text, is_json):  # no type hints: Spark would try to infer a pandas UDF from them
+        if text is None:
+            return None
+        if not is_json and kind in ("enum", "text"):
+            return json.dumps(text, ensure_ascii=False)
+        try:
+            return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False)
+        except json.JSONDecodeError:
+            return json.dumps(text, ensure_ascii=False)
+
+    return F.udf(canon, T.StringType())
+
+
+def breaches(report: MonitoringReport, spec: UseCaseSpec) -> list[Breach]:
+    """The report's metrics beyond the spec's thresholds."""
+    m = spec.monitoring
+    out = [Breach("drift", f"psi[{d.column}]", d.psi, m.psi_threshold, ">=") for d in report.drift if d.drifted]
+    if report.error_rate is not None and report.error_rate > m.max_error_rate:
+        out.append(Breach("error_rate", "error_rate", report.error_rate, m.max_error_rate, ">"))
+    p95 = report.latency_ms["p95"]
+    if p95 is not None and p95 > m.max_latency_p95_ms:
+        out.append(Breach("latency", "latency_p95_ms", p95, m.max_latency_p95_ms, ">"))
+    if m.min_accuracy is not None and report.accuracy is not None and report.accuracy < m.min_accuracy:
+        out.append(Breach("accuracy", "accuracy", report.accuracy, m.min_accuracy, "<"))
+    rate = report.positive_feedback_rate
+    if m.min_positive_feedback_rate is not None and rate is not None and rate < m.min_positive_feedback_rate:
+        out.append(Breach("feedback", "positive_feedback_rate", rate, m.min_positive_feedback_rate, "<"))
+    return out
+
+
+def training_reference(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, pack: dict) -> DataFrame:
+    """The train split a model learned from (its pack's `qa_pairs` version and sheet snapshot, time travel)."""
+    data = pack["data"]
+    qa = (lakehouse.read(spark, QA, version=int(data["qa_pairs_table_version"]))
+          .filter((F.col("training_sheet_id") == data["training_sheet_id"])
+                  & (F.col("version") == data["training_sheet_version"])))
+    return model_rows(spark, lakehouse, spec, qa, data["sheet_table"], "training").filter(F.col(SPLIT) == "train")
+
+
+def report_order(row: dict) -> tuple:
+    """Reports ordered by the window they cover (then by when they were computed)."""
+    return row["window_end"], row["window_start"], row["created_at"]
+
+
+def latest_report(lakehouse: Lakehouse, spec: UseCaseSpec, run_id: str | None = None) -> MonitoringReport | None:
+    """The report a run computed (`run_id`), else the report of the most recent window (a report computed later
+    for an earlier window is not the latest)."""
+    rows = lakehouse.records(REPORTS, {"use_case": spec.name})
+    own = report_id(spec.name, run_id) if run_id else None
+    mine = [r for r in rows if r["report_id"] == own]
+    return MonitoringReport.from_record(max(mine or rows, key=report_order)) if rows else None

@@ -1,0 +1,103 @@
+"""Models in MLflow: one experiment and one registered model per use case, aliases.
+
+Locally the tracking and registry store is SQLite under ONTOS_HOME and artifacts are files next to it; on
+Databricks the same calls go to the workspace tracking server and the `databricks-uc` registry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import mlflow
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION, CHALLENGER = "champion", "challenger"  # the model aliases: served, and waiting for its gate
+PIP_REQUIREMENTS = ["ontos-pipeline", "scikit-learn", "pandas", "numpy", "jinja2", "pillow", "scipy"]
+
+
+def _mlflow():
+    """MLflow, imported on first use (commands that only name aliases or stores stay light)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    return mlflow
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """Where runs, artifacts and registered models live (built by the MLflow resource)."""
+
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str | None = None  # local only: experiments keep their artifacts here
+    catalog: str = "ontos"
+    schema: str = "workbench"
+    experiment_root: str = ""  # Databricks experiments are workspace paths, e.g. "/Shared/"
+    self_contained: bool = False  # ship our code inside logged models (where ontos-pipeline is not installable)
+
+    def packaging(self) -> dict:
+        """How a logged model finds our code: installed next to it (local), or copied into the model (Databricks:
+        Model Serving builds the model's environment from PyPI, where ontos-pipeline is not published)."""
+        if not self.self_contained:
+            return {"pip_requirements": PIP_REQUIREMENTS}
+        return {"pip_requirements": [r for r in PIP_REQUIREMENTS if r != "ontos-pipeline"],
+                "code_paths": [str(Path(__file__).resolve().parents[1])]}
+
+    def activate(self) -> ModelStore:
+        mlflow = _mlflow()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        return self
+
+    def client(self) -> mlflow.MlflowClient:
+        return _mlflow().MlflowClient(self.tracking_uri, self.registry_uri)
+
+    def model_name(self, use_case: str) -> str:
+        return f"{self.catalog}.{self.schema}.{use_case}"
+
+    def experiment_id(self, use_case: str) -> str:
+        name = f"{self.experiment_root}ontos-{use_case}"
+        found = self.client().get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = Path(self.artifact_root, use_case).as_uri() if self.artifact_root else None
+        return self.client().create_experiment(name, artifact_location=location)
+
+    def version(self, use_case: str, alias: str) -> ModelVersion | None:
+        """The version an alias points to, or None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(self.model_name(use_case), alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, use_case: str, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(self.model_name(use_case), alias, str(version))
+
+    def load(self, uri: str):
+        """The model behind a pyfunc URI (models:/name/1, models:/name@champion, runs:/id/model) that
+        `train.tracking` logged: the python model's `model` (a trainer `ResponseModel`)."""
+        self.activate()
+        return _mlflow().pyfunc.load_model(uri).unwrap_python_model().model
+
+    def version_uri(self, use_case: str, version: str) -> str:
+        return f"models:/{self.model_name(use_case)}/{version}"
+
+
+def databricks_store(catalog: str, schema: str) -> ModelStore:
+    """The workspace tracking server and the Unity Catalog registry (`<catalog>.<schema>.<use case>` models)."""
+    return ModelStore("databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/",
+                      self_contained=True)
+
+
+def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:
+    root = Path(home) / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return ModelStore(uri, uri, str(root / "artifacts"), catalog, schema)

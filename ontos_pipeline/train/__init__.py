@@ -1,0 +1,1 @@
+"""TRAIN: the dual-gated export, model training, evaluation and the promotion gate."""

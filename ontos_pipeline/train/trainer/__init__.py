@@ -1,0 +1,1 @@
+"""The local scikit-learn trainer: features, model families, extraction heads, scoring."""

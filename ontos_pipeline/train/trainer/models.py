@@ -1,0 +1,222 @@
+"""Model families per response kind and the `ResponseModel` that serves the template's contract.
+
+Every family is fitted on training rows (item columns plus the rendered prompt) and predicts, for any frame of item
+columns, responses that validate against the template's response schema with a confidence in [0, 1]:
+
+- enum: `baseline` (majority class), `logistic` (prompt TF-IDF + structured columns), `boosting` (gradient-boosted
+  trees over structured columns, image pixels and the prompt's SVD projection);
+- number: `baseline` (mean), `ridge`, `boosting`; predictions are clipped to the schema's range;
+- object: `baseline` (each field's most frequent value), `linear` and `boosting` span rankers (extraction.py);
+- text: `baseline` (most frequent answer), `knn` (nearest-neighbour retrieval of the neighbours' answers).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import NearestNeighbors
+
+from ontos_pipeline.generate.template import CompiledTemplate
+from ontos_pipeline.train.trainer.extraction import FieldExtractor
+from ontos_pipeline.train.trainer.features import PROMPT, FeatureColumns, ItemFeatures
+
+FAMILIES = {"enum": ("baseline", "logistic", "boosting"), "number": ("baseline", "ridge", "boosting"),
+            "object": ("baseline", "linear", "boosting"), "text": ("baseline", "knn")}
+# search space per family: name -> (low, high, log scale) for floats, or (low, high) for ints
+SEARCH_SPACE = {"logistic": {"C": (0.01, 100.0, True)}, "ridge": {"alpha": (0.01, 100.0, True)},
+                "boosting": {"learning_rate": (0.02, 0.3, True), "max_leaf_nodes": (8, 63)},
+                "knn": {"k": (1, 25)}, "linear": {}}
+DEFAULTS = {"logistic": {"C": 1.0}, "ridge": {"alpha": 1.0}, "boosting": {"learning_rate": 0.1, "max_leaf_nodes": 31},
+            "knn": {"k": 5}, "linear": {}, "baseline": {}}
+
+
+@dataclass
+class Prediction:
+    responses: list
+    confidence: np.ndarray
+    proba: np.ndarray | None = None  # enum only: n x len(classes), columns in `classes` order
+    classes: list[str] = field(default_factory=list)
+
+
+class Predictor(ABC):
+    """One fitted family: `fit(frame, responses)` then `predict(frame)`; `frame` holds the PROMPT column."""
+
+    def __init__(self, family: str, schema: Mapping, features: ItemFeatures | None, params: Mapping, seed: int):
+        self.family, self.schema, self.features, self.seed = family, dict(schema), features, seed
+        self.params = {**DEFAULTS.get(family, {}), **params}
+
+    @abstractmethod
+    def fit(self, frame: pd.DataFrame, responses: Sequence) -> Predictor: ...
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> Prediction: ...
+
+
+class EnumPredictor(Predictor):
+    def fit(self, frame, responses):
+        self.classes = [str(c) for c in self.schema["enum"]]
+        y = np.asarray([str(r) for r in responses])
+        if self.family == "baseline":
+            counts = Counter(y.tolist())
+            self.prior = np.array([counts.get(c, 0) for c in self.classes], dtype=float) / len(y)
+        elif self.family == "logistic":
+            self.model = LogisticRegression(C=float(self.params["C"]), max_iter=3000).fit(
+                self.features.sparse(frame), y)
+        else:
+            self.model = HistGradientBoostingClassifier(
+                learning_rate=float(self.params["learning_rate"]), max_leaf_nodes=int(self.params["max_leaf_nodes"]),
+                max_iter=200, early_stopping=True, random_state=self.seed).fit(self.features.dense(frame), y)
+        return self
+
+    def predict(self, frame):
+        if self.family == "baseline":
+            proba = np.tile(self.prior, (len(frame), 1))
+        else:
+            x = self.features.sparse(frame) if self.family == "logistic" else self.features.dense(frame)
+            known = self.model.predict_proba(x)
+            proba = np.zeros((len(frame), len(self.classes)))
+            for j, c in enumerate(self.model.classes_):
+                proba[:, self.classes.index(str(c))] = known[:, j]
+        best = proba.argmax(axis=1)
+        return Prediction([self.classes[i] for i in best], proba.max(axis=1), proba, list(self.classes))
+
+
+class NumberPredictor(Predictor):
+    def fit(self, frame, responses):
+        y = np.asarray(responses, dtype=float)
+        if self.family == "baseline":
+            self.mean = float(y.mean())
+        elif self.family == "ridge":
+            self.model = Ridge(alpha=float(self.params["alpha"])).fit(self.features.sparse(frame), y)
+        else:
+            self.model = HistGradientBoostingRegressor(
+                learning_rate=float(self.params["learning_rate"]), max_leaf_nodes=int(self.params["max_leaf_nodes"]),
+                max_iter=300, early_stopping=True, random_state=self.seed).fit(self.features.dense(frame), y)
+        # confidence: share of training rows predicted within 10% of the target range (one number per model)
+        spread = float(np.ptp(y)) or 1.0
+        self.tolerance = 0.1 * spread
+        self.confidence = float(np.mean(np.abs(self._raw(frame) - y) <= self.tolerance))
+        return self
+
+    def _raw(self, frame) -> np.ndarray:
+        if self.family == "baseline":
+            return np.full(len(frame), self.mean)
+        x = self.features.sparse(frame) if self.family == "ridge" else self.features.dense(frame)
+        return self.model.predict(x)
+
+    def predict(self, frame):
+        values = np.clip(self._raw(frame), self.schema.get("minimum", -np.inf), self.schema.get("maximum", np.inf))
+        if self.schema.get("type") == "integer":
+            values = np.round(values)
+        responses = [int(v) if self.schema.get("type") == "integer" else round(float(v), 4) for v in values]
+        return Prediction(responses, np.full(len(frame), self.confidence))
+
+
+class ObjectPredictor(Predictor):
+    def fit(self, frame, responses):
+        if self.family == "baseline":
+            self.constant = {}
+            for name in self.schema.get("properties", {}):
+                values = [json.dumps(r[name], sort_keys=True) for r in responses
+                          if isinstance(r, Mapping) and name in r]
+                if values:
+                    self.constant[name] = json.loads(Counter(values).most_common(1)[0][0])
+        else:
+            self.extractor = FieldExtractor(self.schema, self.family, self.seed).fit(
+                frame[PROMPT].tolist(), list(responses))
+        return self
+
+    def predict(self, frame):
+        if self.family == "baseline":
+            return Prediction([dict(self.constant) for _ in range(len(frame))], np.zeros(len(frame)))
+        out = self.extractor.predict(frame[PROMPT].tolist())
+        return Prediction([r for r, _ in out], np.array([c for _, c in out]))
+
+
+class TextPredictor(Predictor):
+    def fit(self, frame, responses):
+        self.answers = [str(r) for r in responses]
+        self.most_frequent = Counter(self.answers).most_common(1)[0][0]
+        if self.family == "knn":
+            self.k = max(1, min(int(self.params["k"]), len(self.answers)))
+            self.index = NearestNeighbors(n_neighbors=self.k).fit(self.features.dense(frame))
+        return self
+
+    def predict(self, frame):
+        if self.family == "baseline":
+            return Prediction([self.most_frequent] * len(frame), np.zeros(len(frame)))
+        _, idx = self.index.kneighbors(self.features.dense(frame))
+        responses, confidence = [], []
+        for row in idx:
+            # ties go to the answer of the nearer neighbour (most_common is stable in insertion order)
+            answer, n = Counter(self.answers[i] for i in row).most_common(1)[0]
+            responses.append(answer)
+            confidence.append(n / len(row))
+        return Prediction(responses, np.asarray(confidence))
+
+
+PREDICTORS = {"enum": EnumPredictor, "number": NumberPredictor, "object": ObjectPredictor, "text": TextPredictor}
+
+
+class ResponseModel:
+    """The served contract: item columns in, responses valid against the schema out, each with a confidence.
+
+    It renders the bundled template itself, so callers send the item's columns, never a prompt.
+    """
+
+    def __init__(self, template: CompiledTemplate, kind: str, columns: FeatureColumns, predictor: Predictor):
+        self.template, self.kind, self.columns, self.predictor = template, kind, columns, predictor
+
+    @property
+    def family(self) -> str:
+        return self.predictor.family
+
+    @property
+    def input_columns(self) -> list[str]:
+        return input_columns(self.template, self.columns)
+
+    def predict_frame(self, frame: pd.DataFrame) -> Prediction:
+        return self.predictor.predict(with_prompt(self.template, self.columns, frame.reset_index(drop=True)))
+
+    def predict(self, frame: pd.DataFrame) -> list[dict]:
+        """[{"response": value, "confidence": float}] for each row of `frame` (item columns)."""
+        return self.answer(frame)[0]
+
+    def answer(self, frame: pd.DataFrame) -> tuple[list[dict], list[str]]:
+        """`predict` plus the prompt rendered for each row (what the serving process logs)."""
+        prompted = with_prompt(self.template, self.columns, frame.reset_index(drop=True))
+        p = self.predictor.predict(prompted)
+        answers = [{"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence,
+                                                                                      strict=True)]
+        return answers, prompted[PROMPT].tolist()
+
+
+def input_columns(template: CompiledTemplate, columns: FeatureColumns) -> list[str]:
+    """Item columns a request must carry: the template's variables and the model's feature columns."""
+    return sorted({*template.variables.values(), *columns.required})
+
+
+def with_prompt(template: CompiledTemplate, columns: FeatureColumns, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus the PROMPT column (system and user text rendered in the sandbox), checking the inputs."""
+    expected = input_columns(template, columns)
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise ValueError(f"missing input columns: {', '.join(missing)} (expected {', '.join(expected)})")
+    renderer = template.renderer()
+    return frame.assign(**{PROMPT: ["\n".join(renderer.render(row)) for row in frame.to_dict("records")]})
+
+
+def fit_family(kind: str, family: str, template: CompiledTemplate, columns: FeatureColumns,
+               features: ItemFeatures | None, train: pd.DataFrame, responses: Sequence, params: Mapping,
+               seed: int) -> ResponseModel:
+    """Fit one family on `train` (which already holds the PROMPT column)."""
+    predictor = PREDICTORS[kind](family, template.response_schema, features, params, seed).fit(train, responses)
+    return ResponseModel(template, kind, columns, predictor)

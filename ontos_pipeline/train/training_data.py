@@ -1,0 +1,99 @@
+"""The rows a model learns from and is measured on, read from one training-sheet snapshot.
+
+`export_rows` feeds the JSONL export (qa rows plus image paths), `model_rows` the trainer and the evaluation (the
+usable qa rows next to the item columns the model reads). Both take the qa rows explicitly, so the same functions
+rebuild the training data of an old model from the Delta version of `qa_pairs` it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ontos_pipeline.generate.training_sheet import usable
+from ontos_pipeline.platform.lakehouse import Lakehouse
+from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
+from ontos_pipeline.train.trainer.local import RESPONSE
+
+SPLIT = "split"
+
+
+def export_rows(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame,
+                sheet_table: str) -> DataFrame:
+    """`qa` with the item's image paths (column `image_paths`) when the use case has image columns."""
+    images = [c.name for c in spec.sheet.columns_of("image")]
+    if not images:
+        return qa
+    paths = lakehouse.read(spark, sheet_table).select(
+        ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths"))
+    return qa.join(paths, ITEM_KEY, "left")
+
+
+def model_rows(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame, sheet_table: str,
+               use: str) -> DataFrame:
+    """Usable qa rows for `use` (training or evaluation) with split, response (JSON text) and every item column."""
+    rows = usable(qa, use).select(ITEM_KEY, SPLIT, F.col("response").cast("string").alias(RESPONSE))
+    return rows.join(lakehouse.read(spark, sheet_table), ITEM_KEY)
+
+
+def split_frame(rows: DataFrame, split: str, max_rows: int) -> pd.DataFrame:
+    """One split as pandas (the local learners are single-node), at most `max_rows` rows chosen by a stable hash.
+
+    Responses are parsed from JSON; rows come sorted by item_ref so a rebuild yields the same frame.
+    """
+    part = rows.filter(F.col(SPLIT) == split)
+    part = part.orderBy(F.xxhash64(ITEM_KEY)).limit(max_rows) if max_rows else part
+    frame = part.orderBy(ITEM_KEY).toPandas()
+    frame[RESPONSE] = [json.loads(v) for v in frame[RESPONSE]]
+    return frame
+
+
+def weight_items(frame: pd.DataFrame, items: set[str], times: int) -> pd.DataFrame:
+    """`frame` with the rows of `items` repeated `times` times in all: a sample weight that every learner honours
+    (the order stays deterministic, so a rebuild gives the same frame)."""
+    if times <= 1 or not items:
+        return frame
+    extra = frame[frame[ITEM_KEY].isin(items)]
+    return pd.concat([frame, *[extra] * (times - 1)], ignore_index=True)
+
+
+def cross_split_leaks(qa: DataFrame) -> dict[str, int]:
+    """Leak counts between the train split and the val/test splits: shared items and identical prompts."""
+    train = qa.filter(F.col(SPLIT) == "train")
+    held_out = qa.filter(F.col(SPLIT) != "train")
+    shared_items = held_out.join(train.select(ITEM_KEY), ITEM_KEY, "left_semi").count()
+    same_prompt = held_out.join(train.select("messages").distinct(), "messages", "left_semi").count()
+    return {"items_in_two_splits": shared_items, "held_out_prompts_seen_in_train": same_prompt}
+
+
+def feedback_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_id: str) -> set[str]:
+    """Items whose current canonical label came from feedback (at most one per feedback row, so a bounded set)."""
+    from pyspark.sql import functions as F
+
+    from ontos_pipeline.label.labels import LABELS, current_labels
+
+    if not lakehouse.exists(LABELS):
+        return set()
+    labels = current_labels(spark, lakehouse, sheet_id, spec.labels.label_type, with_conflicts=False)
+    return {r[0] for r in labels.filter(F.col("source") == "feedback").select("item_ref").collect()}
+
+
+def new_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, model_version: str, current_table: str,
+              among: list[str]) -> set[str]:
+    """Those of `among` (item refs, e.g. a test split) that the sheet `model_version` was trained on did not hold:
+    the data that arrived since that model was trained."""
+    from ontos_pipeline.data.sheet import snapshot_table
+
+    runs = lakehouse.records("training_runs", {"use_case": spec.name, "model_version": str(model_version)},
+                             columns=["sheet_version"])
+    if not runs or not among:
+        return set()
+    old = snapshot_table(spec, runs[0]["sheet_version"])
+    if not lakehouse.exists(old) or lakehouse.name(old) == lakehouse.name(current_table):
+        return set()
+    candidates = spark.createDataFrame([(ref,) for ref in among], "item_ref string")
+    fresh = candidates.join(lakehouse.read(spark, old).select("item_ref"), "item_ref", "left_anti")
+    return {r[0] for r in fresh.collect()}  # at most len(among)
