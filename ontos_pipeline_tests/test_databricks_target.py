@@ -1,13 +1,18 @@
 """The Databricks target against a local fake workspace (`fake_workspace.py`) driven by the real databricks-sdk and
 the real dagster-databricks Pipes client.
 
-The fake runs each submitted task as a local process (its "cluster"), whose data plane is the embedded default
-under its own ONTOS_HOME: that is how a Databricks runtime is emulated here, since Unity Catalog cannot be.
+The fake runs each submitted task as a local process (its "cluster") with the Databricks resource set: Unity
+Catalog tables, the workspace MLflow with the UC registry and Model Serving, the first two through the runtime
+stand-in of `fake_runtime.py` (Delta SQL checked as text, carried out on a delta-rs store), the last against the fake
+workspace's serving routes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,11 +21,11 @@ from dagster._serdes import serialize_value
 
 from ontos_pipeline.databricks.compute import DatabricksCompute
 from ontos_pipeline.definitions import build_definitions
-from ontos_pipeline.pipeline import FULL_PIPELINE
-from ontos_pipeline.platform.lakehouse import LocalLakehouse
+from ontos_pipeline.pipeline import FULL_PIPELINE, IMPROVE, MONITOR
 from ontos_pipeline.resources.targets import orchestrator_resources
 from ontos_pipeline.settings import Settings, SettingsError
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
+from ontos_pipeline_tests.fake_runtime import STATEMENTS, FakeUnityCatalog
 from ontos_pipeline_tests.fake_workspace import FakeWorkspace
 from ontos_pipeline_tests.widgets import good_widgets, write_widgets
 
@@ -143,25 +148,46 @@ def test_bad_databricks_environment_fails_at_load_naming_the_variable(monkeypatc
 
 
 # -- running steps through Pipes ----------------------------------------------------------------------------
-def runtime_env(tmp_path: Path, cluster_home: Path) -> dict[str, str]:
-    """The fake cluster's environment: the embedded data plane under its own home, no workspace credentials
-    (a runtime authenticates itself) and no orchestrator-only packages, so the entry point must do without them."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def runtime_env(tmp_path: Path) -> dict[str, str]:
+    """The fake cluster's environment: the Databricks runtime stand-in (Unity Catalog tables and the workspace
+    MLflow, `fake_runtime.py`) under its own root, and no orchestrator-only packages, so the entry point must do
+    without them. The runtime's own credentials for the workspace are added once its URL is known (`cluster`)."""
     blocked = tmp_path / "not_on_the_cluster"
     for package in ("dagster_databricks", "dagster_webserver"):
         (blocked / package).mkdir(parents=True, exist_ok=True)
         (blocked / package / "__init__.py").write_text(f"raise ImportError('{package} is not installed on clusters')")
-    return {"ONTOS_TARGET": "local", "ONTOS_HOME": str(cluster_home), "DATABRICKS_HOST": "", "DATABRICKS_TOKEN": "",
-            "PYTHONPATH": str(blocked)}
+    site = Path(__file__).parent / "fake_runtime_site"
+    return {"ONTOS_FAKE_RUNTIME": str(tmp_path / "runtime"), "ONTOS_HOME": str(tmp_path / "not_used_on_clusters"),
+            "PYTHONPATH": os.pathsep.join([str(blocked), str(site), str(ROOT)])}
+
+
+def runtime_catalog(tmp_path: Path) -> FakeUnityCatalog:
+    return FakeUnityCatalog(tmp_path / "runtime" / "uc")
+
+
+@contextmanager
+def fake_cluster(tmp_path: Path):
+    """A fake workspace whose runs execute on the Databricks runtime stand-in, authenticated to the workspace."""
+    with FakeWorkspace(tmp_path / "workspace", cluster_env=runtime_env(tmp_path)) as ws:
+        ws.cluster_env.update(DATABRICKS_HOST=ws.url, DATABRICKS_TOKEN=ws.token, DATABRICKS_AUTH_TYPE="pat")
+        ws.catalog = runtime_catalog(tmp_path)
+        yield ws
+
+
+def statements(ws: FakeWorkspace) -> list[dict]:
+    path = ws.catalog.root / STATEMENTS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.fixture
 def cluster(tmp_path, spark, widgets_dir, home):
-    """A fake workspace whose runs see the widgets source tables under their own ONTOS_HOME."""
-    cluster_home = tmp_path / "cluster_home"
-    lakehouse = LocalLakehouse(cluster_home / "tables", "ontos", "workbench", files_root=cluster_home / "files")
-    write_widgets(spark, lakehouse, good_widgets(home))
-    with FakeWorkspace(tmp_path / "workspace", cluster_env=runtime_env(tmp_path, cluster_home)) as ws:
-        ws.cluster_lakehouse = lakehouse
+    """A fake workspace whose runs see the widgets source tables in Unity Catalog (`ontos.factory.*`)."""
+    write_widgets(spark, runtime_catalog(tmp_path).lakehouse("ontos", "workbench"), good_widgets(home))
+    with fake_cluster(tmp_path) as ws:
+        ws.cluster_lakehouse = ws.catalog.lakehouse("ontos", "workbench")
         yield ws
 
 
@@ -186,6 +212,16 @@ def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, ho
     assert checks == {"frame_rules": True, "item_ref_unique": True, "images_present": True, "phi_scan": True}
     published = cluster.cluster_lakehouse.records("sheets", {"use_case": "widgets"})
     assert [r["version"] for r in published] == [sheet["version"].value]  # written by the "cluster"
+    # through the Unity Catalog lakehouse: the snapshot replaces its table's schema, the registry keeps its DDL
+    done = statements(cluster)
+    snapshot = sheet["snapshot_table"].value
+    assert snapshot.startswith("ontos.workbench.sheet_widgets_")
+    assert {"kind": "write", "text": f"saveAsTable {snapshot}", "mode": "overwrite", "format": "delta",
+            "options": {"overwriteSchema": "true"}} in done
+    create = next(d["text"] for d in done if d["text"].startswith("CREATE TABLE IF NOT EXISTS ontos.workbench.sheets"))
+    assert "sheet_id STRING NOT NULL COMMENT" in create and "USING DELTA" in create and "VARIANT" not in create
+    assert {d["text"] for d in done if d["kind"] == "write"} == {f"saveAsTable {snapshot}",
+                                                                 "saveAsTable ontos.workbench.sheets"}
 
     submits = cluster.calls("runs/submit", "POST")
     assert [s.body["run_name"].split(" [")[0] for s in submits] == ["ontos sheet"]  # its checks ran in the same run
@@ -211,6 +247,18 @@ def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, ho
     again = run_assets(databricks_settings(home, widgets_dir), ["sheet"], instance)
     assert again.success and len(cluster.calls("runs/submit")) == 2
     assert len(cluster.calls(r"/fs/files/.*\.(zip|py)$", "PUT")) == 2  # unchanged code is not uploaded again
+
+    # new source rows: a new sheet version, published with one MERGE that also archives the old one
+    write_widgets(spark, cluster.cluster_lakehouse, good_widgets(home)[:3])
+    third = run_assets(databricks_settings(home, widgets_dir), ["sheet"], instance)
+    assert third.success, failure_text(third)
+    merges = [d["text"] for d in statements(cluster) if d["text"].startswith("MERGE")]
+    assert len(merges) == 1 and re.fullmatch(
+        r"MERGE INTO ontos\.workbench\.sheets t USING ontos_upsert_\w+ s ON t\.`(\w+)` <=> s\.`\1`"
+        r"( AND t\.`(\w+)` <=> s\.`\3`)* WHEN MATCHED THEN UPDATE SET \* WHEN NOT MATCHED THEN INSERT \*", merges[0])
+    new = third.asset_materializations_for_node("sheet")[0].metadata["version"].value
+    assert {r["version"]: r["status"] for r in cluster.cluster_lakehouse.records("sheets", {"use_case": "widgets"})} \
+        == {sheet["version"].value: "archived", new: "published"}
 
     # no secret anywhere the scan looks: requests (bodies), events, run config, run logs, files, the bundle
     token = cluster.token
@@ -284,20 +332,29 @@ def test_serverless_and_existing_cluster_runs(monkeypatch, cluster, home, widget
 
 @pytest.mark.slow
 def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark):
-    """The whole `full_pipeline` job of one demo use case, every step a Databricks run."""
-    cluster_home = tmp_path / "cluster_home"
-    with FakeWorkspace(tmp_path / "workspace", cluster_env=runtime_env(tmp_path, cluster_home)) as ws:
+    """Every cluster step of one demo use case as a Databricks run with the Databricks resources: the
+    `full_pipeline` job, then `monitor` (over the endpoint's payload table) and `improve`."""
+    with fake_cluster(tmp_path) as ws:
         workspace_env(monkeypatch, ws.url, ws.token)
         instance = DagsterInstance.ephemeral()
-        job = build_definitions(databricks_settings(home, DEMO_USE_CASES)).resolve_job_def(FULL_PIPELINE)
-        result = job.execute_in_process(partition_key="predictive_maintenance", instance=instance,
-                                        run_config={"ops": {"sources": {"config": {"rows": 300}}}},
-                                        raise_on_error=False)
+        defs = build_definitions(databricks_settings(home, DEMO_USE_CASES))
+        result = defs.resolve_job_def(FULL_PIPELINE).execute_in_process(
+            partition_key="predictive_maintenance", instance=instance,
+            run_config={"ops": {"sources": {"config": {"rows": 300}}}}, raise_on_error=False)
         assert result.success, failure_text(result)
+        for name in (MONITOR, IMPROVE):
+            later = defs.resolve_job_def(name).execute_in_process(partition_key="predictive_maintenance",
+                                                                  instance=instance, raise_on_error=False)
+            assert later.success, failure_text(later)
+        report = instance.get_latest_materialization_event(AssetKey("monitoring_report")).asset_materialization
+        assert report.metadata["requests"].value == 0  # no payload table yet: nothing was served
+        gaps = instance.get_latest_materialization_event(AssetKey("gap_report")).asset_materialization
+        assert gaps.metadata["evaluation"].value.endswith("(version 1, champion)")  # read back from Unity Catalog
         order = [s.body["run_name"].split(" [")[0].removeprefix("ontos ") for s in ws.calls("runs/submit", "POST")]
         assets = [o for o in order if "." not in o]
         assert assets == ["sources", "sheet", "canonical_labels", "template", "training_sheet", "training_export",
-                          "trained_model", "model_evaluation", "serving_endpoint"]
+                          "trained_model", "model_evaluation", "serving_endpoint", "monitoring_report", "gap_report",
+                          "annotation_tasks"]
         assert order == assets  # checks run inside their asset's run
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert len(checks) == 11 and checks["promotion_gate"] and checks["export_excludes_prohibited"]
@@ -306,10 +363,28 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
         token = ws.token
         assert all(token not in json.dumps(c.body, default=str) for c in ws.requests)
         assert all(token not in serialize_value(e) for e in instance.all_logs(result.run_id))
-        for path in [*ws.root.rglob("*"), *cluster_home.rglob("*")]:
+        for path in [*ws.root.rglob("*"), *ws.catalog.root.parent.rglob("*")]:
             if path.is_file():
                 assert token.encode() not in path.read_bytes(), path
         assert AssetKey("serving_endpoint") in {e.asset_key for e in result.get_asset_materialization_events()}
+        # every step ran with the Databricks resources: Unity Catalog tables, the workspace MLflow, Model Serving
+        done = statements(ws)
+        assert {d["text"].split(" (")[0] for d in done if d["text"].startswith("CREATE TABLE")} >= {
+            f"CREATE TABLE IF NOT EXISTS ontos.workbench.{t}" for t in
+            ("sheets", "templates", "canonical_labels", "qa_pairs", "training_runs", "model_evaluations",
+             "serving_endpoints")}
+        assert {"kind": "write", "text": "saveAsTable ontos.workbench.qa_pairs", "mode": "overwrite",
+                "format": "delta", "options": {"replaceWhere": "`training_sheet_id` = "
+                                                               "'predictive_maintenance__failure_risk_30d'"}} in done
+        created = ws.calls("serving-endpoints", "POST")[-1].body
+        entity = created["config"]["served_entities"][0]
+        assert (entity["entity_name"], entity["entity_version"]) == ("ontos.workbench.predictive_maintenance", "1")
+        assert created["ai_gateway"]["inference_table_config"]["catalog_name"] == "ontos"
+        from mlflow import MlflowClient
+
+        store = MlflowClient(*[f"sqlite:///{tmp_path / 'runtime' / 'mlflow' / 'mlflow.db'}"] * 2)
+        assert store.get_experiment_by_name("/Shared/ontos-predictive_maintenance") is not None
+        assert str(store.get_model_version_by_alias("ontos.workbench.predictive_maintenance", "champion").version) == "1"
 
 
 def test_ontos_commands_for_local_state_refuse_the_databricks_target(monkeypatch, capsys):
