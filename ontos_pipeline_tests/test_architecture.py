@@ -17,6 +17,7 @@ PACKAGES = ("ontos_pipeline", "synthetic_data")
 # trainer reads; serving logs what monitoring reads; improving reads all of them)
 STAGES = ("data", "label", "generate", "train", "deploy", "monitor", "improve")
 DAGSTER_MODULES = ("assets", "sensors", "schedules")  # the modules of a stage that make Dagster definitions
+WHEEL_ONLY = {"ontos_pipeline/schemas"}  # where a wheel puts schemas/ (pyproject.toml)
 PLATFORM_MAY_IMPORT = ("ontos_pipeline.platform", "ontos_pipeline.specs", "ontos_pipeline.settings")
 
 
@@ -109,7 +110,7 @@ def test_no_module_imports_itself_through_others():
 def test_stages_depend_on_earlier_stages_only():
     wrong = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
                    if stage_of(m) and stage_of(d) and STAGES.index(stage_of(d)) > STAGES.index(stage_of(m)))
-    assert wrong == []
+    assert wrong == [], "\n".join(wrong)
 
 
 def test_the_platform_knows_no_stage_and_stage_logic_knows_no_dagster():
@@ -138,3 +139,27 @@ def test_every_module_imports_in_a_fresh_interpreter_in_either_order():
         result = subprocess.run([sys.executable, "-c", script, *order], cwd=ROOT, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_docs_and_docstrings_name_modules_and_files_that_exist():
+    """`ontos_pipeline.x.y` and `ontos_pipeline/x/y.py` in the README and in any source (docstrings, comments)
+    name a module (or something in one) and a file that exist."""
+    import re
+
+    mods = modules()
+    dotted = re.compile(r"\bontos_pipeline(?:\.[A-Za-z_]\w*)+")
+    path = re.compile(r"\b(?:ontos_pipeline|ontos_pipeline_tests|bench|schemas|synthetic_data)/[\w/.-]*\w")
+    sources = [ROOT / "README.md", ROOT / "bench" / "README.md",
+               *(p for pkg in (*PACKAGES, "ontos_pipeline_tests", "bench") for p in (ROOT / pkg).rglob("*.py")
+                 if p != Path(__file__))]
+    wrong = []
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for name in set(dotted.findall(text)):
+            parts = name.split(".")
+            if not parts[1].startswith("__") and not any(".".join(parts[:n]) in mods for n in range(len(parts), 1, -1)):
+                wrong.append(f"{source.relative_to(ROOT)}: {name}")
+        for found in set(path.findall(text)):
+            if not (ROOT / found).exists() and not found.endswith("_") and found not in WHEEL_ONLY:
+                wrong.append(f"{source.relative_to(ROOT)}: {found}")
+    assert wrong == [], "\n".join(wrong)

@@ -1,6 +1,6 @@
 """The stored training sheets (`qa_pairs`) read without Spark: their version, and rows for people (review, CLI).
 
-Building a training sheet is Spark work (`stages.training_sheet`); looking at one is a point query: delta-rs
+Building a training sheet is Spark work (`generate.training_sheet`); looking at one is a point query: delta-rs
 reads only the columns asked for, so `ontos review list|show` answer without starting or connecting to Spark.
 """
 

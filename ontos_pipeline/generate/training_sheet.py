@@ -26,7 +26,7 @@ from ontos_pipeline.platform import tables
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 
-QA = tables.QA_PAIRS  # read without Spark in stages.qa_pairs
+QA = tables.QA_PAIRS  # read without Spark in generate.qa_pairs
 TRAINABLE_STATUSES = ("auto_approved", "approved", "edited")  # quality approved, by a person or the rules
 TRAINING = "training"
 DECISION_STATUS = {"approve": "approved", "edit": "edited", "reject": "rejected", "flag": "flagged"}

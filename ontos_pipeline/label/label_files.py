@@ -1,7 +1,7 @@
 """Label files and label values, without Spark: the inbox of label files people drop or import, the parsing of
 CSV/JSONL label files with exact line numbers, and the validation of a label against a response schema.
 
-Used by `canonical_labels` (through `stages.labels`) and by the `ontos` commands that take labels from people.
+Used by `canonical_labels` (through `label.labels`) and by the `ontos` commands that take labels from people.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ontos_pipeline.specs import ITEM_KEY, USES
 
 INBOX_SUFFIXES = (".csv", ".jsonl")
 
-# A label candidate, as every label source delivers it (`stages.labels.CANDIDATE_SCHEMA` in Spark).
+# A label candidate, as every label source delivers it (`label.labels.CANDIDATE_SCHEMA` in Spark).
 CANDIDATE_FIELDS = (
     (ITEM_KEY, "string"),
     ("label_data", "string"),  # JSON text of the label value

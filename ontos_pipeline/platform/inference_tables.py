@@ -6,7 +6,7 @@ The payload table has one row per request, like `inference_log`; the mapping, co
 - endpoint_name: the endpoint the table belongs to; model_version: `served_entity_id` through `versions` (null
   when unknown)
 - inputs: the request's records as a JSON list, parsed by the serving code's own parser
-  (`serving.payload.records_of`, in a pandas UDF) from any accepted shape (`dataframe_records`, `dataframe_split`,
+  (`platform.invocations.records_of`, in a pandas UDF) from any accepted shape (`dataframe_records`, `dataframe_split`,
   `inputs`); a body that does not parse is kept as sent, as the local endpoint logs it
 - response: the `predictions` list of a 200 answer, null otherwise
 - error: for non-200 answers, the server's `message` (else its raw answer, the logging error codes or the HTTP
