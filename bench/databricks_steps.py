@@ -36,17 +36,25 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def step_seconds(result) -> dict[str, float]:
-    return {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
-            if e.event_type_value == "STEP_SUCCESS"}
+    return {
+        e.step_key: e.event_specific_data.duration_ms / 1000
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS"
+    }
 
 
 def run(target: str, home: Path, use_case: str, rows: int):
     settings = Settings(target, home, "ontos", "workbench", default_use_cases_dir())
     job = build_definitions(settings).resolve_job_def(FULL_PIPELINE)
     started = time.perf_counter()
-    result = job.execute_in_process(partition_key=use_case, instance=DagsterInstance.ephemeral(),
-                                    run_config={"ops": {"sources": {"config": {"rows": rows}}},
-                                                "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+    result = job.execute_in_process(
+        partition_key=use_case,
+        instance=DagsterInstance.ephemeral(),
+        run_config={
+            "ops": {"sources": {"config": {"rows": rows}}},
+            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        },
+    )
     return result, time.perf_counter() - started
 
 
@@ -59,12 +67,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ontos-bench-dbx-") as tmp:
         tmp = Path(tmp)
         local, local_total = run("local", tmp / "local", args.use_case, args.rows)
-        env = {"ONTOS_TARGET": "local", "ONTOS_HOME": str(tmp / "cluster"), "DATABRICKS_HOST": "",
-               "DATABRICKS_TOKEN": ""}
+        env = {
+            "ONTOS_TARGET": "local",
+            "ONTOS_HOME": str(tmp / "cluster"),
+            "DATABRICKS_HOST": "",
+            "DATABRICKS_TOKEN": "",
+        }
         with FakeWorkspace(tmp / "workspace", cluster_env=env) as ws:
-            os.environ.update({"DATABRICKS_HOST": ws.url, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat",
-                               "ONTOS_DATABRICKS_VOLUME": "/Volumes/ontos/workbench/ontos",
-                               "ONTOS_DATABRICKS_POLL_SECONDS": "0.5"})
+            os.environ.update(
+                {
+                    "DATABRICKS_HOST": ws.url,
+                    "DATABRICKS_TOKEN": ws.token,
+                    "DATABRICKS_AUTH_TYPE": "pat",
+                    "ONTOS_DATABRICKS_VOLUME": "/Volumes/ontos/workbench/ontos",
+                    "ONTOS_DATABRICKS_POLL_SECONDS": "0.5",
+                }
+            )
             remote, remote_total = run("databricks", tmp / "orchestrator", args.use_case, args.rows)
             runs = {}
             for run_id, state in ws.runs.items():
@@ -86,27 +104,51 @@ def main() -> None:
     for step, seconds in local_steps.items():
         r = runs.get(step, {})
         remote_s = remote_steps.get(step)
-        rows.append({"step": step, "in_process_s": seconds, "databricks_step_s": remote_s, "run_s": r.get("run_s"),
-                     "orchestrator_overhead_s": remote_s - r["run_s"] if remote_s and r else None,
-                     "requests": requests_by_run.get(step, 0)})
+        rows.append(
+            {
+                "step": step,
+                "in_process_s": seconds,
+                "databricks_step_s": remote_s,
+                "run_s": r.get("run_s"),
+                "orchestrator_overhead_s": remote_s - r["run_s"] if remote_s and r else None,
+                "requests": requests_by_run.get(step, 0),
+            }
+        )
 
     def fmt(v):
         return "-" if v is None else f"{v:,.1f}" if isinstance(v, float) else str(v)
 
-    print(f"\nsteps as Databricks runs (fake workspace) vs in-process: {args.use_case}, {args.rows:,} items, "
-          f"{os.cpu_count()} cores\n")
-    print(f"{'step':<20}{'in-process s':>14}{'databricks s':>14}{'of which run s':>16}{'overhead s':>12}"
-          f"{'requests':>10}")
+    print(
+        f"\nsteps as Databricks runs (fake workspace) vs in-process: {args.use_case}, {args.rows:,} items, "
+        f"{os.cpu_count()} cores\n"
+    )
+    print(
+        f"{'step':<20}{'in-process s':>14}{'databricks s':>14}{'of which run s':>16}{'overhead s':>12}{'requests':>10}"
+    )
     for r in rows:
-        print(f"{r['step']:<20}{fmt(r['in_process_s']):>14}{fmt(r['databricks_step_s']):>14}{fmt(r['run_s']):>16}"
-              f"{fmt(r['orchestrator_overhead_s']):>12}{r['requests']:>10}")
+        print(
+            f"{r['step']:<20}{fmt(r['in_process_s']):>14}{fmt(r['databricks_step_s']):>14}{fmt(r['run_s']):>16}"
+            f"{fmt(r['orchestrator_overhead_s']):>12}{r['requests']:>10}"
+        )
     print(f"{'job total':<20}{fmt(local_total):>14}{fmt(remote_total):>14}{'':>16}{'':>12}{total_requests:>10}")
     print(f"\nratio databricks / in-process (job): {remote_total / local_total:.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "databricks_steps.json"
-    path.write_text(json.dumps({"use_case": args.use_case, "rows": args.rows, "cores": os.cpu_count(),
-                                "python": platform.python_version(), "steps": rows, "in_process_total_s": local_total,
-                                "databricks_total_s": remote_total, "requests": total_requests}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "use_case": args.use_case,
+                "rows": args.rows,
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "steps": rows,
+                "in_process_total_s": local_total,
+                "databricks_total_s": remote_total,
+                "requests": total_requests,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -75,13 +75,16 @@ def main() -> None:
     spec = defs.resources["use_cases"].get(args.use_case)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     t = time.perf_counter()
-    assert defs.resolve_job_def(FULL_PIPELINE).execute_in_process(partition_key=spec.name, instance=instance,
-                                                                  run_config=quiet).success
+    assert (
+        defs.resolve_job_def(FULL_PIPELINE)
+        .execute_in_process(partition_key=spec.name, instance=instance, run_config=quiet)
+        .success
+    )
     print(f"setup: full_pipeline of {spec.name} in {time.perf_counter() - t:.0f} s", flush=True)
     lakehouse, spark = settings.local_lakehouse(), get_spark()
     batch = traffic.items(spark, lakehouse, spec, "drifted", 10_000)
     traffic.land_batch(spark, lakehouse, spec, "drifted")
-    halves = batch.iloc[:len(batch) // 2], batch.iloc[len(batch) // 2:]
+    halves = batch.iloc[: len(batch) // 2], batch.iloc[len(batch) // 2 :]
     endpoint, results = spec.serving.endpoint_name, {}
     with ServingProcess(settings, [endpoint]) as url, DaemonProcess(settings, args.interval) as daemon:
         while sensor_cursor(instance) is None:  # the daemon is up and its sensor has ticked
@@ -94,8 +97,9 @@ def main() -> None:
             since = datetime.now(UTC)
             if label.startswith("direct"):
                 started = time.time()
-                defs.resolve_job_def(RETRAIN).execute_in_process(partition_key=spec.name, instance=instance,
-                                                                 run_config=quiet, raise_on_error=False)
+                defs.resolve_job_def(RETRAIN).execute_in_process(
+                    partition_key=spec.name, instance=instance, run_config=quiet, raise_on_error=False
+                )
                 created = started
                 ended = time.time()
             answered, version = _wait_for_new_version(url, endpoint, old)
@@ -104,15 +108,26 @@ def main() -> None:
                 record = instance.get_run_record_by_id(run.run_id)
                 created, started, ended = record.create_timestamp.timestamp(), record.start_time, record.end_time
             results[label] = {
-                "feedback": dict(sent.feedback), "actionable": sent.feedback["down"] + sent.feedback["correction"],
-                "from_version": old, "to_version": version, "total_s": answered - written,
-                "until_run_requested_s": created - written, "queue_and_launch_s": started - created,
-                "run_s": ended - started, "hot_swap_s": answered - ended}
+                "feedback": dict(sent.feedback),
+                "actionable": sent.feedback["down"] + sent.feedback["correction"],
+                "from_version": old,
+                "to_version": version,
+                "total_s": answered - written,
+                "until_run_requested_s": created - written,
+                "queue_and_launch_s": started - created,
+                "run_s": ended - started,
+                "hot_swap_s": answered - ended,
+            }
             r = results[label]
             print(f"  {label}: v{old} -> v{version} in {r['total_s']:.1f} s", flush=True)
 
-    keys = [("total_s", "feedback committed -> new version answers"), ("until_run_requested_s", "until run requested"),
-            ("queue_and_launch_s", "queue and launch"), ("run_s", "retrain run"), ("hot_swap_s", "hot swap")]
+    keys = [
+        ("total_s", "feedback committed -> new version answers"),
+        ("until_run_requested_s", "until run requested"),
+        ("queue_and_launch_s", "queue and launch"),
+        ("run_s", "retrain run"),
+        ("hot_swap_s", "hot swap"),
+    ]
     ours, plain = results.values()
     print(f"\n{spec.name}, sensor interval {args.interval} s, alias poll 1 s\n")
     print("| seconds | sensor + daemon (ours) | direct in-process (plain) | ours / plain |\n|---|---|---|---|")
@@ -121,10 +136,20 @@ def main() -> None:
         print(f"| {title} | {ours[key]:.1f} | {plain[key]:.1f} | {ratio} |")
     print(f"| actionable feedback | {ours['actionable']} | {plain['actionable']} | |")
     out = ROOT / "bench" / "results" / "feedback_loop.json"
-    out.write_text(json.dumps({"use_case": spec.name, "rows": spec.synthetic.rows if spec.synthetic else None,
-                               "sensor_interval_s": args.interval, "alias_poll_s": 1, "results": results,
-                               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}},
-                              indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "use_case": spec.name,
+                "rows": spec.synthetic.rows if spec.synthetic else None,
+                "sensor_interval_s": args.interval,
+                "alias_poll_s": 1,
+                "results": results,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"wrote {out}")
     if not args.home:
         from ontos_pipeline.platform import engine

@@ -36,8 +36,11 @@ def child(variant: str, rows: int, folder: str) -> dict:
 
     spark = get_spark()
     df = spark.range(rows).select(
-        F.format_string("IT-%08d", "id").alias("item_ref"), (F.col("id") % 97).cast("double").alias("x"),
-        F.sha2(F.col("id").cast("string"), 256).alias("text"), F.current_timestamp().alias("ts"))
+        F.format_string("IT-%08d", "id").alias("item_ref"),
+        (F.col("id") % 97).cast("double").alias("x"),
+        F.sha2(F.col("id").cast("string"), 256).alias("text"),
+        F.current_timestamp().alias("ts"),
+    )
     df.limit(1).collect()  # session and code warm-up outside the timing
     started = time.perf_counter()
     if variant == "ours":
@@ -54,8 +57,11 @@ def child(variant: str, rows: int, folder: str) -> dict:
 def measure(variant: str, rows: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ontos-bench-write-") as folder:
         out = Path(folder) / "result.json"
-        return run_child([sys.executable, __file__, "--child", variant, "--rows", str(rows), "--folder", folder,
-                          "--out", str(out)], out, variant)
+        return run_child(
+            [sys.executable, __file__, "--child", variant, "--rows", str(rows), "--folder", folder, "--out", str(out)],
+            out,
+            variant,
+        )
 
 
 def main() -> None:
@@ -75,8 +81,10 @@ def main() -> None:
     for r in results:
         atomic = "yes" if r["variant"] != "spark_parquet" else "no"
         dist = "no" if r["variant"] == "driver_deltalake" else "yes"
-        print(f"{r['variant']:<18}{r['write_s']:>10.2f}{r['peak_rss_mb']:>14,.0f}"
-              f"{r['write_s'] / base['write_s']:>14.2f}{atomic:>8}{dist:>13}")
+        print(
+            f"{r['variant']:<18}{r['write_s']:>10.2f}{r['peak_rss_mb']:>14,.0f}"
+            f"{r['write_s'] / base['write_s']:>14.2f}{atomic:>8}{dist:>13}"
+        )
     path = ROOT / "bench" / "results" / f"lakehouse_write_{args.rows}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rows": args.rows, "results": results}, indent=2))

@@ -33,8 +33,13 @@ def engine_processes(home: str | Path | None) -> list[psutil.Process]:
 def stop_engine(home: str | Path, env: Mapping[str, str] | None = None) -> None:
     """Stop the engine a benchmark's ONTOS_HOME started (`ontos engine stop`; `env`'s ONTOS_ENGINE_HOME, if any,
     names another engine folder)."""
-    subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "engine", "stop"], cwd=ROOT, capture_output=True,
-                   env={**(os.environ if env is None else env), "ONTOS_HOME": str(home)}, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "engine", "stop"],
+        cwd=ROOT,
+        capture_output=True,
+        env={**(os.environ if env is None else env), "ONTOS_HOME": str(home)},
+        check=False,
+    )
 
 
 def run_child(command: list[str], out: Path, label: str, home: str | Path | None = None) -> dict:

@@ -59,8 +59,7 @@ def timed(argv: list[str], env: dict, cwd: Path = ROOT, ok=(0,)) -> tuple[float,
 
 
 def summary(seconds: list[float]) -> dict:
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
-            "runs": len(seconds)}
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds), "runs": len(seconds)}
 
 
 def median(argv: list[str], env: dict, repeat: int, ok=(0,)) -> dict:
@@ -86,8 +85,11 @@ def main() -> None:
     parser.add_argument("--feedback-loop", action="store_true", help="also run bench/feedback_loop.py")
     args = parser.parse_args()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ONTOS_", "DAGSTER_", "MLFLOW_"))}
-    base.update(MLFLOW_DISABLE_TELEMETRY="true", DAGSTER_DISABLE_TELEMETRY="true",
-                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    base.update(
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DAGSTER_DISABLE_TELEMETRY="true",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     work = Path(tempfile.mkdtemp(prefix="ontos-bench-overhead-"))
     results: dict = {"use_case": args.use_case, "repeat": args.repeat}
     if args.home:
@@ -96,8 +98,12 @@ def main() -> None:
         home = work / "demo"
         results["demo_s"] = run_demo(home, base)
     uc, tables = args.use_case, home / "tables" / "ontos" / "workbench"
-    env = {**base, "ONTOS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-           "ONTOS_ENGINE_HOME": str(work / "engine")}
+    env = {
+        **base,
+        "ONTOS_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "ONTOS_ENGINE_HOME": str(work / "engine"),
+    }
     timed([PY, "-m", "ontos_pipeline.cli", "engine", "start"], env)
     try:
         from ontos_pipeline.specs import load_use_cases
@@ -105,18 +111,26 @@ def main() -> None:
         spec = load_use_cases(ROOT / "synthetic_data" / "use_cases")[uc]
         sheet_id = spec.training_sheet_id
         commands = {
-            "ontos tasks list": ([PY, "-m", "ontos_pipeline.cli", "tasks", "list"],
-                                 [PY, "-c", PLAIN_READ, str(tables / "annotation_tasks")]),
-            f"ontos review list {uc}": ([PY, "-m", "ontos_pipeline.cli", "review", "list", uc],
-                                        [PY, "-c", PLAIN_READ, str(tables / "qa_pairs"), sheet_id]),
-            "ontos alerts list": ([PY, "-m", "ontos_pipeline.cli", "alerts", "list"],
-                                  [PY, "-c", PLAIN_READ, str(tables / "alerts")]),
+            "ontos tasks list": (
+                [PY, "-m", "ontos_pipeline.cli", "tasks", "list"],
+                [PY, "-c", PLAIN_READ, str(tables / "annotation_tasks")],
+            ),
+            f"ontos review list {uc}": (
+                [PY, "-m", "ontos_pipeline.cli", "review", "list", uc],
+                [PY, "-c", PLAIN_READ, str(tables / "qa_pairs"), sheet_id],
+            ),
+            "ontos alerts list": (
+                [PY, "-m", "ontos_pipeline.cli", "alerts", "list"],
+                [PY, "-c", PLAIN_READ, str(tables / "alerts")],
+            ),
         }
         rows = {}
         for title, (ours, plain) in commands.items():
             rows[title] = {"ours": median(ours, env, args.repeat), "plain": median(plain, env, args.repeat, ok=(0, -6))}
-            print(f"{title}: {rows[title]['ours']['median_s']:.2f} s vs plain {rows[title]['plain']['median_s']:.2f} s",
-                  flush=True)
+            print(
+                f"{title}: {rows[title]['ours']['median_s']:.2f} s vs plain {rows[title]['plain']['median_s']:.2f} s",
+                flush=True,
+            )
         # commands that write run on a copy of the state, a fresh copy per run
         copy = work / "copy"
 
@@ -130,17 +144,47 @@ def main() -> None:
             return summary(seconds)
 
         title = f"dagster asset materialize --select template ({uc})"
-        rows[title] = {"ours": on_copy([str(BIN / "dagster"), "asset", "materialize", "-m",
-                                        "ontos_pipeline.definitions", "--select", "template", "--partition", uc])}
+        rows[title] = {
+            "ours": on_copy(
+                [
+                    str(BIN / "dagster"),
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "ontos_pipeline.definitions",
+                    "--select",
+                    "template",
+                    "--partition",
+                    uc,
+                ]
+            )
+        }
         print(f"{title}: {rows[title]['ours']['median_s']:.1f} s", flush=True)
         title = f"full_pipeline ({uc}, {spec.synthetic.rows if spec.synthetic else '?'} items)"
         rows[title] = {
-            "ours": on_copy([str(BIN / "dagster"), "job", "execute", "-m", "ontos_pipeline.definitions", "-j",
-                             "full_pipeline", "--tags", json.dumps({"dagster/partition": uc})]),
-            "plain": median([PY, str(ROOT / "bench" / "plain_pipeline.py"), str(spec.path), str(home),
-                             str(work / "plain")], env, args.repeat)}
-        print(f"{title}: {rows[title]['ours']['median_s']:.1f} s vs plain {rows[title]['plain']['median_s']:.1f} s",
-              flush=True)
+            "ours": on_copy(
+                [
+                    str(BIN / "dagster"),
+                    "job",
+                    "execute",
+                    "-m",
+                    "ontos_pipeline.definitions",
+                    "-j",
+                    "full_pipeline",
+                    "--tags",
+                    json.dumps({"dagster/partition": uc}),
+                ]
+            ),
+            "plain": median(
+                [PY, str(ROOT / "bench" / "plain_pipeline.py"), str(spec.path), str(home), str(work / "plain")],
+                env,
+                args.repeat,
+            ),
+        }
+        print(
+            f"{title}: {rows[title]['ours']['median_s']:.1f} s vs plain {rows[title]['plain']['median_s']:.1f} s",
+            flush=True,
+        )
         results["commands"] = rows
     finally:
         stop_engine(home, env)
@@ -161,13 +205,17 @@ def main() -> None:
         loop = results["feedback_loop"]["results"]
         ours, plain = (loop[k]["total_s"] for k in loop)
         print(f"| feedback -> new champion answering | {ours:.1f} | {plain:.1f} | {ours / plain:.1f} |")
-    aborted = {t: r["plain"]["aborted_at_exit"] for t, r in results["commands"].items()
-               if r.get("plain", {}).get("aborted_at_exit")}
+    aborted = {
+        t: r["plain"]["aborted_at_exit"]
+        for t, r in results["commands"].items()
+        if r.get("plain", {}).get("aborted_at_exit")
+    }
     if aborted:
         print(f"\nplain processes that aborted at exit (SIGABRT after printing, deltalake's reader threads): {aborted}")
     out = ROOT / "bench" / "results" / "overhead.json"
-    out.write_text(json.dumps({**results, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}},
-                              indent=2))
+    out.write_text(
+        json.dumps({**results, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}, indent=2)
+    )
     print(f"wrote {out}")
 
 

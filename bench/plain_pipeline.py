@@ -38,7 +38,7 @@ PII = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|\b\d{3}-\d{2}-\d{4}\b")
 
 
 def read_table(home: Path, name: str) -> pd.DataFrame:
-    catalog, schema, table = (["ontos", *name.split(".")] if name.count(".") == 1 else name.split("."))
+    catalog, schema, table = ["ontos", *name.split(".")] if name.count(".") == 1 else name.split(".")
     dt = DeltaTable(str(home / "tables" / catalog / schema / table))
     return pa.concat_tables([pq.ParquetFile(f).read() for f in dt.file_uris()]).to_pandas()  # see lakehouse.arrow_table
 
@@ -51,8 +51,7 @@ def main(spec_path: str, home_dir: str, out_dir: str) -> None:
     frames = {name: read_table(home, s["table"]).add_prefix(f"{name}.") for name, s in sheet_spec["sources"].items()}
     df = frames[sheet_spec["primary"]]
     for join in sheet_spec.get("joins", []):
-        df = df.merge(frames[join["source"]], how=join.get("how", "left"), left_on=join["left"],
-                      right_on=join["right"])
+        df = df.merge(frames[join["source"]], how=join.get("how", "left"), left_on=join["left"], right_on=join["right"])
     df = pd.DataFrame({c["name"]: df[c["from"]] for c in sheet_spec["columns"]})
     problems = {}
     for c in sheet_spec["columns"]:
@@ -71,8 +70,11 @@ def main(spec_path: str, home_dir: str, out_dir: str) -> None:
 
     template, schema = spec["template"], spec["template"]["response_schema"]
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    labels = read_table(home, spec["labels"]["import_table"]).sort_values("labeled_at").drop_duplicates(
-        "item_ref", keep="last")
+    labels = (
+        read_table(home, spec["labels"]["import_table"])
+        .sort_values("labeled_at")
+        .drop_duplicates("item_ref", keep="last")
+    )
     labels = labels[[validator.is_valid(json.loads(v)) for v in labels["label_data"]]]
     rows = df.merge(labels[["item_ref", "label_data"]], on="item_ref", how="inner")
     env = ImmutableSandboxedEnvironment()
@@ -86,8 +88,11 @@ def main(spec_path: str, home_dir: str, out_dir: str) -> None:
     for split, part in rows.groupby("split"):
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as handle:
             for p, r in zip(part["prompt"], part["response"], strict=True):
-                messages = [{"role": "system", "content": template.get("system_prompt", "")},
-                            {"role": "user", "content": p}, {"role": "assistant", "content": json.dumps(r)}]
+                messages = [
+                    {"role": "system", "content": template.get("system_prompt", "")},
+                    {"role": "user", "content": p},
+                    {"role": "assistant", "content": json.dumps(r)},
+                ]
                 handle.write(json.dumps({"messages": messages}) + "\n")
 
     train, test = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
@@ -96,11 +101,21 @@ def main(spec_path: str, home_dir: str, out_dir: str) -> None:
     x_train, x_test = tfidf.fit_transform(train["prompt"]), tfidf.transform(test["prompt"])
     baseline = DummyClassifier().fit(x_train, y_train).predict(x_test)
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train).predict(x_test)
-    print(json.dumps({"rows": len(df), "labelled": len(rows), "version": version, "problems": problems,
-                      "train_rows": len(train), "test_rows": len(test),
-                      "baseline_macro_f1": f1_score(y_test, baseline, average="macro"),
-                      "macro_f1": f1_score(y_test, model, average="macro"),
-                      "seconds": time.perf_counter() - started}))
+    print(
+        json.dumps(
+            {
+                "rows": len(df),
+                "labelled": len(rows),
+                "version": version,
+                "problems": problems,
+                "train_rows": len(train),
+                "test_rows": len(test),
+                "baseline_macro_f1": f1_score(y_test, baseline, average="macro"),
+                "macro_f1": f1_score(y_test, model, average="macro"),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

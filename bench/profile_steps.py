@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CATEGORIES = ("jvm_start", "imports", "spark", "delta", "mlflow", "dagster_events", "definitions", "sklearn",
-              "other")
+CATEGORIES = ("jvm_start", "imports", "spark", "delta", "mlflow", "dagster_events", "definitions", "sklearn", "other")
 
 
 def classify(frame: dict, seen: frozenset[str], depth: int) -> frozenset[str]:
@@ -38,7 +37,8 @@ def classify(frame: dict, seen: frozenset[str], depth: int) -> frozenset[str]:
     path, func = frame.get("file_path") or "", frame.get("function") or ""
     found = set(seen)
     if (func in ("launch_gateway", "_start") and ("java_gateway" in path or "engine.py" in path)) or (
-            func == "getOrCreate" and path.endswith("pyspark/sql/session.py")):  # JVM start + SparkContext
+        func == "getOrCreate" and path.endswith("pyspark/sql/session.py")
+    ):  # JVM start + SparkContext
         found.add("jvm_start")
     if func == "<module>" and depth > 0:
         found.add("imports")
@@ -108,17 +108,40 @@ def spark_jobs(events_dir: Path, since: float, until: float) -> dict[str, float]
 
 def event_log_env(env: dict, events: Path) -> dict:
     """`env` with Spark's event log on, for the engine and for in-process Spark (the release before the engine)."""
-    conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file://{events}",
-            "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"}
-    return {**env, "ONTOS_ENGINE_CONF": " ".join(f"{k}={v}" for k, v in conf.items()),
-            "PYSPARK_SUBMIT_ARGS": " ".join(f"--conf {k}={v}" for k, v in conf.items()) + " pyspark-shell"}
+    conf = {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": f"file://{events}",
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+    return {
+        **env,
+        "ONTOS_ENGINE_CONF": " ".join(f"{k}={v}" for k, v in conf.items()),
+        "PYSPARK_SUBMIT_ARGS": " ".join(f"--conf {k}={v}" for k, v in conf.items()) + " pyspark-shell",
+    }
 
 
 def profiled(python: str, cwd: Path, env: dict, argv: list[str], out: Path, events: Path) -> dict:
     since, started = time.time(), time.perf_counter()
-    done = subprocess.run([python, "-m", "pyinstrument", "-r", "json", "-p", "processor_options.filter_threshold=0",
-                           "-o", str(out), *argv], cwd=cwd, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [
+            python,
+            "-m",
+            "pyinstrument",
+            "-r",
+            "json",
+            "-p",
+            "processor_options.filter_threshold=0",
+            "-o",
+            str(out),
+            *argv,
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -138,8 +161,13 @@ def main() -> None:
     home = work / "home"
     shutil.copytree(args.home, home, ignore=shutil.ignore_patterns("engine"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ONTOS_", "DAGSTER_"))}
-    env.update(ONTOS_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), ONTOS_ENGINE_HOME=str(work / "engine"),
-               MLFLOW_DISABLE_TELEMETRY="true", DAGSTER_DISABLE_TELEMETRY="true")
+    env.update(
+        ONTOS_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        ONTOS_ENGINE_HOME=str(work / "engine"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DAGSTER_DISABLE_TELEMETRY="true",
+    )
     events = work / "spark-events"
     events.mkdir()
     env = event_log_env(env, events)
@@ -149,36 +177,60 @@ def main() -> None:
     commands = {
         "ontos tasks list": ["ontos_pipeline.cli", "tasks", "list"],
         f"dagster asset materialize --select template ({args.use_case})": [
-            "dagster", "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select", "template",
-            "--partition", args.use_case],
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "ontos_pipeline.definitions",
+            "--select",
+            "template",
+            "--partition",
+            args.use_case,
+        ],
         f"full_pipeline ({args.use_case})": [
-            "dagster", "job", "execute", "-m", "ontos_pipeline.definitions", "-j", "full_pipeline", "--tags",
-            partition],
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "ontos_pipeline.definitions",
+            "-j",
+            "full_pipeline",
+            "--tags",
+            partition,
+        ],
     }
     results = {}
     # a warm engine, as on any machine where Spark ran since it booted (the release before has no engine: each of
     # its processes starts its own JVM, which the breakdown shows)
-    subprocess.run([args.python, "-m", "ontos_pipeline.cli", "engine", "start"], cwd=args.cwd, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [args.python, "-m", "ontos_pipeline.cli", "engine", "start"], cwd=args.cwd, env=env, capture_output=True
+    )
     try:
         for title, argv in commands.items():
-            results[title] = profiled(args.python, Path(args.cwd), env, ["-m", *argv], work / "profile.json",
-                                      events)
+            results[title] = profiled(args.python, Path(args.cwd), env, ["-m", *argv], work / "profile.json", events)
             print(f"{title}: {results[title]['wall_s']:.1f} s", flush=True)
     finally:
-        subprocess.run([args.python, "-m", "ontos_pipeline.cli", "engine", "stop"], cwd=args.cwd, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [args.python, "-m", "ontos_pipeline.cli", "engine", "stop"], cwd=args.cwd, env=env, capture_output=True
+        )
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.label}: seconds of each process by what its Python stack was doing\n")
     head = ["command", "wall", *CATEGORIES, "Spark jobs (own time)"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for title, r in results.items():
-        cells = [f"{r['wall_s']:.1f}", *[f"{r[c]:.1f}" for c in CATEGORIES],
-                 f"{r['spark_jobs']} ({r['spark_job_s']:.1f} s)"]
+        cells = [
+            f"{r['wall_s']:.1f}",
+            *[f"{r[c]:.1f}" for c in CATEGORIES],
+            f"{r['spark_jobs']} ({r['spark_job_s']:.1f} s)",
+        ]
         print(f"| {title} | " + " | ".join(cells) + " |")
     out = ROOT / "bench" / "results" / f"profile_steps_{args.label}.json"
-    out.write_text(json.dumps({"label": args.label, "checkout": args.cwd, "results": results,
-                               "machine": {"cpus": os.cpu_count()}}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"label": args.label, "checkout": args.cwd, "results": results, "machine": {"cpus": os.cpu_count()}},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

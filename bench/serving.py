@@ -59,8 +59,14 @@ spec = defs.resources["use_cases"].get({USE_CASE!r})
 frame = traffic.items(get_spark(), lh, spec, "normal", 200).drop(columns=[traffic.TRUTH])
 print("RECORDS " + frame.to_json(orient="records", date_format="iso"))
 """
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        check=False,
+    )
     line = next((x for x in out.stdout.splitlines() if x.startswith("RECORDS ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"setup failed:\n{out.stderr[-3000:]}")
@@ -72,16 +78,18 @@ print("RECORDS " + frame.to_json(orient="records", date_format="iso"))
 
 def _start(command: list[str], env: dict, ready: str, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{command[:4]} exited with {proc.returncode}; see {log}")
         try:
             r = requests.get(ready, timeout=2)
-            if r.status_code == 200 and (not ready.endswith("/health") or
-                                         r.json()["endpoints"].get(USE_CASE) == "READY"):
+            if r.status_code == 200 and (
+                not ready.endswith("/health") or r.json()["endpoints"].get(USE_CASE) == "READY"
+            ):
                 return proc
         except requests.RequestException:
             pass
@@ -117,8 +125,14 @@ def _load(url: str, records: list[dict], concurrency: int, total: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "errors": errors[0], "warmup": 20}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "errors": errors[0],
+        "warmup": 20,
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -140,19 +154,41 @@ def main() -> None:
     t = time.perf_counter()
     records = _setup(home)
     print(f"setup (pipeline + deploy of {USE_CASE}) {time.perf_counter() - t:.0f} s; {len(records)} held-out items")
-    env = {**os.environ, "ONTOS_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "ONTOS_HOME": str(home),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     bin_dir = Path(sys.executable).parent
     rows, answered = [], 0
     ours_port, theirs_port = _port(), _port()
     servers = {
-        "ontos serve (log on)": ([str(bin_dir / "ontos"), "serve", "--port", str(ours_port)],
-                                 f"http://127.0.0.1:{ours_port}/health",
-                                 f"http://127.0.0.1:{ours_port}/serving-endpoints/{USE_CASE}/invocations"),
-        "mlflow models serve": ([str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"],
-                                f"http://127.0.0.1:{theirs_port}/ping", f"http://127.0.0.1:{theirs_port}/invocations"),
+        "ontos serve (log on)": (
+            [str(bin_dir / "ontos"), "serve", "--port", str(ours_port)],
+            f"http://127.0.0.1:{ours_port}/health",
+            f"http://127.0.0.1:{ours_port}/serving-endpoints/{USE_CASE}/invocations",
+        ),
+        "mlflow models serve": (
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{MODEL}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(theirs_port),
+                "-w",
+                "1",
+            ],
+            f"http://127.0.0.1:{theirs_port}/ping",
+            f"http://127.0.0.1:{theirs_port}/invocations",
+        ),
     }
     log_share = None
     for label, (command, ready, url) in servers.items():
@@ -161,8 +197,11 @@ def main() -> None:
             for c in CONCURRENCY:
                 result = _load(url, records, c, args.requests)
                 rows.append({"server": label, "concurrency": c, **result})
-                print(f"  {label:22} c={c:<3} {result['rps']:7.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "
-                      f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}", flush=True)
+                print(
+                    f"  {label:22} c={c:<3} {result['rps']:7.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "
+                    f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}",
+                    flush=True,
+                )
                 answered += (result["requests"] + result["warmup"]) if label.startswith("ontos") else 0
         finally:
             _stop(proc)
@@ -173,20 +212,37 @@ def main() -> None:
             logged = len(LocalLakehouse(home / "tables").records("inference_log", columns=["request_id"]))
             log_share = logged / answered
     by = {(r["server"], r["concurrency"]): r for r in rows}
-    print("\n| concurrency | ours req/s | mlflow req/s | ratio | ours p50 ms | mlflow p50 ms | ours p99 ms | "
-          "mlflow p99 ms |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| concurrency | ours req/s | mlflow req/s | ratio | ours p50 ms | mlflow p50 ms | ours p99 ms | "
+        "mlflow p99 ms |\n|---|---|---|---|---|---|---|---|"
+    )
     ours, theirs = list(servers)
     for c in CONCURRENCY:
         a, b = by[(ours, c)], by[(theirs, c)]
-        print(f"| {c} | {a['rps']:.1f} | {b['rps']:.1f} | {a['rps'] / b['rps']:.2f} | {a['p50_ms']:.1f} | "
-              f"{b['p50_ms']:.1f} | {a['p99_ms']:.1f} | {b['p99_ms']:.1f} |")
+        print(
+            f"| {c} | {a['rps']:.1f} | {b['rps']:.1f} | {a['rps'] / b['rps']:.2f} | {a['p50_ms']:.1f} | "
+            f"{b['p50_ms']:.1f} | {a['p99_ms']:.1f} | {b['p99_ms']:.1f} |"
+        )
     print(f"\nrequests logged by ours: {log_share:.1%} of {answered} answered")
     out = ROOT / "bench" / "results" / "serving.json"
-    out.write_text(json.dumps({
-        "use_case": USE_CASE, "model": f"{MODEL}@champion (version 1)", "rows": rows, "logged_share": log_share,
-        "answered_by_ours": answered, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                  "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "use_case": USE_CASE,
+                "model": f"{MODEL}@champion (version 1)",
+                "rows": rows,
+                "logged_share": log_share,
+                "answered_by_ours": answered,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "loadavg_start": load_start,
+                    "loadavg_end": os.getloadavg(),
+                },
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

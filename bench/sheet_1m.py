@@ -42,19 +42,31 @@ def run_ours(use_case: str, rows: int, home: str) -> dict:
     job = build_definitions(settings).resolve_job_def(FULL_PIPELINE)
     started = time.perf_counter()
     result = job.execute_in_process(
-        partition_key=use_case, instance=DagsterInstance.ephemeral(),
+        partition_key=use_case,
+        instance=DagsterInstance.ephemeral(),
         asset_selection=[AssetKey("sources"), AssetKey("sheet")],  # and the sheet's checks
-        run_config={"ops": {"sources": {"config": {"rows": rows}}},
-                    "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        run_config={
+            "ops": {"sources": {"config": {"rows": rows}}},
+            "loggers": {"console": {"config": {"log_level": "ERROR"}}},
+        },
+    )
     total = time.perf_counter() - started
-    steps = {e.step_key: e.event_specific_data.duration_ms / 1000 for e in result.all_events
-             if e.event_type_value == "STEP_SUCCESS"}
+    steps = {
+        e.step_key: e.event_specific_data.duration_ms / 1000
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS"
+    }
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     sheet_rows = result.asset_materializations_for_node("sheet")[0].metadata["dagster/row_count"].value
     # the sheet's checks run inside its step (ontos_pipeline/steps.py), like the plain script's inline validation
-    return {"total_s": total, "generate_s": steps.get("sources"), "sheet_s": steps.get("sheet"),
-            "checks_s": None, "sheet_rows": sheet_rows,
-            "checks_passed": checks}
+    return {
+        "total_s": total,
+        "generate_s": steps.get("sources"),
+        "sheet_s": steps.get("sheet"),
+        "checks_s": None,
+        "sheet_rows": sheet_rows,
+        "checks_passed": checks,
+    }
 
 
 def run_pandas(use_case: str, rows: int, home: str) -> dict:
@@ -74,8 +86,13 @@ def run_pandas(use_case: str, rows: int, home: str) -> dict:
     started = time.perf_counter()
     raw = Path(home) / "raw"
     raw.mkdir(parents=True)
-    for table in generate_tables(syn.generator, rows=rows, drifted_rows=max(1, syn.drifted_rows * rows // syn.rows),
-                                 seed=syn.seed, image_dir=Path(home) / "images"):
+    for table in generate_tables(
+        syn.generator,
+        rows=rows,
+        drifted_rows=max(1, syn.drifted_rows * rows // syn.rows),
+        seed=syn.seed,
+        image_dir=Path(home) / "images",
+    ):
         with pq.ParquetWriter(raw / f"{table.name}.parquet", table.schema) as writer:
             for batch in table.batches():
                 writer.write_batch(batch)
@@ -85,12 +102,20 @@ def run_pandas(use_case: str, rows: int, home: str) -> dict:
     sheet = frames[spec.sheet.primary].add_prefix(f"{spec.sheet.primary}__")
     for j in spec.sheet.joins:
         right = frames[j.source].add_prefix(f"{j.source}__")
-        sheet = sheet.merge(right, how=j.how, left_on=f"{j.left.source}__{j.left.column}",
-                            right_on=f"{j.source}__{j.right.column}")
-    dtypes = {"string": "string", "integer": "Int64", "double": "float64", "boolean": "boolean",
-              "date": "object", "timestamp": "datetime64[us, UTC]"}
-    sheet = pd.DataFrame({c.name: sheet[f"{c.ref.source}__{c.ref.column}"].astype(dtypes[c.type])
-                          for c in spec.sheet.columns})
+        sheet = sheet.merge(
+            right, how=j.how, left_on=f"{j.left.source}__{j.left.column}", right_on=f"{j.source}__{j.right.column}"
+        )
+    dtypes = {
+        "string": "string",
+        "integer": "Int64",
+        "double": "float64",
+        "boolean": "boolean",
+        "date": "object",
+        "timestamp": "datetime64[us, UTC]",
+    }
+    sheet = pd.DataFrame(
+        {c.name: sheet[f"{c.ref.source}__{c.ref.column}"].astype(dtypes[c.type]) for c in spec.sheet.columns}
+    )
     problems = {}
     for c in spec.sheet.columns:
         col = sheet[c.name]
@@ -102,13 +127,21 @@ def run_pandas(use_case: str, rows: int, home: str) -> dict:
             problems[f"{c.name}:values"] = int((col.notna() & ~col.isin(c.values)).sum())
     problems["item_ref:duplicates"] = int(sheet["item_ref"].duplicated().sum())
     for c in spec.sheet.columns_of("text"):
-        for kind, pattern in (("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
-                              ("ssn", r"\b\d{3}-\d{2}-\d{4}\b")):
+        for kind, pattern in (
+            ("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
+            ("ssn", r"\b\d{3}-\d{2}-\d{4}\b"),
+        ):
             problems[f"{c.name}:{kind}"] = int(sheet[c.name].str.contains(re.compile(pattern), na=False).sum())
     pq.write_table(pa.Table.from_pandas(sheet, preserve_index=False), Path(home) / "sheet.parquet")
     done = time.perf_counter()
-    return {"total_s": done - started, "generate_s": generated - started, "sheet_s": done - generated,
-            "checks_s": None, "sheet_rows": len(sheet), "problems": sum(problems.values())}
+    return {
+        "total_s": done - started,
+        "generate_s": generated - started,
+        "sheet_s": done - generated,
+        "checks_s": None,
+        "sheet_rows": len(sheet),
+        "problems": sum(problems.values()),
+    }
 
 
 # -- the parent: run each variant in a child, sample memory -------------------------------------------------------
@@ -116,8 +149,25 @@ def measure(variant: str, use_case: str, rows: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"ontos-bench-{variant}-") as home:
         out = Path(home) / "result.json"
         try:
-            return run_child([sys.executable, __file__, "--child", variant, "--use-case", use_case, "--rows",
-                              str(rows), "--home", home, "--out", str(out)], out, variant, home=home)
+            return run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    variant,
+                    "--use-case",
+                    use_case,
+                    "--rows",
+                    str(rows),
+                    "--home",
+                    home,
+                    "--out",
+                    str(out),
+                ],
+                out,
+                variant,
+                home=home,
+            )
         finally:
             stop_engine(home)  # a cold engine per run: the figure includes its start
 
@@ -150,10 +200,19 @@ def main() -> None:
         print(f"{k:<16}{fmt(ours[k]):>28}{fmt(plain[k]):>16}{fmt(ratio) if ratio else '-':>14}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"sheet_{args.use_case}_{args.rows}.json"
-    path.write_text(json.dumps({"use_case": args.use_case, "rows": args.rows, "cores": os.cpu_count(),
-                                "python": platform.python_version(), "results": results,
-                                "ratios": {k: ours[k] / plain[k] for k in ("process_wall_s", "peak_rss_mb")}},
-                               indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "use_case": args.use_case,
+                "rows": args.rows,
+                "cores": os.cpu_count(),
+                "python": platform.python_version(),
+                "results": results,
+                "ratios": {k: ours[k] / plain[k] for k in ("process_wall_s", "peak_rss_mb")},
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 

@@ -81,8 +81,12 @@ def run_plain(export: str, kind: str, metric: str) -> dict:
         scores = metrics.classification_metrics(y_test, classify(y_train), sorted({*y_train, *y_test}))
     else:
         scores = metrics.text_metrics(y_test, classify(y_train))
-    return {"seconds": time.perf_counter() - started, "train_rows": len(train), "test_rows": len(test),
-            "metric": scores[metric]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "metric": scores[metric],
+    }
 
 
 # -- our model's test metric and step time (one child for all use cases) ------------------------------------------
@@ -103,43 +107,60 @@ def score_ours(home: str, use_cases: list[str]) -> dict:
 
     settings = load_settings()
     spark, resources, instance = get_spark(), orchestrator_resources(settings), DagsterInstance.get()
-    lakehouse, store, specs = resources["lakehouse"].get(), resources["mlflow_store"].get(), load_use_cases(
-        settings.use_cases_dir)
+    lakehouse, store, specs = (
+        resources["lakehouse"].get(),
+        resources["mlflow_store"].get(),
+        load_use_cases(settings.use_cases_dir),
+    )
     out = {}
     for name in use_cases:
         spec = specs[name]
         qa = lakehouse.read(spark, QA).filter(F.col("training_sheet_id") == spec.training_sheet_id)
-        test = split_frame(model_rows(spark, lakehouse, spec, qa, current_sheet(lakehouse, name).table,
-                                      "training"), "test", 0)
+        test = split_frame(
+            model_rows(spark, lakehouse, spec, qa, current_sheet(lakehouse, name).table, "training"), "test", 0
+        )
         exported = [r["item_ref"] for r in _lines(export_dir(Path(home), name), "index", "test")]
         if test["item_ref"].tolist() != exported:
             raise SystemExit(f"{name}: the test rows differ from the export's test split")
         version = store.version(name, CHALLENGER)
         model = store.load(store.version_uri(name, version.version))
         metric = spec.training.gate.metric
-        record = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("trained_model"),
-                                                                    asset_partitions=[name]), limit=1).records[0]
+        record = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("trained_model"), asset_partitions=[name]), limit=1
+        ).records[0]
         step = next(s for s in instance.get_run_step_stats(record.run_id) if s.step_key == "trained_model")
         client, meta = store.client(), record.asset_materialization.metadata
         run = client.get_run(version.run_id).info
         candidates = client.search_runs([run.experiment_id], f"tags.mlflow.parentRunId = '{version.run_id}'")
-        out[name] = {"model_version": version.version, "family": meta["family"].value,
-                     "val_metric": meta[f"val_{metric}"].value, "step_s": step.end_time - step.start_time,
-                     "fit_s": sum(r.data.metrics["fit_seconds"] for r in candidates),
-                     # step = before MLflow (Spark start, rows read, fit) + MLflow logging/registration + the rest
-                     "before_mlflow_s": run.start_time / 1000 - step.start_time,
-                     "mlflow_s": (run.end_time - run.start_time) / 1000,
-                     "candidates": [r.data.tags["ontos.family"] for r in candidates],
-                     "metric": headline(spec.template.response_kind, test[RESPONSE].tolist(),
-                                        model.predict_frame(test), spec.template.response_schema, metric)}
+        out[name] = {
+            "model_version": version.version,
+            "family": meta["family"].value,
+            "val_metric": meta[f"val_{metric}"].value,
+            "step_s": step.end_time - step.start_time,
+            "fit_s": sum(r.data.metrics["fit_seconds"] for r in candidates),
+            # step = before MLflow (Spark start, rows read, fit) + MLflow logging/registration + the rest
+            "before_mlflow_s": run.start_time / 1000 - step.start_time,
+            "mlflow_s": (run.end_time - run.start_time) / 1000,
+            "candidates": [r.data.tags["ontos.family"] for r in candidates],
+            "metric": headline(
+                spec.template.response_kind,
+                test[RESPONSE].tolist(),
+                model.predict_frame(test),
+                spec.template.response_schema,
+                metric,
+            ),
+        }
     return out
 
 
 # -- the parent ---------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", help="ONTOS_HOME to run the demo in (default: a fresh temporary directory, kept "
-                                       "so a later run can pass it to --reuse-home)")
+    parser.add_argument(
+        "--home",
+        help="ONTOS_HOME to run the demo in (default: a fresh temporary directory, kept "
+        "so a later run can pass it to --reuse-home)",
+    )
     parser.add_argument("--reuse-home", help="an ONTOS_HOME where `ontos demo` already ran (skips the setup)")
     parser.add_argument("--use-case", action="append", help="only this use case (repeatable; default: all)")
     parser.add_argument("--plain", metavar="EXPORT_DIR", help=argparse.SUPPRESS)  # child: the plain script
@@ -166,8 +187,11 @@ def main() -> None:
     setup_s = None
     if not args.reuse_home:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", *[a for u in use_cases
-                        for a in ("--use-case", u)]], cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "ontos_pipeline.cli", "demo", *[a for u in use_cases for a in ("--use-case", u)]],
+            cwd=ROOT,
+            check=True,
+        )
         setup_s = time.perf_counter() - started
     dagster = str(Path(sys.executable).parent / "dagster")
     quiet = json.dumps({"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
@@ -178,41 +202,157 @@ def main() -> None:
             kind, metric = spec.template.response_kind, spec.training.gate.metric
             load, out = os.getloadavg()[0], Path(tmp) / f"{name}-ours.json"
             out.write_text("{}")  # the dagster CLI writes nothing: run_child adds wall time and peak RSS to {}
-            ours = run_child([dagster, "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select",
-                              "trained_model", "--partition", name, "--config-json", quiet], out, "ours", home=home)
+            ours = run_child(
+                [
+                    dagster,
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "ontos_pipeline.definitions",
+                    "--select",
+                    "trained_model",
+                    "--partition",
+                    name,
+                    "--config-json",
+                    quiet,
+                ],
+                out,
+                "ours",
+                home=home,
+            )
             out = Path(tmp) / f"{name}-plain.json"
-            plain = run_child([sys.executable, __file__, "--plain", str(export_dir(home, name)), "--kind", kind,
-                               "--metric", metric, "--out", str(out)], out, "plain")
-            rows.append({"use_case": name, "kind": kind, "metric": metric, "ours": ours, "plain": plain,
-                         "load_avg_1m_before": load})  # the machine may be shared: note how busy it was
+            plain = run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--plain",
+                    str(export_dir(home, name)),
+                    "--kind",
+                    kind,
+                    "--metric",
+                    metric,
+                    "--out",
+                    str(out),
+                ],
+                out,
+                "plain",
+            )
+            rows.append(
+                {
+                    "use_case": name,
+                    "kind": kind,
+                    "metric": metric,
+                    "ours": ours,
+                    "plain": plain,
+                    "load_avg_1m_before": load,
+                }
+            )  # the machine may be shared: note how busy it was
         out = Path(tmp) / "scores.json"
-        scores = run_child([sys.executable, __file__, "--score", *[a for u in use_cases for a in ("--use-case", u)],
-                            "--out", str(out)], out, "score")
+        scores = run_child(
+            [
+                sys.executable,
+                __file__,
+                "--score",
+                *[a for u in use_cases for a in ("--use-case", u)],
+                "--out",
+                str(out),
+            ],
+            out,
+            "score",
+        )
     stop_engine(home)
     for row in rows:
         row["ours"].update(scores[row["use_case"]])
         row["ratios"] = {k: row["ours"][k] / row["plain"][k] for k in ("process_wall_s", "peak_rss_mb")}
 
-    print(f"\ntrained_model vs plain scikit-learn, {os.cpu_count()} cores, ONTOS_HOME {home}"
-          + (f" (demo setup {setup_s:.0f} s)" if setup_s else "") + "\n")
-    columns = [("ours", "process_wall_s"), ("ours", "step_s"), ("ours", "fit_s"), ("ours", "peak_rss_mb"),
-               ("plain", "process_wall_s"), ("plain", "seconds"), ("plain", "peak_rss_mb")]
-    table = [[r["use_case"], r["kind"], r["plain"]["train_rows"], *(f"{r[v][k]:,.1f}" for v, k in columns),
-              *(f"{x:.2f}" for x in r["ratios"].values()), r["metric"], f"{r['ours']['metric']:.4f}",
-              f"{r['plain']['metric']:.4f}"] for r in rows]
-    print(format_table(["use case", "kind", "train rows", "ours s", "(step s)", "(fit s)", "ours MB", "plain s",
-                        "(fit s)", "plain MB", "ours/plain time", "ours/plain mem", "test metric", "ours", "plain"],
-                       table))
+    print(
+        f"\ntrained_model vs plain scikit-learn, {os.cpu_count()} cores, ONTOS_HOME {home}"
+        + (f" (demo setup {setup_s:.0f} s)" if setup_s else "")
+        + "\n"
+    )
+    columns = [
+        ("ours", "process_wall_s"),
+        ("ours", "step_s"),
+        ("ours", "fit_s"),
+        ("ours", "peak_rss_mb"),
+        ("plain", "process_wall_s"),
+        ("plain", "seconds"),
+        ("plain", "peak_rss_mb"),
+    ]
+    table = [
+        [
+            r["use_case"],
+            r["kind"],
+            r["plain"]["train_rows"],
+            *(f"{r[v][k]:,.1f}" for v, k in columns),
+            *(f"{x:.2f}" for x in r["ratios"].values()),
+            r["metric"],
+            f"{r['ours']['metric']:.4f}",
+            f"{r['plain']['metric']:.4f}",
+        ]
+        for r in rows
+    ]
+    print(
+        format_table(
+            [
+                "use case",
+                "kind",
+                "train rows",
+                "ours s",
+                "(step s)",
+                "(fit s)",
+                "ours MB",
+                "plain s",
+                "(fit s)",
+                "plain MB",
+                "ours/plain time",
+                "ours/plain mem",
+                "test metric",
+                "ours",
+                "plain",
+            ],
+            table,
+        )
+    )
     print("\nours, the trained_model step: before MLflow (Spark start, rows read, fit) + MLflow + rest")
-    print(format_table(["use case", "step s", "before MLflow s", "of which fit s", "MLflow s", "rest s", "winner"],
-                       [[r["use_case"], *(f"{v:.1f}" for v in (o["step_s"], o["before_mlflow_s"], o["fit_s"],
-                         o["mlflow_s"], o["step_s"] - o["before_mlflow_s"] - o["mlflow_s"])), o["family"]]
-                        for r in rows for o in [r["ours"]]]))
+    print(
+        format_table(
+            ["use case", "step s", "before MLflow s", "of which fit s", "MLflow s", "rest s", "winner"],
+            [
+                [
+                    r["use_case"],
+                    *(
+                        f"{v:.1f}"
+                        for v in (
+                            o["step_s"],
+                            o["before_mlflow_s"],
+                            o["fit_s"],
+                            o["mlflow_s"],
+                            o["step_s"] - o["before_mlflow_s"] - o["mlflow_s"],
+                        )
+                    ),
+                    o["family"],
+                ]
+                for r in rows
+                for o in [r["ours"]]
+            ],
+        )
+    )
     path = ROOT / "bench" / "results" / "train_models.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30),
-                                "python": platform.python_version(), "machine": platform.machine(),
-                                "setup_s": setup_s, "results": rows}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "memory_gib": round(psutil.virtual_memory().total / 2**30),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "setup_s": setup_s,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 

@@ -58,8 +58,9 @@ def run_ours(use_case: str, rows: int, home: str) -> dict:
 
     spark, lakehouse, spec = _context(home, use_case)
     started = time.perf_counter()
-    result = build_training_sheet(spark, lakehouse, spec, current_sheet(lakehouse, spec.name),
-                                  current_template(lakehouse, spec.name))
+    result = build_training_sheet(
+        spark, lakehouse, spec, current_sheet(lakehouse, spec.name), current_template(lakehouse, spec.name)
+    )
     return {"assembly_s": time.perf_counter() - started, "rows": result.rows}
 
 
@@ -95,7 +96,8 @@ def run_plain(use_case: str, rows: int, home: str) -> dict:
         out_messages.append(json.dumps(messages, ensure_ascii=False))
         out_responses.append(labels["label_data"].get(row["item_ref"]))
     pd.DataFrame({"item_ref": out_refs, "messages": out_messages, "response": out_responses}).to_parquet(
-        Path(home) / "plain_training_sheet.parquet")
+        Path(home) / "plain_training_sheet.parquet"
+    )
     return {"assembly_s": time.perf_counter() - started, "rows": len(out_refs)}
 
 
@@ -106,8 +108,9 @@ def compare(use_case: str, rows: int, home: str) -> dict:
     ours = lakehouse.read(spark, "qa_pairs").select("item_ref", "messages", "response")
     plain = spark.read.parquet(str(Path(home) / "plain_training_sheet.parquet"))
     joined = ours.alias("o").join(plain.alias("p"), "item_ref", "full_outer")
-    differ = joined.filter(~F.col("o.messages").eqNullSafe(F.col("p.messages"))
-                           | ~F.col("o.response").eqNullSafe(F.col("p.response"))).count()
+    differ = joined.filter(
+        ~F.col("o.messages").eqNullSafe(F.col("p.messages")) | ~F.col("o.response").eqNullSafe(F.col("p.response"))
+    ).count()
     return {"rows_compared": joined.count(), "rows_differing": differ}
 
 
@@ -126,10 +129,28 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(CHILDREN[args.child](args.use_case, args.rows, args.home)))
         return
     with tempfile.TemporaryDirectory(prefix="ontos-bench-ts-") as home:
+
         def child(name: str) -> dict:
             out = Path(home) / f"{name}.json"
-            return run_child([sys.executable, __file__, "--child", name, "--use-case", args.use_case, "--rows",
-                              str(args.rows), "--home", home, "--out", str(out)], out, name, home=home)
+            return run_child(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--use-case",
+                    args.use_case,
+                    "--rows",
+                    str(args.rows),
+                    "--home",
+                    home,
+                    "--out",
+                    str(out),
+                ],
+                out,
+                name,
+                home=home,
+            )
 
         try:
             prepared = child("setup")
@@ -137,17 +158,31 @@ def main() -> None:
             check = child("compare")
         finally:
             stop_engine(home)
-    print(f"\ntraining-sheet assembly: {args.use_case}, {args.rows:,} items "
-          f"({prepared['labelled']:,} labelled), {os.cpu_count()} cores\n")
+    print(
+        f"\ntraining-sheet assembly: {args.use_case}, {args.rows:,} items "
+        f"({prepared['labelled']:,} labelled), {os.cpu_count()} cores\n"
+    )
     print(f"{'metric':<18}{'ours (Spark)':>16}{'plain Jinja2 loop':>20}{'ours/plain':>12}")
     for key in ("assembly_s", "process_wall_s", "peak_rss_mb"):
         print(f"{key:<18}{ours[key]:>16,.1f}{plain[key]:>20,.1f}{ours[key] / plain[key]:>12.2f}")
     print(f"\noutputs compared: {check['rows_compared']:,} rows, {check['rows_differing']} differ")
     path = ROOT / "bench" / "results" / f"training_sheet_{args.use_case}_{args.rows}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"use_case": args.use_case, "rows": args.rows, "cores": os.cpu_count(),
-                                "setup": prepared, "ours": ours, "plain": plain, "compare": check,
-                                "ratios": {k: ours[k] / plain[k] for k in ("assembly_s", "peak_rss_mb")}}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "use_case": args.use_case,
+                "rows": args.rows,
+                "cores": os.cpu_count(),
+                "setup": prepared,
+                "ours": ours,
+                "plain": plain,
+                "compare": check,
+                "ratios": {k: ours[k] / plain[k] for k in ("assembly_s", "peak_rss_mb")},
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path.relative_to(ROOT)}")
 
 

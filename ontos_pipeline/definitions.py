@@ -17,23 +17,37 @@ from ontos_pipeline.specs import load_use_cases
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 warnings.filterwarnings("ignore", message="Function `observable_source_asset` is currently in beta")
 
+
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     use_cases = load_use_cases(settings.use_cases_dir)
     partitions = StaticPartitionsDefinition(list(use_cases))
-    full_pipeline = define_asset_job(FULL_PIPELINE, selection=AssetSelection.all() - AssetSelection.groups(
-                                         "monitor", "improve"),
-                                     partitions_def=partitions,
-                                     description="Data to deployed endpoint for one use case (partition)")
-    retrain = define_asset_job(RETRAIN, selection=AssetSelection.assets(*RETRAIN_ASSETS), partitions_def=partitions,
-                               description="Retrain one use case on its current data and labels (feedback included), "
-                                           "evaluate, gate and redeploy; requested by feedback_retrain_sensor")
-    monitor = define_asset_job(MONITOR, selection=AssetSelection.groups("monitor"), partitions_def=partitions,
-                               description="Monitoring report of one use case's endpoint over the latest window")
-    improve = define_asset_job(IMPROVE, selection=AssetSelection.assets("gap_report", "annotation_tasks"),
-                               partitions_def=partitions,
-                               description="Gap report and annotation tasks of one use case from its latest "
-                                           "evaluation, monitoring and feedback")
+    full_pipeline = define_asset_job(
+        FULL_PIPELINE,
+        selection=AssetSelection.all() - AssetSelection.groups("monitor", "improve"),
+        partitions_def=partitions,
+        description="Data to deployed endpoint for one use case (partition)",
+    )
+    retrain = define_asset_job(
+        RETRAIN,
+        selection=AssetSelection.assets(*RETRAIN_ASSETS),
+        partitions_def=partitions,
+        description="Retrain one use case on its current data and labels (feedback included), "
+        "evaluate, gate and redeploy; requested by feedback_retrain_sensor",
+    )
+    monitor = define_asset_job(
+        MONITOR,
+        selection=AssetSelection.groups("monitor"),
+        partitions_def=partitions,
+        description="Monitoring report of one use case's endpoint over the latest window",
+    )
+    improve = define_asset_job(
+        IMPROVE,
+        selection=AssetSelection.assets("gap_report", "annotation_tasks"),
+        partitions_def=partitions,
+        description="Gap report and annotation tasks of one use case from its latest "
+        "evaluation, monitoring and feedback",
+    )
     return Definitions(
         assets=build_assets(partitions),
         jobs=[full_pipeline, monitor, retrain, improve],

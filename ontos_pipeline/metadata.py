@@ -18,8 +18,11 @@ _CELL = 60
 def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS, redact: Collection[str] = ()) -> MetadataValue:
     """A markdown table of the first rows (only `rows` rows reach the driver); `redact` columns are masked."""
     cols = df.columns
-    records = df.select(*[F.lit("[redacted: phi]").alias(c) if c in redact else F.col(f"`{c}`") for c in cols]) \
-        .limit(rows).collect()
+    records = (
+        df.select(*[F.lit("[redacted: phi]").alias(c) if c in redact else F.col(f"`{c}`") for c in cols])
+        .limit(rows)
+        .collect()
+    )
     return MetadataValue.md(markdown_table([[r[c] for c in cols] for r in records], cols, width=_CELL))
 
 
@@ -45,12 +48,17 @@ def count_with_examples(df: DataFrame, label, limit: int = 5) -> tuple[int, list
 
 
 def column_schema(columns: list[dict]) -> TableSchema:
-    return TableSchema(columns=[
-        TableColumn(c["name"], c["type"], description=f"{c['category']}" + (f"; tags: {', '.join(c['tags'])}"
-                                                                            if c["tags"] else ""),
-                    tags={t: "" for t in c["tags"]})
-        for c in columns
-    ])
+    return TableSchema(
+        columns=[
+            TableColumn(
+                c["name"],
+                c["type"],
+                description=f"{c['category']}" + (f"; tags: {', '.join(c['tags'])}" if c["tags"] else ""),
+                tags={t: "" for t in c["tags"]},
+            )
+            for c in columns
+        ]
+    )
 
 
 def check_result(outcome: CheckOutcome, **metadata: object) -> AssetCheckResult:

@@ -18,19 +18,32 @@ from ontos_pipeline.steps import Step, by_key
 from ontos_pipeline.train.assets import MODEL_EVALUATION, TRAINED_MODEL, TRAINING_EXPORT
 
 STEPS: tuple[Step, ...] = (
-    SOURCES, SHEET,  # DATA
-    TEMPLATE, TRAINING_SHEET,  # GENERATE
+    SOURCES,
+    SHEET,  # DATA
+    TEMPLATE,
+    TRAINING_SHEET,  # GENERATE
     CANONICAL_LABELS,  # LABEL
-    TRAINING_EXPORT, TRAINED_MODEL, MODEL_EVALUATION,  # TRAIN
+    TRAINING_EXPORT,
+    TRAINED_MODEL,
+    MODEL_EVALUATION,  # TRAIN
     SERVING_ENDPOINT,  # DEPLOY
     MONITORING_REPORT,  # MONITOR
-    GAP_REPORT, ANNOTATION_TASKS,  # IMPROVE
+    GAP_REPORT,
+    ANNOTATION_TASKS,  # IMPROVE
 )
 _BY_KEY = by_key(STEPS)
 FULL_PIPELINE, MONITOR, RETRAIN, IMPROVE = "full_pipeline", "monitor", "retrain", "improve"  # the jobs
 # what a retrain runs: new source rows and labels (feedback included) through to the endpoint
-RETRAIN_ASSETS = ["sheet", "canonical_labels", "template", "training_sheet", "training_export", "trained_model",
-                  "model_evaluation", "serving_endpoint"]
+RETRAIN_ASSETS = [
+    "sheet",
+    "canonical_labels",
+    "template",
+    "training_sheet",
+    "training_export",
+    "trained_model",
+    "model_evaluation",
+    "serving_endpoint",
+]
 
 
 def step(key: str) -> Step:
@@ -43,6 +56,3 @@ def build_assets(partitions: PartitionsDefinition) -> list:
     """The code location's assets: one per step, plus what others write (feedback, the inference log)."""
     external: list = [feedback_source(partitions), INFERENCE_LOG_ASSET]
     return [*(s.asset(partitions) for s in STEPS), *external]
-
-
-

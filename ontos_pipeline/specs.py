@@ -24,8 +24,19 @@ JOIN_KINDS = ("left", "inner")
 RESPONSE_KINDS = ("enum", "number", "object", "text")
 USES = ("training", "evaluation", "serving")
 ITEM_KEY = "item_ref"
-_TOP_LEVEL = {"name", "title", "description", "sheet", "labels", "template", "training", "serving", "monitoring",
-              "retrain", "synthetic"}
+_TOP_LEVEL = {
+    "name",
+    "title",
+    "description",
+    "sheet",
+    "labels",
+    "template",
+    "training",
+    "serving",
+    "monitoring",
+    "retrain",
+    "synthetic",
+}
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
 
 
@@ -201,8 +212,15 @@ class _Reader:
             raise self.fail(where, f"expected a mapping, got {_kind(value)}")
         return value
 
-    def get(self, obj: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...],
-            default: Any = ..., expected: str | None = None) -> Any:
+    def get(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        where: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        expected: str | None = None,
+    ) -> Any:
         path = f"{where}.{key}" if where else key
         if key not in obj:
             if default is ...:
@@ -215,8 +233,7 @@ class _Reader:
             raise self.fail(path, f"expected {expected or _type_name(kind)}, got {_kind(value)}")
         return value
 
-    def choice(self, obj: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...],
-               default: Any = ...) -> str:
+    def choice(self, obj: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...], default: Any = ...) -> str:
         value = self.get(obj, key, where, str, default, expected=f"one of {', '.join(choices)}")
         if value not in choices:
             raise self.fail(f"{where}.{key}", f"unknown value {value!r}; expected one of {', '.join(choices)}")
@@ -231,13 +248,22 @@ class _Reader:
     def unknown_keys(self, obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
         extra = sorted(set(obj) - allowed)
         if extra:
-            raise self.fail(f"{where}.{extra[0]}" if where else extra[0],
-                            f"unknown field; expected one of {', '.join(sorted(allowed))}")
+            raise self.fail(
+                f"{where}.{extra[0]}" if where else extra[0],
+                f"unknown field; expected one of {', '.join(sorted(allowed))}",
+            )
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-             dict: "a mapping", Mapping: "a mapping"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a mapping",
+        Mapping: "a mapping",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
@@ -268,8 +294,9 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
     columns = [c.name for c in sheet.columns]
     for var, column in template.variables.items():
         if column not in columns:
-            raise r.fail(f"template.variables.{var}", f"unknown sheet column {column!r}; sheet columns: "
-                                                      f"{', '.join(columns)}")
+            raise r.fail(
+                f"template.variables.{var}", f"unknown sheet column {column!r}; sheet columns: {', '.join(columns)}"
+            )
     training = _training(r, r.mapping(r.get(doc, "training", "", Mapping, {}), "training"), template.response_kind)
     synthetic_raw = r.get(doc, "synthetic", "", Mapping, None)
     synthetic = _synthetic(r, synthetic_raw) if synthetic_raw is not None else None
@@ -302,12 +329,19 @@ def load_use_cases(directory: Path | str) -> dict[str, UseCaseSpec]:
     for path in files:
         spec = load_use_case(path)
         if spec.name in specs:
-            raise SpecError(path, "name", f"duplicate use-case name {spec.name!r}, already defined in "
-                                          f"{specs[spec.name].path}; names must be unique")
+            raise SpecError(
+                path,
+                "name",
+                f"duplicate use-case name {spec.name!r}, already defined in "
+                f"{specs[spec.name].path}; names must be unique",
+            )
         twin = next((s for s in specs.values() if s.template.name == spec.template.name), None)
         if twin is not None:
-            raise SpecError(path, "template.name", f"template name {spec.template.name!r} is already used by "
-                                                   f"{twin.path}; template names must be unique")
+            raise SpecError(
+                path,
+                "template.name",
+                f"template name {spec.template.name!r} is already used by {twin.path}; template names must be unique",
+            )
         specs[spec.name] = spec
     return dict(sorted(specs.items()))
 
@@ -319,8 +353,9 @@ def _ref(r: _Reader, value: Any, where: str, sources: Mapping[str, SourceSpec]) 
     if source not in sources:
         raise r.fail(where, f"unknown source {source!r}; declared sources: {', '.join(sources)}")
     if column not in sources[source].columns:
-        raise r.fail(where, f"unknown column {column!r} in source {source!r}; its columns: "
-                            f"{', '.join(sources[source].columns)}")
+        raise r.fail(
+            where, f"unknown column {column!r} in source {source!r}; its columns: {', '.join(sources[source].columns)}"
+        )
     return ColumnRef(source, column)
 
 
@@ -334,14 +369,18 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
         r.unknown_keys(sraw, {"table", "columns"}, where)
         table = r.get(sraw, "table", where, str, expected="a table name such as acme_raw.orders")
         if not _TABLE_NAME.match(table):
-            raise r.fail(f"{where}.table", f"{table!r} is not a table name: expected table, schema.table or "
-                                           "catalog.schema.table made of letters, digits and underscores")
+            raise r.fail(
+                f"{where}.table",
+                f"{table!r} is not a table name: expected table, schema.table or "
+                "catalog.schema.table made of letters, digits and underscores",
+            )
         columns = {}
         for cname, ctype in r.mapping(r.get(sraw, "columns", where, Mapping), f"{where}.columns").items():
             r.identifier(cname, f"{where}.columns.{cname}")
             if ctype not in COLUMN_TYPES:
-                raise r.fail(f"{where}.columns.{cname}",
-                             f"unknown type {ctype!r}; expected one of {', '.join(COLUMN_TYPES)}")
+                raise r.fail(
+                    f"{where}.columns.{cname}", f"unknown type {ctype!r}; expected one of {', '.join(COLUMN_TYPES)}"
+                )
             columns[cname] = ctype
         sources[sname] = SourceSpec(sname, table, columns)
     if not sources:
@@ -365,8 +404,9 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
         left = _ref(r, r.get(jraw, "left", where, str), f"{where}.left", sources)
         right = _ref(r, r.get(jraw, "right", where, str), f"{where}.right", sources)
         if left.source not in joined:
-            raise r.fail(f"{where}.left", f"{left} must come from a source already in the sheet "
-                                          f"({', '.join(sorted(joined))})")
+            raise r.fail(
+                f"{where}.left", f"{left} must come from a source already in the sheet ({', '.join(sorted(joined))})"
+            )
         if right.source != source:
             raise r.fail(f"{where}.right", f"{right} must be a column of the joined source {source!r}")
         ltype, rtype = sources[left.source].columns[left.column], sources[source].columns[right.column]
@@ -384,17 +424,22 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
     names = [c.name for c in columns]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise r.fail(f"sheet.columns[{names.index(dupes[0], names.index(dupes[0]) + 1)}].name",
-                     f"duplicate column name {dupes[0]!r}")
+        raise r.fail(
+            f"sheet.columns[{names.index(dupes[0], names.index(dupes[0]) + 1)}].name",
+            f"duplicate column name {dupes[0]!r}",
+        )
     if ITEM_KEY not in names:
         raise r.fail("sheet.columns", f"a column named {ITEM_KEY!r} (the unique item key) is required")
     key = columns[names.index(ITEM_KEY)]
     if key.type != "string" or key.nullable:
-        raise r.fail(f"sheet.columns[{names.index(ITEM_KEY)}]",
-                     f"{ITEM_KEY!r} must be type: string with nullable: false")
+        raise r.fail(
+            f"sheet.columns[{names.index(ITEM_KEY)}]", f"{ITEM_KEY!r} must be type: string with nullable: false"
+        )
     if key.ref.source != primary:
-        raise r.fail(f"sheet.columns[{names.index(ITEM_KEY)}].from",
-                     f"{ITEM_KEY!r} must come from the primary source {primary!r}")
+        raise r.fail(
+            f"sheet.columns[{names.index(ITEM_KEY)}].from",
+            f"{ITEM_KEY!r} must come from the primary source {primary!r}",
+        )
 
     consent = None
     if "governance" in raw:
@@ -403,8 +448,10 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
         consent = r.get(graw, "consent_column", "sheet.governance", str, None)
         if consent is not None:
             if consent not in names:
-                raise r.fail("sheet.governance.consent_column",
-                             f"unknown column {consent!r}; it must be one of the sheet columns")
+                raise r.fail(
+                    "sheet.governance.consent_column",
+                    f"unknown column {consent!r}; it must be one of the sheet columns",
+                )
             if columns[names.index(consent)].type != "boolean":
                 raise r.fail("sheet.governance.consent_column", f"column {consent!r} must be of type boolean")
     return SheetSpec(primary, sources, tuple(joins), tuple(columns), consent)
@@ -427,9 +474,12 @@ def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str
     rng = None
     if "range" in raw:
         bounds = raw["range"]
-        if (not isinstance(bounds, list) or len(bounds) != 2
-                or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
-                or bounds[0] > bounds[1]):
+        if (
+            not isinstance(bounds, list)
+            or len(bounds) != 2
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            or bounds[0] > bounds[1]
+        ):
             raise r.fail(f"{where}.range", f"expected [min, max] numbers with min <= max, got {bounds!r}")
         if ctype not in ("integer", "double"):
             raise r.fail(f"{where}.range", f"a range needs an integer or double column, not {ctype}")
@@ -484,13 +534,16 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         loc = ".".join(str(p) for p in exc.absolute_path)
-        raise r.fail(f"template.response_schema{'.' + loc if loc else ''}",
-                     f"not a valid JSON Schema: {exc.message}") from None
+        raise r.fail(
+            f"template.response_schema{'.' + loc if loc else ''}", f"not a valid JSON Schema: {exc.message}"
+        ) from None
     kind = response_kind(schema)
     if kind is None:
-        raise r.fail("template.response_schema",
-                     "unsupported response schema: expected a string enum, a number/integer, an object with "
-                     "properties, or a string (free text)")
+        raise r.fail(
+            "template.response_schema",
+            "unsupported response schema: expected a string enum, a number/integer, an object with "
+            "properties, or a string (free text)",
+        )
     if kind == "enum" and (len(schema["enum"]) < 2 or not all(isinstance(v, str) for v in schema["enum"])):
         raise r.fail("template.response_schema.enum", "an enum response needs at least two string values")
     variables = dict(r.mapping(r.get(raw, "variables", "template", Mapping, {}), "template.variables"))
@@ -498,8 +551,14 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
         r.identifier(var, f"template.variables.{var}")
         if not isinstance(column, str):
             raise r.fail(f"template.variables.{var}", f"expected a sheet column name, got {_kind(column)}")
-    return TemplateSpec(name, r.get(raw, "system_prompt", "template", str, ""),
-                        r.get(raw, "prompt", "template", str), schema, kind, variables)
+    return TemplateSpec(
+        name,
+        r.get(raw, "system_prompt", "template", str, ""),
+        r.get(raw, "prompt", "template", str),
+        schema,
+        kind,
+        variables,
+    )
 
 
 # The headline metrics a promotion gate can use, by response kind (the first is the default).
@@ -514,12 +573,13 @@ METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
 def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
     r.unknown_keys(raw, {"gate", "split", "search", "seed"}, "training")
     allowed = METRICS_BY_KIND[kind]
-    graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}),
-                     "training.gate")
+    graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}), "training.gate")
     r.unknown_keys(graw, {"metric", "minimum", "tolerance"}, "training.gate")
-    gate = GateSpec(r.choice(graw, "metric", "training.gate", allowed, allowed[0]),
-                    float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
-                    float(r.get(graw, "tolerance", "training.gate", (int, float), 0.02)))
+    gate = GateSpec(
+        r.choice(graw, "metric", "training.gate", allowed, allowed[0]),
+        float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
+        float(r.get(graw, "tolerance", "training.gate", (int, float), 0.02)),
+    )
     if gate.tolerance < 0:
         raise r.fail("training.gate.tolerance", f"expected a tolerance >= 0, got {gate.tolerance:g}")
     search = r.mapping(r.get(raw, "search", "training", Mapping, {}), "training.search")
@@ -528,10 +588,12 @@ def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
     seed = r.get(raw, "seed", "training", int, 0)
     if trials < 0 or trials > 500:
         raise r.fail("training.search.trials", f"expected 0 to 500 trials, got {trials}")
-    split = dict(r.mapping(r.get(raw, "split", "training", Mapping, {"train": 0.8, "val": 0.1, "test": 0.1}),
-                           "training.split"))
+    split = dict(
+        r.mapping(r.get(raw, "split", "training", Mapping, {"train": 0.8, "val": 0.1, "test": 0.1}), "training.split")
+    )
     if set(split) != {"train", "val", "test"} or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in split.values()):
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in split.values()
+    ):
         raise r.fail("training.split", f"expected train, val and test shares >= 0, got {split!r}")
     if abs(sum(split.values()) - 1.0) > 1e-6:
         raise r.fail("training.split", f"shares must add up to 1, they add up to {sum(split.values()):g}")
@@ -541,8 +603,12 @@ def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
 def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:
     raw = r.mapping(raw, "synthetic")
     r.unknown_keys(raw, {"generator", "rows", "drifted_rows", "seed"}, "synthetic")
-    spec = SyntheticSpec(r.get(raw, "generator", "synthetic", str), r.get(raw, "rows", "synthetic", int, 2000),
-                         r.get(raw, "drifted_rows", "synthetic", int, 200), r.get(raw, "seed", "synthetic", int, 0))
+    spec = SyntheticSpec(
+        r.get(raw, "generator", "synthetic", str),
+        r.get(raw, "rows", "synthetic", int, 2000),
+        r.get(raw, "drifted_rows", "synthetic", int, 200),
+        r.get(raw, "seed", "synthetic", int, 0),
+    )
     if spec.rows < 1 or spec.drifted_rows < 0:
         raise r.fail("synthetic.rows", "rows must be >= 1 and drifted_rows >= 0")
     return spec
@@ -555,10 +621,16 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
     r.unknown_keys(raw, {"endpoint_name", "max_rows_per_request", "max_body_bytes"}, "serving")
     name = r.get(raw, "endpoint_name", "serving", str, use_case)
     if not _ENDPOINT_NAME.match(name):
-        raise r.fail("serving.endpoint_name", f"{name!r} is not an endpoint name: use 1 to 63 letters, digits, "
-                                              "'-' or '_', starting with a letter or digit")
-    spec = ServingSpec(name, r.get(raw, "max_rows_per_request", "serving", int, 1000),
-                       r.get(raw, "max_body_bytes", "serving", int, 5_000_000))
+        raise r.fail(
+            "serving.endpoint_name",
+            f"{name!r} is not an endpoint name: use 1 to 63 letters, digits, "
+            "'-' or '_', starting with a letter or digit",
+        )
+    spec = ServingSpec(
+        name,
+        r.get(raw, "max_rows_per_request", "serving", int, 1000),
+        r.get(raw, "max_body_bytes", "serving", int, 5_000_000),
+    )
     if spec.max_rows_per_request < 1 or spec.max_body_bytes < 1024:
         raise r.fail("serving", "max_rows_per_request must be >= 1 and max_body_bytes >= 1024")
     return spec
@@ -566,8 +638,19 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
 
 def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
     w = "monitoring"
-    r.unknown_keys(raw, {"window_minutes", "drift", "min_rows", "max_error_rate", "max_latency_p95_ms",
-                         "min_accuracy", "min_positive_feedback_rate"}, w)
+    r.unknown_keys(
+        raw,
+        {
+            "window_minutes",
+            "drift",
+            "min_rows",
+            "max_error_rate",
+            "max_latency_p95_ms",
+            "min_accuracy",
+            "min_positive_feedback_rate",
+        },
+        w,
+    )
     drift = r.mapping(r.get(raw, "drift", w, Mapping, {}), f"{w}.drift")
     r.unknown_keys(drift, {"psi", "p_value"}, f"{w}.drift")
     number = (int, float)
@@ -595,8 +678,18 @@ def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
 
 def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpec:
     w = "retrain"
-    r.unknown_keys(raw, {"min_actionable_feedback", "min_reviewed_labels", "correction_confidence",
-                         "confirm_thumbs_up", "confirm_confidence", "feedback_weight"}, w)
+    r.unknown_keys(
+        raw,
+        {
+            "min_actionable_feedback",
+            "min_reviewed_labels",
+            "correction_confidence",
+            "confirm_thumbs_up",
+            "confirm_confidence",
+            "feedback_weight",
+        },
+        w,
+    )
     phi = sheet.consent_column is not None or any("phi" in c.tags for c in sheet.columns)
     spec = RetrainSpec(
         min_actionable_feedback=r.get(raw, "min_actionable_feedback", w, int, 20),

@@ -63,8 +63,9 @@ class Step:
         for check in self.checks:
             extra = set(_parameters(check.body)) - names
             if extra:
-                raise TypeError(f"check {check.name} of step {self.key} needs {sorted(extra)}, which the step does "
-                                "not take")
+                raise TypeError(
+                    f"check {check.name} of step {self.key} needs {sorted(extra)}, which the step does not take"
+                )
 
     @property
     def resources(self) -> list[str]:
@@ -83,28 +84,49 @@ class Step:
                 r = check.body(context, **wanted)
             except Exception as exc:  # the asset's data is written: record the check as failed, not the asset
                 context.log.error(f"check {check.name} of {self.key} raised {type(exc).__name__}: {exc}")
-                evaluations.append(AssetCheckResult(check_name=check.name, passed=False,
-                                                    severity=AssetCheckSeverity.ERROR,
-                                                    description=f"the check could not run: {type(exc).__name__}: "
-                                                                f"{exc}"))
+                evaluations.append(
+                    AssetCheckResult(
+                        check_name=check.name,
+                        passed=False,
+                        severity=AssetCheckSeverity.ERROR,
+                        description=f"the check could not run: {type(exc).__name__}: {exc}",
+                    )
+                )
                 continue
-            evaluations.append(AssetCheckResult(check_name=check.name, passed=r.passed, severity=r.severity,
-                                                description=r.description, metadata=r.metadata))
-        return MaterializeResult(metadata=result.metadata, data_version=result.data_version,
-                                 check_results=evaluations)
+            evaluations.append(
+                AssetCheckResult(
+                    check_name=check.name,
+                    passed=r.passed,
+                    severity=r.severity,
+                    description=r.description,
+                    metadata=r.metadata,
+                )
+            )
+        return MaterializeResult(metadata=result.metadata, data_version=result.data_version, check_results=evaluations)
 
     def check_specs(self, partitions: PartitionsDefinition) -> list[AssetCheckSpec]:
-        return [AssetCheckSpec(c.name, asset=self.key, description=c.description, blocking=c.blocking,
-                               partitions_def=partitions) for c in self.checks]
+        return [
+            AssetCheckSpec(
+                c.name, asset=self.key, description=c.description, blocking=c.blocking, partitions_def=partitions
+            )
+            for c in self.checks
+        ]
 
     def asset(self, partitions: PartitionsDefinition) -> AssetsDefinition:
         """The Dagster asset: gathers the body's resources and run config and hands them to `compute`."""
         step = self
 
-        @asset(name=self.key, group_name=self.group, partitions_def=partitions, deps=list(self.deps),
-               kinds=set(self.kinds), description=self.description, check_specs=self.check_specs(partitions),
-               required_resource_keys={*self.resources, "compute"},
-               config_schema=self.config.to_config_schema() if self.config else None)
+        @asset(
+            name=self.key,
+            group_name=self.group,
+            partitions_def=partitions,
+            deps=list(self.deps),
+            kinds=set(self.kinds),
+            description=self.description,
+            check_specs=self.check_specs(partitions),
+            required_resource_keys={*self.resources, "compute"},
+            config_schema=self.config.to_config_schema() if self.config else None,
+        )
         def _asset(context):
             kwargs = {name: getattr(context.resources, name) for name in step.resources}
             if step.config is not None:

@@ -29,8 +29,11 @@ STATEMENTS = "statements.jsonl"
 _NAME = r"`?([A-Za-z_]\w*)`?\.`?([A-Za-z_]\w*)`?\.`?([A-Za-z_]\w*)`?"
 _CREATE = re.compile(rf"^\s*CREATE TABLE IF NOT EXISTS {_NAME}\s*\(", re.I | re.S)
 _HISTORY = re.compile(rf"^\s*DESCRIBE HISTORY {_NAME} LIMIT 1\s*$", re.I)
-_MERGE = re.compile(rf"^\s*MERGE INTO {_NAME} t USING (\w+) s ON (.+?) WHEN MATCHED THEN UPDATE SET \* "
-                    r"WHEN NOT MATCHED THEN INSERT \*\s*$", re.I | re.S)
+_MERGE = re.compile(
+    rf"^\s*MERGE INTO {_NAME} t USING (\w+) s ON (.+?) WHEN MATCHED THEN UPDATE SET \* "
+    r"WHEN NOT MATCHED THEN INSERT \*\s*$",
+    re.I | re.S,
+)
 _UPDATE = re.compile(rf"^\s*UPDATE {_NAME} SET (.+?)(?: WHERE (.+))?\s*$", re.I | re.S)
 _DROP = re.compile(rf"^\s*DROP TABLE IF EXISTS {_NAME}\s*$", re.I)
 _KEY = re.compile(r"t\.`(\w+)` <=> s\.`\1`")
@@ -90,8 +93,7 @@ class FakeUnityCatalog:
             self.log("sql", statement)
             lakehouse, name = self.table(".".join(m.groups()[:3]))
             values, where = _assignments(m.group(4), ", "), _assignments(m.group(5) or "", " AND ")
-            return spark.createDataFrame([(lakehouse.update_records(name, where, values),)],
-                                         "num_affected_rows long")
+            return spark.createDataFrame([(lakehouse.update_records(name, where, values),)], "num_affected_rows long")
         if m := _DROP.match(statement):
             self.log("sql", statement)
             lakehouse, name = self.table(".".join(m.groups()))
@@ -166,8 +168,13 @@ def install(root: Path) -> FakeUnityCatalog:
     from ontos_pipeline.platform.spark_session import get_spark
 
     uc = FakeUnityCatalog(Path(root) / "uc")
-    _ORIGINAL.update(sql=SparkSession.sql, table=SparkSession.table, read_table=readwriter.DataFrameReader.table,
-                     save=readwriter.DataFrameWriter.saveAsTable, exists=Catalog.tableExists)
+    _ORIGINAL.update(
+        sql=SparkSession.sql,
+        table=SparkSession.table,
+        read_table=readwriter.DataFrameReader.table,
+        save=readwriter.DataFrameWriter.saveAsTable,
+        exists=Catalog.tableExists,
+    )
 
     def sql(self, sqlQuery, args=None, **kwargs):
         handled = uc.sql(self, sqlQuery)
@@ -228,5 +235,8 @@ def _install_mlflow(root: Path) -> None:
     tracking_utils._tracking_store_registry.register("databricks", tracking)
     registry_utils._get_store_registry().register("databricks-uc", registry)
     _artifact_repository_registry.register(
-        "models", lambda artifact_uri, tracking_uri=None, registry_uri=None, **_: ModelsArtifactRepository(
-            artifact_uri, tracking_uri=uri, registry_uri=uri))
+        "models",
+        lambda artifact_uri, tracking_uri=None, registry_uri=None, **_: ModelsArtifactRepository(
+            artifact_uri, tracking_uri=uri, registry_uri=uri
+        ),
+    )

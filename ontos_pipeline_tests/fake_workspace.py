@@ -56,10 +56,18 @@ DBFS_MAX_BLOCK = 1024 * 1024
 LOG_TAIL_LINES = 20
 OUTCOMES = ("run", "fail", "hang", "silent", "internal_error")
 TERMINAL = ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
-_DEFAULT_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                  404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_CONFLICT", 429: "REQUEST_LIMIT_EXCEEDED",
-                  500: "INTERNAL_ERROR", 501: "NOT_IMPLEMENTED", 503: "TEMPORARILY_UNAVAILABLE",
-                  504: "DEADLINE_EXCEEDED"}
+_DEFAULT_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
@@ -138,8 +146,13 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeWorkspace:
     """A local fake of the Databricks REST API; see the module docstring. Use as a context manager."""
 
-    def __init__(self, root: Path, token: str = "dapi-test-token", cluster_env: dict[str, str] | None = None,
-                 run_seconds_pending: float = 0.0):
+    def __init__(
+        self,
+        root: Path,
+        token: str = "dapi-test-token",
+        cluster_env: dict[str, str] | None = None,
+        run_seconds_pending: float = 0.0,
+    ):
         self.root = Path(root)
         self.token = token
         self.cluster_env = dict(cluster_env or {})
@@ -185,8 +198,9 @@ class FakeWorkspace:
         server.block_on_close = False  # idle keep-alive connections must not block stop()
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        self._server_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                               name="fake-databricks", daemon=True)
+        self._server_thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-databricks", daemon=True
+        )
         self._server_thread.start()
 
     def stop(self) -> None:
@@ -206,15 +220,32 @@ class FakeWorkspace:
             self._server = None
 
     # -- test controls -----------------------------------------------------------------------------------------
-    def fail(self, method: str, path_regex: str, status: int, times: int = 1, error_code: str | None = None,
-             message: str = "fake workspace: injected failure", retry_after: int | None = 0) -> None:
+    def fail(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        times: int = 1,
+        error_code: str | None = None,
+        message: str = "fake workspace: injected failure",
+        retry_after: int | None = 0,
+    ) -> None:
         """The next `times` requests with this method whose path matches `re.search(path_regex)` get `status`
         with a Databricks error body. `error_code` defaults to the usual code of the status (503:
         TEMPORARILY_UNAVAILABLE, ...). 429 and 503 answers carry `Retry-After: <retry_after>` unless it is None
         (the SDK waits that long plus up to 1 s, or 1 s plus up to 1 s without the header)."""
         with self._lock:
-            self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, times,
-                                           error_code or _DEFAULT_CODES.get(status, "UNKNOWN"), message, retry_after))
+            self._failures.append(
+                _Failure(
+                    method.upper(),
+                    re.compile(path_regex),
+                    status,
+                    times,
+                    error_code or _DEFAULT_CODES.get(status, "UNKNOWN"),
+                    message,
+                    retry_after,
+                )
+            )
 
     def script_runs(self, *outcomes: str) -> None:
         """Queue behaviours for the next submitted runs: "run" (execute; the default when the queue is empty),
@@ -228,8 +259,9 @@ class FakeWorkspace:
     def calls(self, path_regex: str = "", method: str | None = None) -> list[Recorded]:
         pattern = re.compile(path_regex)
         with self._lock:
-            return [r for r in self.requests
-                    if pattern.search(r.path) and (method is None or r.method == method.upper())]
+            return [
+                r for r in self.requests if pattern.search(r.path) and (method is None or r.method == method.upper())
+            ]
 
     def wait_run(self, run_id: int, timeout: float = 10.0) -> dict:
         """Wait (without HTTP) until a run is terminal; returns its state dict."""
@@ -274,16 +306,28 @@ class FakeWorkspace:
 
     def _answer(self, record: Recorded, raw: bytes) -> _Answer:
         if record.headers.get("authorization") != f"Bearer {self.token}":
-            raise ApiError(401, "UNAUTHENTICATED", "Credential was not sent or was of an unsupported type for "
-                                                   "this API. [ReqId: fake]")
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "Credential was not sent or was of an unsupported type for this API. [ReqId: fake]",
+            )
         with self._lock:
-            failure = next((f for f in self._failures if f.remaining > 0 and f.method == record.method
-                            and f.regex.search(record.path)), None)
+            failure = next(
+                (
+                    f
+                    for f in self._failures
+                    if f.remaining > 0 and f.method == record.method and f.regex.search(record.path)
+                ),
+                None,
+            )
             if failure is not None:
                 failure.remaining -= 1
         if failure is not None:
-            extra = {"Retry-After": str(failure.retry_after)} \
-                if failure.retry_after is not None and failure.status in (429, 503) else {}
+            extra = (
+                {"Retry-After": str(failure.retry_after)}
+                if failure.retry_after is not None and failure.status in (429, 503)
+                else {}
+            )
             raise ApiError(failure.status, failure.error_code, failure.message, extra)
         for method, pattern, route in self._routes:
             match = pattern.fullmatch(record.path)
@@ -359,8 +403,11 @@ class FakeWorkspace:
         norm = posixpath.normpath(path) if path.startswith("/") else ""
         parts = norm.strip("/").split("/") if norm else []
         if len(parts) < (5 if is_file else 4) or parts[0] != "Volumes" or ".." in parts:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE",
-                           f"Invalid path {path!r}: expected /Volumes/<catalog>/<schema>/<volume>/...")
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"Invalid path {path!r}: expected /Volumes/<catalog>/<schema>/<volume>/...",
+            )
         return norm, self._local(*parts)
 
     # -- DBFS --------------------------------------------------------------------------------------------------
@@ -381,8 +428,12 @@ class FakeWorkspace:
     def _dbfs_info(self, path: str, local: Path) -> dict:
         stat = local.stat()
         is_dir = local.is_dir()
-        return {"path": _dbfs_norm(path), "is_dir": is_dir, "file_size": 0 if is_dir else stat.st_size,
-                "modification_time": int(stat.st_mtime * 1000)}
+        return {
+            "path": _dbfs_norm(path),
+            "is_dir": is_dir,
+            "file_size": 0 if is_dir else stat.st_size,
+            "modification_time": int(stat.st_mtime * 1000),
+        }
 
     def _dbfs_missing(self, path: str) -> ApiError:
         return ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {_dbfs_norm(path)}.")
@@ -403,8 +454,11 @@ class FakeWorkspace:
         if local.is_dir():
             raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"A directory already exists at {_dbfs_norm(path)}")
         if local.exists() and not overwrite:
-            raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"A file or directory already exists at the input path "
-                                                           f"{_dbfs_norm(path)}.")
+            raise ApiError(
+                400,
+                "RESOURCE_ALREADY_EXISTS",
+                f"A file or directory already exists at the input path {_dbfs_norm(path)}.",
+            )
         local.parent.mkdir(parents=True, exist_ok=True)
         return local
 
@@ -521,8 +575,11 @@ class FakeWorkspace:
     # -- Files API ---------------------------------------------------------------------------------------------
     def _file_headers(self, local: Path) -> dict[str, str]:
         stat = local.stat()
-        return {"Content-Type": "application/octet-stream", "Content-Length": str(stat.st_size),
-                "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True)}
+        return {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(stat.st_size),
+            "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
+        }
 
     def _existing_file(self, path: str) -> tuple[str, Path]:
         norm, local = self._volume_path(path, is_file=True)
@@ -557,9 +614,10 @@ class FakeWorkspace:
             last = min(int(end), len(data) - 1) if start and end else len(data) - 1
             if first >= len(data):
                 raise ApiError(416, "INVALID_PARAMETER_VALUE", "Requested range not satisfiable")
-            headers.update({"Content-Range": f"bytes {first}-{last}/{len(data)}",
-                            "Content-Length": str(last - first + 1)})
-            return _Answer(206, data[first:last + 1], headers)
+            headers.update(
+                {"Content-Range": f"bytes {first}-{last}/{len(data)}", "Content-Length": str(last - first + 1)}
+            )
+            return _Answer(206, data[first : last + 1], headers)
         return _Answer(200, data, headers)
 
     def _files_metadata(self, record: Recorded, raw: bytes, path: str) -> _Answer:
@@ -595,14 +653,21 @@ class FakeWorkspace:
                 entries.append({"path": f"{norm}/{child.name}/", "is_directory": True, "name": child.name})
             else:
                 stat = child.stat()
-                entries.append({"path": f"{norm}/{child.name}", "is_directory": False, "file_size": stat.st_size,
-                                "last_modified": int(stat.st_mtime * 1000), "name": child.name})
+                entries.append(
+                    {
+                        "path": f"{norm}/{child.name}",
+                        "is_directory": False,
+                        "file_size": stat.st_size,
+                        "last_modified": int(stat.st_mtime * 1000),
+                        "name": child.name,
+                    }
+                )
         try:
             start = int(record.query.get("page_token") or 0)
             size = min(int(record.query.get("page_size") or 1000), 1000)
         except ValueError:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "Invalid page_token or page_size") from None
-        page = entries[start:start + max(size, 1)]
+        page = entries[start : start + max(size, 1)]
         answer: dict[str, Any] = {"contents": page} if page else {}
         if start + len(page) < len(entries):
             answer["next_page_token"] = str(start + len(page))
@@ -640,11 +705,26 @@ class FakeWorkspace:
             for index in range(len(tasks)):
                 task_run_id = self._new_id()
                 self._task_runs[task_run_id] = (run_id, index)
-                task_runs.append({"run_id": task_run_id, "state": _state("PENDING"), "start_time": _now_ms(),
-                                  "end_time": 0, "exit_code": None})
-            self.runs[run_id] = {"tasks": tasks, "state": _state("PENDING"), "log": self.root / "runs" /
-                                 f"{run_id}.log", "outcome": outcome, "submit": body, "task_runs": task_runs,
-                                 "start_time": _now_ms(), "end_time": 0, "cancelled": False}
+                task_runs.append(
+                    {
+                        "run_id": task_run_id,
+                        "state": _state("PENDING"),
+                        "start_time": _now_ms(),
+                        "end_time": 0,
+                        "exit_code": None,
+                    }
+                )
+            self.runs[run_id] = {
+                "tasks": tasks,
+                "state": _state("PENDING"),
+                "log": self.root / "runs" / f"{run_id}.log",
+                "outcome": outcome,
+                "submit": body,
+                "task_runs": task_runs,
+                "start_time": _now_ms(),
+                "end_time": 0,
+                "cancelled": False,
+            }
             self._procs[run_id] = [None] * len(tasks)
             self._cancel[run_id] = threading.Event()
             thread = threading.Thread(target=self._drive, args=(run_id,), name=f"fake-run-{run_id}", daemon=True)
@@ -652,8 +732,14 @@ class FakeWorkspace:
         thread.start()
         return _Answer.json({"run_id": run_id})
 
-    def _set_state(self, run_id: int, life_cycle: str, result: str | None = None, message: str = "",
-                   task_results: list[tuple[str | None, str]] | None = None) -> None:
+    def _set_state(
+        self,
+        run_id: int,
+        life_cycle: str,
+        result: str | None = None,
+        message: str = "",
+        task_results: list[tuple[str | None, str]] | None = None,
+    ) -> None:
         with self._lock:
             run = self.runs[run_id]
             if run["state"]["life_cycle_state"] in TERMINAL:
@@ -685,8 +771,12 @@ class FakeWorkspace:
         elif outcome == "silent":
             self._set_state(run_id, "TERMINATED", "SUCCESS", "")
         elif outcome == "internal_error":
-            self._set_state(run_id, "INTERNAL_ERROR", "FAILED",
-                            "Run result unavailable: run failed with error message Scripted internal error")
+            self._set_state(
+                run_id,
+                "INTERNAL_ERROR",
+                "FAILED",
+                "Run result unavailable: run failed with error message Scripted internal error",
+            )
         elif outcome == "hang":
             self._set_state(run_id, "RUNNING")
             if not cancel.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
@@ -721,8 +811,14 @@ class FakeWorkspace:
             for index, (argv, env) in enumerate(commands):
                 with open(log_path, "ab") as log:
                     self._procs[run_id][index] = subprocess.Popen(
-                        argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        start_new_session=True)
+                        argv,
+                        cwd=cwd,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
             self._set_state(run_id, "RUNNING")
             procs = list(self._procs[run_id])
         codes = []
@@ -744,15 +840,28 @@ class FakeWorkspace:
             for task_run, code in zip(run["task_runs"], codes, strict=True):
                 task_run["exit_code"] = code
         tail = _tail(log_path)
-        results = [(("SUCCESS", "") if code == 0 else
-                     ("FAILED", f"Task {task['task_key']} failed: the Python process exited with code {code}. "
-                                f"Last lines of the log:\n{tail}")) for task, code in zip(run["tasks"], codes,
-                                                                                          strict=True)]
+        results = [
+            (
+                ("SUCCESS", "")
+                if code == 0
+                else (
+                    "FAILED",
+                    f"Task {task['task_key']} failed: the Python process exited with code {code}. "
+                    f"Last lines of the log:\n{tail}",
+                )
+            )
+            for task, code in zip(run["tasks"], codes, strict=True)
+        ]
         failed = [message for result, message in results if result != "SUCCESS"]
-        self._set_state(run_id, "TERMINATED", "FAILED" if failed else "SUCCESS",
-                        failed[0] if len(failed) == 1 else
-                        (f"{len(failed)}/{len(results)} tasks failed. " + "\n".join(failed) if failed else ""),
-                        task_results=results)
+        self._set_state(
+            run_id,
+            "TERMINATED",
+            "FAILED" if failed else "SUCCESS",
+            failed[0]
+            if len(failed) == 1
+            else (f"{len(failed)}/{len(results)} tasks failed. " + "\n".join(failed) if failed else ""),
+            task_results=results,
+        )
 
     def _command(self, task: dict) -> tuple[list[str], dict[str, str]] | str:
         python_task = task.get("spark_python_task")
@@ -794,19 +903,40 @@ class FakeWorkspace:
             for index, (task, task_run) in enumerate(zip(run["tasks"], run["task_runs"], strict=True)):
                 if task_index is not None and index != task_index:
                     continue
-                tasks.append({**json.loads(json.dumps(task)), "run_id": task_run["run_id"],
-                              "state": dict(task_run["state"]), "status": _status(task_run["state"]),
-                              "start_time": task_run["start_time"], "end_time": task_run["end_time"],
-                              "attempt_number": 0,
-                              "run_page_url": f"{self.url}/#job/1/run/{task_run['run_id']}"})
+                tasks.append(
+                    {
+                        **json.loads(json.dumps(task)),
+                        "run_id": task_run["run_id"],
+                        "state": dict(task_run["state"]),
+                        "status": _status(task_run["state"]),
+                        "start_time": task_run["start_time"],
+                        "end_time": task_run["end_time"],
+                        "attempt_number": 0,
+                        "run_page_url": f"{self.url}/#job/1/run/{task_run['run_id']}",
+                    }
+                )
             shown_id = run_id if task_index is None else run["task_runs"][task_index]["run_id"]
             state = dict(run["state"] if task_index is None else run["task_runs"][task_index]["state"])
-            return {"run_id": shown_id, "job_id": 1, "number_in_job": shown_id, "original_attempt_run_id": shown_id,
-                    "creator_user_name": "fake-user@example.com", "run_name": run["submit"].get("run_name", "Untitled"),
-                    "run_type": "SUBMIT_RUN", "attempt_number": 0, "format": "MULTI_TASK",
-                    "state": state, "status": _status(state), "start_time": run["start_time"],
-                    "end_time": run["end_time"], "setup_duration": 0, "execution_duration": 0, "cleanup_duration": 0,
-                    "run_page_url": f"{self.url}/#job/1/run/{shown_id}", "tasks": tasks}
+            return {
+                "run_id": shown_id,
+                "job_id": 1,
+                "number_in_job": shown_id,
+                "original_attempt_run_id": shown_id,
+                "creator_user_name": "fake-user@example.com",
+                "run_name": run["submit"].get("run_name", "Untitled"),
+                "run_type": "SUBMIT_RUN",
+                "attempt_number": 0,
+                "format": "MULTI_TASK",
+                "state": state,
+                "status": _status(state),
+                "start_time": run["start_time"],
+                "end_time": run["end_time"],
+                "setup_duration": 0,
+                "execution_duration": 0,
+                "cleanup_duration": 0,
+                "run_page_url": f"{self.url}/#job/1/run/{shown_id}",
+                "tasks": tasks,
+            }
 
     def _runs_get(self, record: Recorded, raw: bytes) -> _Answer:
         run_id, task_index = self._run_or_task(record.query.get("run_id"))
@@ -831,15 +961,21 @@ class FakeWorkspace:
     def _runs_get_output(self, record: Recorded, raw: bytes) -> _Answer:
         run_id, task_index = self._run_or_task(record.query.get("run_id"))
         if task_index is None:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE",
-                           "Retrieving the output of runs with multiple tasks is not supported. Please retrieve the "
-                           "output of each individual task run instead.")
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "Retrieving the output of runs with multiple tasks is not supported. Please retrieve the "
+                "output of each individual task run instead.",
+            )
         metadata = self._run_json(run_id, task_index)
         log_path = self.runs[run_id]["log"]
         logs = log_path.read_bytes() if log_path.exists() else b""
         limit = 5 * 1024 * 1024
-        answer: dict[str, Any] = {"metadata": metadata, "logs": logs[-limit:].decode("utf-8", "replace"),
-                                  "logs_truncated": len(logs) > limit}
+        answer: dict[str, Any] = {
+            "metadata": metadata,
+            "logs": logs[-limit:].decode("utf-8", "replace"),
+            "logs_truncated": len(logs) > limit,
+        }
         if metadata["state"].get("result_state") not in (None, "SUCCESS"):
             answer["error"] = metadata["state"].get("state_message", "")
             answer["error_trace"] = _tail(log_path)
@@ -849,9 +985,18 @@ class FakeWorkspace:
         cluster_id = self._required(record.query, "cluster_id")
         with self._lock:
             cluster = self.clusters.get(cluster_id)
-        return _Answer.json(cluster if cluster is not None else {
-            "cluster_id": cluster_id, "cluster_name": f"fake-{cluster_id}", "state": "RUNNING",
-            "spark_version": "15.4.x-scala2.12", "node_type_id": "fake-node", "num_workers": 0})
+        return _Answer.json(
+            cluster
+            if cluster is not None
+            else {
+                "cluster_id": cluster_id,
+                "cluster_name": f"fake-{cluster_id}",
+                "state": "RUNNING",
+                "spark_version": "15.4.x-scala2.12",
+                "node_type_id": "fake-node",
+                "num_workers": 0,
+            }
+        )
 
     # -- Serving endpoints -------------------------------------------------------------------------------------
     def _check_config(self, config: dict) -> None:
@@ -865,11 +1010,16 @@ class FakeWorkspace:
                 raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid served entity name {name!r}")
             names.append(name)
             model = self.models.get(entity.get("entity_name") or "")
-            if model is not None and "versions" in model \
-                    and str(entity.get("entity_version")) not in {str(v) for v in model["versions"]}:
-                raise ApiError(404, "RESOURCE_DOES_NOT_EXIST",
-                               f"Model version {entity.get('entity_name')}/{entity.get('entity_version')} "
-                               "does not exist")
+            if (
+                model is not None
+                and "versions" in model
+                and str(entity.get("entity_version")) not in {str(v) for v in model["versions"]}
+            ):
+                raise ApiError(
+                    404,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    f"Model version {entity.get('entity_name')}/{entity.get('entity_version')} does not exist",
+                )
         if len(set(names)) != len(names):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Served entity names must be unique: {names}")
         routes = (config.get("traffic_config") or {}).get("routes")
@@ -877,8 +1027,11 @@ class FakeWorkspace:
             for route in routes:
                 target = route.get("served_entity_name") or route.get("served_model_name")
                 if target not in names:
-                    raise ApiError(400, "INVALID_PARAMETER_VALUE",
-                                   f"Traffic route to {target!r}, which is not a served entity ({names})")
+                    raise ApiError(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        f"Traffic route to {target!r}, which is not a served entity ({names})",
+                    )
             if sum(int(r.get("traffic_percentage") or 0) for r in routes) != 100:
                 raise ApiError(400, "INVALID_PARAMETER_VALUE", "Traffic percentages must add up to 100")
 
@@ -887,16 +1040,32 @@ class FakeWorkspace:
             stored = json.loads(json.dumps(self.endpoints[name]))
             meta = dict(self._endpoint_meta[name])
         config = stored.get("config") or {}
-        entities = [{**e, "name": _entity_name(e), "creator": "fake-user@example.com",
-                     "creation_timestamp": meta["created"],
-                     "state": {"deployment": "DEPLOYMENT_READY", "deployment_state_message": ""}}
-                    for e in config.get("served_entities") or []]
+        entities = [
+            {
+                **e,
+                "name": _entity_name(e),
+                "creator": "fake-user@example.com",
+                "creation_timestamp": meta["created"],
+                "state": {"deployment": "DEPLOYMENT_READY", "deployment_state_message": ""},
+            }
+            for e in config.get("served_entities") or []
+        ]
         traffic = config.get("traffic_config") or _default_traffic([e["name"] for e in entities])
-        answer = {**stored, "id": meta["id"], "creator": "fake-user@example.com",
-                  "creation_timestamp": meta["created"], "last_updated_timestamp": meta["updated"],
-                  "state": {"ready": "READY", "config_update": "NOT_UPDATING"}, "permission_level": "CAN_MANAGE",
-                  "config": {**{k: v for k, v in config.items() if k != "name"}, "served_entities": entities,
-                             "traffic_config": traffic, "config_version": meta["version"]}}
+        answer = {
+            **stored,
+            "id": meta["id"],
+            "creator": "fake-user@example.com",
+            "creation_timestamp": meta["created"],
+            "last_updated_timestamp": meta["updated"],
+            "state": {"ready": "READY", "config_update": "NOT_UPDATING"},
+            "permission_level": "CAN_MANAGE",
+            "config": {
+                **{k: v for k, v in config.items() if k != "name"},
+                "served_entities": entities,
+                "traffic_config": traffic,
+                "config_version": meta["version"],
+            },
+        }
         answer.pop("rate_limits", None)
         return answer
 
@@ -910,8 +1079,11 @@ class FakeWorkspace:
         body = self._json(raw)
         name = self._required(body, "name")
         if not _ENDPOINT_NAME.fullmatch(name):
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid endpoint name {name!r}: letters, digits, '-' "
-                                                           "and '_', at most 63 characters")
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"Invalid endpoint name {name!r}: letters, digits, '-' and '_', at most 63 characters",
+            )
         self._check_config(body.get("config") or {})
         with self._lock:
             if name in self.endpoints:
@@ -942,8 +1114,11 @@ class FakeWorkspace:
         body = self._json(raw)
         if not body.get("served_entities") and not body.get("served_models"):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "served_entities must not be empty")
-        config = {k: v for k, v in (stored.get("config") or {}).items()
-                  if k not in ("served_entities", "served_models", "traffic_config")}
+        config = {
+            k: v
+            for k, v in (stored.get("config") or {}).items()
+            if k not in ("served_entities", "served_models", "traffic_config")
+        }
         config.update(body)
         self._check_config(config)
         with self._lock:
@@ -970,14 +1145,22 @@ class FakeWorkspace:
         return model
 
     def _aliases(self, model: dict) -> list[dict]:
-        return [{"alias_name": alias, "version_num": int(version)}
-                for alias, version in sorted((model.get("aliases") or {}).items())]
+        return [
+            {"alias_name": alias, "version_num": int(version)}
+            for alias, version in sorted((model.get("aliases") or {}).items())
+        ]
 
     def _model_get(self, record: Recorded, raw: bytes, full_name: str) -> _Answer:
         model = self._model(full_name)
         catalog, schema, name = _three_parts(full_name)
-        answer = {"full_name": full_name, "name": name, "catalog_name": catalog, "schema_name": schema,
-                  "owner": "fake-user@example.com", "created_by": "fake-user@example.com"}
+        answer = {
+            "full_name": full_name,
+            "name": name,
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "owner": "fake-user@example.com",
+            "created_by": "fake-user@example.com",
+        }
         if record.query.get("include_aliases") == "true":
             answer["aliases"] = self._aliases(model)
         return _Answer.json(answer)
@@ -995,8 +1178,14 @@ class FakeWorkspace:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Alias '{alias}' does not exist on model '{full_name}'.")
         catalog, schema, _ = _three_parts(full_name)
         version = int(aliases[alias])
-        answer = {"model_name": full_name, "catalog_name": catalog, "schema_name": schema, "version": version,
-                  "status": "READY", "source": f"models:/{full_name}/{version}"}
+        answer = {
+            "model_name": full_name,
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "version": version,
+            "status": "READY",
+            "source": f"models:/{full_name}/{version}",
+        }
         if record.query.get("include_aliases") == "true":
             answer["aliases"] = [a for a in self._aliases(model) if a["version_num"] == version]
         return _Answer.json(answer)
@@ -1054,7 +1243,7 @@ def _b64(text: str) -> bytes:
 def _dbfs_norm(path: str) -> str:
     text = str(path)
     if text.startswith("dbfs:"):
-        text = text[len("dbfs:"):]
+        text = text[len("dbfs:") :]
     if not text.startswith("/"):
         raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Path must be absolute: {path}")
     norm = posixpath.normpath(text)
@@ -1068,8 +1257,11 @@ def _write_atomic(local: Path, data: bytes) -> None:
 
 
 def _state(life_cycle: str, result: str | None = None, message: str = "") -> dict:
-    state: dict[str, Any] = {"life_cycle_state": life_cycle, "state_message": message,
-                             "user_cancelled_or_timedout": result in ("CANCELED", "TIMEDOUT")}
+    state: dict[str, Any] = {
+        "life_cycle_state": life_cycle,
+        "state_message": message,
+        "user_cancelled_or_timedout": result in ("CANCELED", "TIMEDOUT"),
+    }
     if result is not None:
         state["result_state"] = result
     return state
@@ -1080,9 +1272,11 @@ def _status(state: dict) -> dict:
     status: dict[str, Any] = {"state": "TERMINATED" if life_cycle in TERMINAL else life_cycle}
     if life_cycle in TERMINAL:
         result = state.get("result_state")
-        code, kind = {"SUCCESS": ("SUCCESS", "SUCCESS"), "CANCELED": ("USER_CANCELED", "SUCCESS"),
-                      "TIMEDOUT": ("RUN_EXECUTION_ERROR", "CLIENT_ERROR")}.get(result or "",
-                                                                               ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"))
+        code, kind = {
+            "SUCCESS": ("SUCCESS", "SUCCESS"),
+            "CANCELED": ("USER_CANCELED", "SUCCESS"),
+            "TIMEDOUT": ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"),
+        }.get(result or "", ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"))
         if life_cycle == "INTERNAL_ERROR":
             code, kind = "INTERNAL_ERROR", "INTERNAL_ERROR"
         status["termination_details"] = {"code": code, "type": kind, "message": state.get("state_message", "")}
@@ -1091,7 +1285,7 @@ def _status(state: dict) -> dict:
 
 def _tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        text = log_path.read_bytes()[-64 * 1024:].decode("utf-8", "replace")
+        text = log_path.read_bytes()[-64 * 1024 :].decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
@@ -1114,8 +1308,12 @@ def _default_traffic(names: list[str]) -> dict | None:
     if not names:
         return None
     share, rest = divmod(100, len(names))
-    return {"routes": [{"served_entity_name": n, "traffic_percentage": share + (rest if i == 0 else 0)}
-                       for i, n in enumerate(names)]}
+    return {
+        "routes": [
+            {"served_entity_name": n, "traffic_percentage": share + (rest if i == 0 else 0)}
+            for i, n in enumerate(names)
+        ]
+    }
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 2.0) -> None:

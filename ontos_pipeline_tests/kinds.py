@@ -14,25 +14,47 @@ from ontos_pipeline.train.trainer.local import RESPONSE
 SCHEMAS = {
     "enum": {"type": "string", "enum": ["low", "mid", "high"]},
     "number": {"type": "number", "minimum": 0, "maximum": 1000},
-    "object": {"type": "object", "additionalProperties": False,
-               "required": ["order_id", "ordered_on", "amount", "state"],
-               "properties": {"order_id": {"type": "string", "pattern": "^ORD-[0-9]{4}$"},
-                              "ordered_on": {"type": "string", "format": "date"},
-                              "amount": {"type": "number", "minimum": 0},
-                              "state": {"type": "string", "enum": ["open", "closed"]}}},
+    "object": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["order_id", "ordered_on", "amount", "state"],
+        "properties": {
+            "order_id": {"type": "string", "pattern": "^ORD-[0-9]{4}$"},
+            "ordered_on": {"type": "string", "format": "date"},
+            "amount": {"type": "number", "minimum": 0},
+            "state": {"type": "string", "enum": ["open", "closed"]},
+        },
+    },
     "text": {"type": "string", "minLength": 3},
 }
 GATES = {"enum": "macro_f1", "number": "r2", "object": "field_exact_match", "text": "token_f1"}
-ANSWERS = {("red", False): "Recalibrate the probe.", ("red", True): "Replace the red sensor now.",
-           ("blue", False): "No action required.", ("blue", True): "Schedule a service visit next week."}
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+ANSWERS = {
+    ("red", False): "Recalibrate the probe.",
+    ("red", True): "Replace the red sensor now.",
+    ("blue", False): "No action required.",
+    ("blue", True): "Schedule a service visit next week.",
+}
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def kind_spec(tmp_path, kind: str, search_trials: int = 0):
     import json
 
-    (tmp_path / f"{kind}.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / f"{kind}.yaml").write_text(
+        textwrap.dedent(f"""
         name: {kind}_case
         sheet:
           primary: items
@@ -54,7 +76,9 @@ def kind_spec(tmp_path, kind: str, search_trials: int = 0):
         training:
           gate: {{metric: {GATES[kind]}, minimum: 0.5}}
           search: {{trials: {search_trials}}}
-    """), encoding="utf-8")
+    """),
+        encoding="utf-8",
+    )
     spec = load_use_case(tmp_path / f"{kind}.yaml")
     return spec, compile_template(spec)
 
@@ -71,24 +95,28 @@ def items(kind: str, n: int, seed: int, noise: float = 0.05) -> pd.DataFrame:
             month = int(rng.integers(1, 13))
             order, amount = f"ORD-{rng.integers(1000, 10000)}", round(float(rng.uniform(5, 5000)), 2)
             state = ["open", "closed"][int(rng.integers(2))]
-            written = [f"2024-{month:02d}-{day:02d}", f"{day} {MONTHS[month - 1]} 2024",
-                       f"{month:02d}/{day:02d}/2024"][i % 3]
+            written = [f"2024-{month:02d}-{day:02d}", f"{day} {MONTHS[month - 1]} 2024", f"{month:02d}/{day:02d}/2024"][
+                i % 3
+            ]
             other = f"ORD-{rng.integers(1000, 10000)}"
-            notes.append(f"Supersedes {other} from 2023-01-0{1 + i % 9}. Order {order} placed {written}; "
-                         f"shipping ${rng.uniform(1, 4):.2f}; total ${amount:,.2f}. Order is {state}.")
-            responses.append({"order_id": order, "ordered_on": f"2024-{month:02d}-{day:02d}", "amount": amount,
-                              "state": state})
+            notes.append(
+                f"Supersedes {other} from 2023-01-0{1 + i % 9}. Order {order} placed {written}; "
+                f"shipping ${rng.uniform(1, 4):.2f}; total ${amount:,.2f}. Order is {state}."
+            )
+            responses.append(
+                {"order_id": order, "ordered_on": f"2024-{month:02d}-{day:02d}", "amount": amount, "state": state}
+            )
         else:
             notes.append(["Routine reading.", "Checked twice.", "Night shift."][int(rng.integers(3))])
             if kind == "enum":
                 responses.append("low" if x[i] < -0.5 else "high" if x[i] > 0.5 else "mid")
             elif kind == "number":
-                responses.append(round(float(100 + 40 * x[i] + (60 if color[i] == "red" else 0)
-                                             + rng.normal(0, 5)), 2))
+                responses.append(round(float(100 + 40 * x[i] + (60 if color[i] == "red" else 0) + rng.normal(0, 5)), 2))
             else:
                 responses.append(ANSWERS[(color[i], bool(x[i] > 0))])
-    frame = pd.DataFrame({"item_ref": [f"I{seed}-{i:04d}" for i in range(n)], "x": x, "color": color,
-                          "note": notes, RESPONSE: responses})
+    frame = pd.DataFrame(
+        {"item_ref": [f"I{seed}-{i:04d}" for i in range(n)], "x": x, "color": color, "note": notes, RESPONSE: responses}
+    )
     if kind in ("enum", "text"):  # label noise: a few answers redrawn from the answer set
         pool = sorted({str(r) for r in responses})
         flip = rng.random(n) < noise

@@ -39,8 +39,9 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names
+                ]
             else:
                 continue
             for target in targets:
@@ -108,26 +109,43 @@ def test_no_module_imports_itself_through_others():
 
 
 def test_stages_depend_on_earlier_stages_only():
-    wrong = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
-                   if stage_of(m) and stage_of(d) and STAGES.index(stage_of(d)) > STAGES.index(stage_of(m)))
+    wrong = sorted(
+        f"{m} -> {d}"
+        for m, deps in import_graph().items()
+        for d in deps
+        if stage_of(m) and stage_of(d) and STAGES.index(stage_of(d)) > STAGES.index(stage_of(m))
+    )
     assert wrong == [], "\n".join(wrong)
 
 
 def test_the_platform_knows_no_stage_and_stage_logic_knows_no_dagster():
     graph, mods = import_graph(), modules()
-    platform = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("ontos_pipeline.platform")
-                      for d in deps if not d.startswith(PLATFORM_MAY_IMPORT))
+    platform = sorted(
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        if m.startswith("ontos_pipeline.platform")
+        for d in deps
+        if not d.startswith(PLATFORM_MAY_IMPORT)
+    )
     assert platform == []
     dagster_in_logic = []
     for module, path in mods.items():
         if stage_of(module) is None or module.rsplit(".", 1)[-1] in DAGSTER_MODULES:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             dagster_in_logic += [f"{module}: {n}" for n in names if n.split(".")[0].startswith("dagster")]
-        dagster_in_logic += [f"{module} -> {d}" for d in graph[module]
-                             if d.split(".")[1] in ("steps", "resources", "metadata", "pipeline", "definitions")]
+        dagster_in_logic += [
+            f"{module} -> {d}"
+            for d in graph[module]
+            if d.split(".")[1] in ("steps", "resources", "metadata", "pipeline", "definitions")
+        ]
     assert dagster_in_logic == []
 
 
@@ -136,8 +154,9 @@ def test_every_module_imports_in_a_fresh_interpreter_in_either_order():
     names = sorted(m for m in modules() if not m.endswith("__main__") and m != "ontos_pipeline.definitions")
     for order in (names, names[::-1]):
         script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
-        result = subprocess.run([sys.executable, "-c", script, *order], cwd=ROOT, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", script, *order], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -149,9 +168,16 @@ def test_docs_and_docstrings_name_modules_and_files_that_exist():
     mods = modules()
     dotted = re.compile(r"\bontos_pipeline(?:\.[A-Za-z_]\w*)+")
     path = re.compile(r"\b(?:ontos_pipeline|ontos_pipeline_tests|bench|schemas|synthetic_data)/[\w/.-]*\w")
-    sources = [ROOT / "README.md", ROOT / "bench" / "README.md",
-               *(p for pkg in (*PACKAGES, "ontos_pipeline_tests", "bench") for p in (ROOT / pkg).rglob("*.py")
-                 if p != Path(__file__))]
+    sources = [
+        ROOT / "README.md",
+        ROOT / "bench" / "README.md",
+        *(
+            p
+            for pkg in (*PACKAGES, "ontos_pipeline_tests", "bench")
+            for p in (ROOT / pkg).rglob("*.py")
+            if p != Path(__file__)
+        ),
+    ]
     wrong = []
     for source in sources:
         text = source.read_text(encoding="utf-8")

@@ -22,10 +22,19 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def _qa(ref: str, status: str, response: str | None) -> dict:
-    return {"training_sheet_id": SHEET, "version": "v-1", "item_ref": ref, "status": status, "response": response,
-            "messages": json.dumps([{"role": "user", "content": f"Is widget {ref} ok?"}]), "split": "train",
-            "response_source": "canonical_label" if response else None, "sheet_version": "s1",
-            "template_version": "t1", "updated_at": NOW}
+    return {
+        "training_sheet_id": SHEET,
+        "version": "v-1",
+        "item_ref": ref,
+        "status": status,
+        "response": response,
+        "messages": json.dumps([{"role": "user", "content": f"Is widget {ref} ok?"}]),
+        "split": "train",
+        "response_source": "canonical_label" if response else None,
+        "sheet_version": "s1",
+        "template_version": "t1",
+        "updated_at": NOW,
+    }
 
 
 @pytest.fixture
@@ -35,18 +44,54 @@ def state(tmp_path: Path) -> dict[str, str]:
     use_cases.mkdir()
     (use_cases / "widgets.yaml").write_text(WIDGETS_SPEC, encoding="utf-8")
     lakehouse = LocalLakehouse.under(home)
-    lakehouse.append_records("qa_pairs", [_qa("W3", "pending", None), _qa("W1", "auto_approved", '"ok"'),
-                                          _qa("W2", "flagged", '"not_ok"')])
-    lakehouse.append_records("annotation_tasks", [{
-        "task_id": "T0123456789", "gap_id": "G1", "use_case": "widgets", "instructions": "Label these",
-        "item_refs": ["W3"], "priority": 1, "status": "pending", "created_at": NOW}])
-    lakehouse.append_records("alerts", [{
-        "alert_id": "A1", "use_case": "widgets", "kind": "drift", "severity": "high", "status": "open",
-        "message": "size_mm drifted (psi 0.41)", "created_at": NOW}])
-    lakehouse.append_records("serving_endpoints", [{
-        "event_id": "e1", "endpoint_name": "widgets", "use_case": "widgets", "event": "deploy",
-        "served_version": "2", "previous_version": "1", "reason": "gate passed", "actor": "run-1",
-        "created_at": NOW}])
+    lakehouse.append_records(
+        "qa_pairs", [_qa("W3", "pending", None), _qa("W1", "auto_approved", '"ok"'), _qa("W2", "flagged", '"not_ok"')]
+    )
+    lakehouse.append_records(
+        "annotation_tasks",
+        [
+            {
+                "task_id": "T0123456789",
+                "gap_id": "G1",
+                "use_case": "widgets",
+                "instructions": "Label these",
+                "item_refs": ["W3"],
+                "priority": 1,
+                "status": "pending",
+                "created_at": NOW,
+            }
+        ],
+    )
+    lakehouse.append_records(
+        "alerts",
+        [
+            {
+                "alert_id": "A1",
+                "use_case": "widgets",
+                "kind": "drift",
+                "severity": "high",
+                "status": "open",
+                "message": "size_mm drifted (psi 0.41)",
+                "created_at": NOW,
+            }
+        ],
+    )
+    lakehouse.append_records(
+        "serving_endpoints",
+        [
+            {
+                "event_id": "e1",
+                "endpoint_name": "widgets",
+                "use_case": "widgets",
+                "event": "deploy",
+                "served_version": "2",
+                "previous_version": "1",
+                "reason": "gate passed",
+                "actor": "run-1",
+                "created_at": NOW,
+            }
+        ],
+    )
     return {**os.environ, "ONTOS_HOME": str(home), "ONTOS_USE_CASES_DIR": str(use_cases), "ONTOS_USER": "rita"}
 
 
@@ -63,24 +108,33 @@ RUN = """
 
 
 def ontos(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(RUN), *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RUN), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     *lines, last = done.stdout.rstrip().splitlines()
     _, code, _, heavy = last.split()
     return int(code), "\n".join(lines), heavy
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (("tasks", "list"), ["T0123456789", "widgets", "pending"]),
-    (("tasks", "show", "T0123"), ["Label these", "W3"]),
-    (("alerts", "list"), ["A1", "drift", "size_mm drifted"]),
-    (("endpoint", "history", "widgets"), ["deploy", "gate passed"]),
-    (("review", "list", "widgets"), ["version v-1", "W1", "W2", "W3"]),
-    (("review", "list", "widgets", "--status", "flagged"), ["W2"]),
-    (("review", "show", "widgets", "W2"), ["Is widget W2 ok?", "status flagged"]),
-    (("specs",), ["widgets"]),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("tasks", "list"), ["T0123456789", "widgets", "pending"]),
+        (("tasks", "show", "T0123"), ["Label these", "W3"]),
+        (("alerts", "list"), ["A1", "drift", "size_mm drifted"]),
+        (("endpoint", "history", "widgets"), ["deploy", "gate passed"]),
+        (("review", "list", "widgets"), ["version v-1", "W1", "W2", "W3"]),
+        (("review", "list", "widgets", "--status", "flagged"), ["W2"]),
+        (("review", "show", "widgets", "W2"), ["Is widget W2 ok?", "status flagged"]),
+        (("specs",), ["widgets"]),
+    ],
+)
 def test_read_only_commands_answer_without_spark_dagster_or_mlflow(state, args, expected):
     code, out, heavy = ontos(state, *args)
     assert code == 0, out
@@ -97,11 +151,17 @@ def test_review_decisions_are_validated_and_appended_without_spark(state):
     assert code == 0 and "recorded 1 decision(s)" in out
     assert not {"pyspark", "dagster", "mlflow"} & set(heavy.split(",")), heavy  # pyarrow's writer may load pandas
     reviews = LocalLakehouse.under(state["ONTOS_HOME"]).records("label_reviews")
-    assert [(r["item_ref"], r["decision"], r["label_data"], r["reviewer"], r["based_on_version"])
-            for r in reviews] == [("W3", "edit", '"ok"', "rita", "v-1")]
+    assert [(r["item_ref"], r["decision"], r["label_data"], r["reviewer"], r["based_on_version"]) for r in reviews] == [
+        ("W3", "edit", '"ok"', "rita", "v-1")
+    ]
     code, out, _ = ontos(state, "review", "show", "widgets", "W3")
-    assert "rita: edit \"ok\" checked" in out
-    bad = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "review", "approve", "widgets", "W3"],
-                         env=state, capture_output=True, text=True, timeout=120)
+    assert 'rita: edit "ok" checked' in out
+    bad = subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "review", "approve", "widgets", "W3"],
+        env=state,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "has no proposed response to approve" in bad.stderr
     assert len(LocalLakehouse.under(state["ONTOS_HOME"]).records("label_reviews")) == 1  # nothing more written

@@ -48,18 +48,27 @@ def test_names_entities_and_tables():
     assert served_entity_name(MODEL, "12") == "invoice_fields-v12"
     assert len(served_entity_name("x" * 100, "7")) == 63
     entities, traffic = endpoint_entities(MODEL, "3")
-    assert [(e.name, e.entity_name, e.entity_version, e.workload_size, e.scale_to_zero_enabled) for e in entities] \
-        == [("invoice_fields-v3", MODEL, "3", "Small", True)] and traffic is None
+    assert [(e.name, e.entity_name, e.entity_version, e.workload_size, e.scale_to_zero_enabled) for e in entities] == [
+        ("invoice_fields-v3", MODEL, "3", "Small", True)
+    ] and traffic is None
     _, split = endpoint_entities(MODEL, "3", "4", 25)
-    assert [(r.served_entity_name, r.traffic_percentage) for r in split.routes] == [("invoice_fields-v3", 75),
-                                                                                   ("invoice_fields-v4", 25)]
+    assert [(r.served_entity_name, r.traffic_percentage) for r in split.routes] == [
+        ("invoice_fields-v3", 75),
+        ("invoice_fields-v4", 25),
+    ]
     for challenger, percent in (("4", 0), ("4", 100), ("4", -5), ("3", 10), (None, 10)):
         with pytest.raises(ValueError, match="challenger"):
             endpoint_entities(MODEL, "3", challenger, percent)
     with pytest.raises(ValueError, match=r"catalog\.schema\.model"):
         endpoint_entities("invoice_fields", "3")
-    assert inference_tables("ontos", "workbench", ENDPOINT).as_dict() == {"inference_table_config": {
-        "catalog_name": "ontos", "schema_name": "workbench", "table_name_prefix": "invoice_fields", "enabled": True}}
+    assert inference_tables("ontos", "workbench", ENDPOINT).as_dict() == {
+        "inference_table_config": {
+            "catalog_name": "ontos",
+            "schema_name": "workbench",
+            "table_name_prefix": "invoice_fields",
+            "enabled": True,
+        }
+    }
     assert payload_table("ontos", "workbench", ENDPOINT) == "ontos.workbench.invoice_fields_payload"
 
 
@@ -70,14 +79,24 @@ def test_create_sends_entities_and_inference_tables_in_one_call_without_waiting(
     body = creates[0].body
     assert body["name"] == ENDPOINT
     assert [(e["name"], e["entity_name"], e["entity_version"]) for e in body["config"]["served_entities"]] == [
-        ("invoice_fields-v3", MODEL, "3")]
-    assert body["config"]["traffic_config"] == {"routes": [{"served_entity_name": "invoice_fields-v3",
-                                                            "traffic_percentage": 100}]}
-    assert body["ai_gateway"] == {"inference_table_config": {
-        "catalog_name": "ontos", "schema_name": "workbench", "table_name_prefix": "invoice_fields", "enabled": True}}
+        ("invoice_fields-v3", MODEL, "3")
+    ]
+    assert body["config"]["traffic_config"] == {
+        "routes": [{"served_entity_name": "invoice_fields-v3", "traffic_percentage": 100}]
+    }
+    assert body["ai_gateway"] == {
+        "inference_table_config": {
+            "catalog_name": "ontos",
+            "schema_name": "workbench",
+            "table_name_prefix": "invoice_fields",
+            "enabled": True,
+        }
+    }
     # one GET (does it exist?) before the create, none after: readiness is not awaited
-    assert [(r.method, r.path) for r in ws.requests] == [("GET", f"/api/2.0/serving-endpoints/{ENDPOINT}"),
-                                                         ("POST", "/api/2.0/serving-endpoints")]
+    assert [(r.method, r.path) for r in ws.requests] == [
+        ("GET", f"/api/2.0/serving-endpoints/{ENDPOINT}"),
+        ("POST", "/api/2.0/serving-endpoints"),
+    ]
     assert ws.server_errors == []
 
 
@@ -105,8 +124,7 @@ def test_new_version_challenger_share_no_op_and_rollback(ws, client):
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "updated"
     put = _puts(ws)[-1].body
     assert [(e["name"], e["entity_version"]) for e in put["served_entities"]] == [("invoice_fields-v3", "3")]
-    assert put["traffic_config"] == {"routes": [{"served_entity_name": "invoice_fields-v3",
-                                                 "traffic_percentage": 100}]}
+    assert put["traffic_config"] == {"routes": [{"served_entity_name": "invoice_fields-v3", "traffic_percentage": 100}]}
     assert _served(ws) == {"invoice_fields-v3": "3"}
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "unchanged"
     assert ws.server_errors == []
@@ -118,17 +136,25 @@ def test_missing_inference_tables_are_added_and_other_gateway_settings_kept(ws, 
     ws.endpoints[ENDPOINT]["ai_gateway"] = {"rate_limits": limits}  # someone replaced the gateway config
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "updated"
     (put,) = ws.calls(SERVING + f"/{ENDPOINT}/ai-gateway$", "PUT")
-    assert put.body == {"inference_table_config": {"catalog_name": "ontos", "schema_name": "workbench",
-                                                   "table_name_prefix": "invoice_fields", "enabled": True},
-                        "rate_limits": limits}
+    assert put.body == {
+        "inference_table_config": {
+            "catalog_name": "ontos",
+            "schema_name": "workbench",
+            "table_name_prefix": "invoice_fields",
+            "enabled": True,
+        },
+        "rate_limits": limits,
+    }
     assert _puts(ws) == []  # the served entities did not change
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "unchanged"
 
     # moving the table to another schema: Databricks needs it disabled first
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", catalog="ontos", schema="serving") == "updated"
     puts = [r.body["inference_table_config"] for r in ws.calls(SERVING + f"/{ENDPOINT}/ai-gateway$", "PUT")[1:]]
-    assert puts == [{"enabled": False}, {"catalog_name": "ontos", "schema_name": "serving",
-                                         "table_name_prefix": "invoice_fields", "enabled": True}]
+    assert puts == [
+        {"enabled": False},
+        {"catalog_name": "ontos", "schema_name": "serving", "table_name_prefix": "invoice_fields", "enabled": True},
+    ]
 
 
 def test_permission_denied_names_the_endpoint_and_what_to_check(ws, client):
@@ -144,16 +170,21 @@ def test_permission_denied_names_the_endpoint_and_what_to_check(ws, client):
 
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "created"
     ws.fail("PUT", SERVING + f"/{ENDPOINT}/config$", 403, message="User lacks CAN_MANAGE on the endpoint.")
-    with pytest.raises(ServingSyncError, match=f"'{ENDPOINT}': update_config failed: "
-                                               "PERMISSION_DENIED: User lacks CAN_MANAGE on the endpoint"):
+    with pytest.raises(
+        ServingSyncError,
+        match=f"'{ENDPOINT}': update_config failed: PERMISSION_DENIED: User lacks CAN_MANAGE on the endpoint",
+    ):
         sync_endpoint(client, ENDPOINT, MODEL, "4", **PLACE)
     assert _served(ws) == {"invoice_fields-v3": "3"}
 
 
 def test_other_server_errors_are_wrapped_with_a_hint(ws, client):
     ws.models[MODEL] = {"aliases": {}, "versions": ["3"]}
-    with pytest.raises(ServingSyncError, match=r"create failed: RESOURCE_DOES_NOT_EXIST: Model version "
-                                               r".*/9 does not exist\. Hint: check that model .* exist"):
+    with pytest.raises(
+        ServingSyncError,
+        match=r"create failed: RESOURCE_DOES_NOT_EXIST: Model version "
+        r".*/9 does not exist\. Hint: check that model .* exist",
+    ):
         sync_endpoint(client, ENDPOINT, MODEL, "9", **PLACE)
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "created"
     ws.fail("PUT", SERVING + f"/{ENDPOINT}/config$", 409, message="Endpoint is currently being updated.")
@@ -171,8 +202,10 @@ def test_rejected_credentials_point_at_the_client_settings(ws):
 
 
 def test_the_request_log_the_sdk_appends_never_reaches_the_message():
-    raw = ("unable to parse response. This is likely a bug ... Request log:```GET /api/2.0/serving-endpoints/x\n"
-           "> * Authorization: Bearer dapi0123456789abcdef0123\n< 502 Bad Gateway```")
+    raw = (
+        "unable to parse response. This is likely a bug ... Request log:```GET /api/2.0/serving-endpoints/x\n"
+        "> * Authorization: Bearer dapi0123456789abcdef0123\n< 502 Bad Gateway```"
+    )
     assert server_message(OSError(raw)) == "the server's answer could not be parsed"
     assert "dapi0123" not in server_message(OSError("token dapi0123456789abcdef0123 refused"))
     assert server_message(OSError("Authorization: Bearer abc")) == "Authorization: [redacted]"

@@ -75,8 +75,10 @@ def test_step_bodies_use_only_the_resource_contracts_every_target_implements(mon
     from ontos_pipeline.resources.targets import data_plane_resources
 
     monkeypatch.setenv("ONTOS_DATABRICKS_VOLUME", VOLUME)
-    targets = {"local": data_plane_resources(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES)),
-               "databricks": data_plane_resources(databricks_settings(home, DEMO_USE_CASES))}
+    targets = {
+        "local": data_plane_resources(Settings("local", home, "ontos", "workbench", DEMO_USE_CASES)),
+        "databricks": data_plane_resources(databricks_settings(home, DEMO_USE_CASES)),
+    }
     contracts = {c for c in vars(base).values() if isinstance(c, type) and c.__module__ == base.__name__}
 
     def offers(contract: type, attribute: str) -> bool:
@@ -89,26 +91,34 @@ def test_step_bodies_use_only_the_resource_contracts_every_target_implements(mon
             params = {p: hints[p] for p in inspect.signature(fn).parameters if p in step.resources}
             for param, contract in params.items():
                 if contract not in contracts:
-                    problems.append(f"{name}: {param} is annotated {contract.__name__}, not a contract of "
-                                    "resources.base")
+                    problems.append(
+                        f"{name}: {param} is annotated {contract.__name__}, not a contract of resources.base"
+                    )
                     continue
-                problems += [f"{name}: {target} injects {type(res[param]).__name__} for {param}, which is not a "
-                             f"{contract.__name__}" for target, res in targets.items()
-                             if not isinstance(res[param], contract)]
+                problems += [
+                    f"{name}: {target} injects {type(res[param]).__name__} for {param}, which is not a "
+                    f"{contract.__name__}"
+                    for target, res in targets.items()
+                    if not isinstance(res[param], contract)
+                ]
             tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in params:
                     used.add((node.value.id, node.attr))
                     if not offers(params[node.value.id], node.attr):
-                        problems.append(f"{name}: {node.value.id}.{node.attr} is not part of "
-                                        f"{params[node.value.id].__name__}")
+                        problems.append(
+                            f"{name}: {node.value.id}.{node.attr} is not part of {params[node.value.id].__name__}"
+                        )
     assert ("lakehouse", "get") in used and ("mlflow_store", "get") in used  # the walk sees the bodies' resources
     assert problems == []
     # what the trained_model step used `lakehouse.home` for: the environment a reproducibility pack's command needs
     assert targets["local"]["lakehouse"].get().cli_env() == {"ONTOS_HOME": str(home)}
     assert targets["databricks"]["lakehouse"].get().cli_env() == {
-        "ONTOS_TARGET": "databricks", "ONTOS_CATALOG": "ontos", "ONTOS_SCHEMA": "workbench",
-        "ONTOS_DATABRICKS_VOLUME": VOLUME}
+        "ONTOS_TARGET": "databricks",
+        "ONTOS_CATALOG": "ontos",
+        "ONTOS_SCHEMA": "workbench",
+        "ONTOS_DATABRICKS_VOLUME": VOLUME,
+    }
 
 
 def test_definitions_load_under_both_targets_without_network(monkeypatch, home):
@@ -118,28 +128,41 @@ def test_definitions_load_under_both_targets_without_network(monkeypatch, home):
     for defs in (local, remote):
         Definitions.validate_loadable(defs)
         assert defs.resolve_job_def(FULL_PIPELINE) is not None
-    assert local.get_repository_def().asset_graph.get_all_asset_keys() == \
-        remote.get_repository_def().asset_graph.get_all_asset_keys()
+    assert (
+        local.get_repository_def().asset_graph.get_all_asset_keys()
+        == remote.get_repository_def().asset_graph.get_all_asset_keys()
+    )
     compute = remote.resources["compute"]
     assert isinstance(compute, DatabricksCompute) and compute.volume == VOLUME
-    resource_config = json.dumps({k: r.model_dump() for k, r in remote.resources.items()
-                                  if hasattr(r, "model_dump")}, default=str)
+    resource_config = json.dumps(
+        {k: r.model_dump() for k, r in remote.resources.items() if hasattr(r, "model_dump")}, default=str
+    )
     assert PLACEHOLDER_TOKEN not in resource_config and "placeholder.cloud" not in resource_config
     assert [s.name for s in remote.sensors] == []  # the feedback sensor reads local tables only
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({}, "set DATABRICKS_HOST"),
-    ({"DATABRICKS_HOST": "https://x.cloud.databricks.com"}, "set DATABRICKS_TOKEN"),
-    ({"DATABRICKS_HOST": "x.cloud.databricks.com", "DATABRICKS_TOKEN": "t"}, "DATABRICKS_HOST must be"),
-    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_VOLUME": "/tmp/v"}, "ONTOS_DATABRICKS_VOLUME='/tmp/v'"),
-    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_COMPUTE": "gpu"}, "ONTOS_DATABRICKS_COMPUTE='gpu'"),
-    ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_WORKERS": "none"}, "ONTOS_DATABRICKS_WORKERS"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "set DATABRICKS_HOST"),
+        ({"DATABRICKS_HOST": "https://x.cloud.databricks.com"}, "set DATABRICKS_TOKEN"),
+        ({"DATABRICKS_HOST": "x.cloud.databricks.com", "DATABRICKS_TOKEN": "t"}, "DATABRICKS_HOST must be"),
+        ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_VOLUME": "/tmp/v"}, "ONTOS_DATABRICKS_VOLUME='/tmp/v'"),
+        ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_COMPUTE": "gpu"}, "ONTOS_DATABRICKS_COMPUTE='gpu'"),
+        ({"DATABRICKS_CONFIG_PROFILE": "dev", "ONTOS_DATABRICKS_WORKERS": "none"}, "ONTOS_DATABRICKS_WORKERS"),
+    ],
+)
 def test_bad_databricks_environment_fails_at_load_naming_the_variable(monkeypatch, home, env, message):
-    for var in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID",
-                "DATABRICKS_CLIENT_SECRET", "ONTOS_DATABRICKS_VOLUME", "ONTOS_DATABRICKS_COMPUTE",
-                "ONTOS_DATABRICKS_WORKERS"):
+    for var in (
+        "DATABRICKS_HOST",
+        "DATABRICKS_TOKEN",
+        "DATABRICKS_CONFIG_PROFILE",
+        "DATABRICKS_CLIENT_ID",
+        "DATABRICKS_CLIENT_SECRET",
+        "ONTOS_DATABRICKS_VOLUME",
+        "ONTOS_DATABRICKS_COMPUTE",
+        "ONTOS_DATABRICKS_WORKERS",
+    ):
         monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -160,8 +183,11 @@ def runtime_env(tmp_path: Path) -> dict[str, str]:
         (blocked / package).mkdir(parents=True, exist_ok=True)
         (blocked / package / "__init__.py").write_text(f"raise ImportError('{package} is not installed on clusters')")
     site = Path(__file__).parent / "fake_runtime_site"
-    return {"ONTOS_FAKE_RUNTIME": str(tmp_path / "runtime"), "ONTOS_HOME": str(tmp_path / "not_used_on_clusters"),
-            "PYTHONPATH": os.pathsep.join([str(blocked), str(site), str(ROOT)])}
+    return {
+        "ONTOS_FAKE_RUNTIME": str(tmp_path / "runtime"),
+        "ONTOS_HOME": str(tmp_path / "not_used_on_clusters"),
+        "PYTHONPATH": os.pathsep.join([str(blocked), str(site), str(ROOT)]),
+    }
 
 
 def runtime_catalog(tmp_path: Path) -> FakeUnityCatalog:
@@ -193,9 +219,14 @@ def cluster(tmp_path, spark, widgets_dir, home):
 
 def run_assets(settings: Settings, selection: list[str], instance=None):
     defs = build_definitions(settings)
-    return materialize(list(defs.assets), selection=selection, partition_key="widgets",
-                       resources=orchestrator_resources(settings),
-                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
+    return materialize(
+        list(defs.assets),
+        selection=selection,
+        partition_key="widgets",
+        resources=orchestrator_resources(settings),
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
 
 
 def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, home, widgets_dir, spark):
@@ -216,12 +247,19 @@ def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, ho
     done = statements(cluster)
     snapshot = sheet["snapshot_table"].value
     assert snapshot.startswith("ontos.workbench.sheet_widgets_")
-    assert {"kind": "write", "text": f"saveAsTable {snapshot}", "mode": "overwrite", "format": "delta",
-            "options": {"overwriteSchema": "true"}} in done
+    assert {
+        "kind": "write",
+        "text": f"saveAsTable {snapshot}",
+        "mode": "overwrite",
+        "format": "delta",
+        "options": {"overwriteSchema": "true"},
+    } in done
     create = next(d["text"] for d in done if d["text"].startswith("CREATE TABLE IF NOT EXISTS ontos.workbench.sheets"))
     assert "sheet_id STRING NOT NULL COMMENT" in create and "USING DELTA" in create and "VARIANT" not in create
-    assert {d["text"] for d in done if d["kind"] == "write"} == {f"saveAsTable {snapshot}",
-                                                                 "saveAsTable ontos.workbench.sheets"}
+    assert {d["text"] for d in done if d["kind"] == "write"} == {
+        f"saveAsTable {snapshot}",
+        "saveAsTable ontos.workbench.sheets",
+    }
 
     submits = cluster.calls("runs/submit", "POST")
     assert [s.body["run_name"].split(" [")[0] for s in submits] == ["ontos sheet"]  # its checks ran in the same run
@@ -237,10 +275,18 @@ def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, ho
 
     # in order: upload the code (content-named), write the Pipes context, submit, poll, read messages, clean up
     flow = [(c.method, c.path) for c in cluster.requests]
-    at = {step: next(i for i, (m, p) in enumerate(flow) if m == method and p.endswith(suffix)) for step, method, suffix
-          in [("code", "PUT", ".zip"), ("bootstrap", "PUT", ".py"), ("context", "POST", "/dbfs/put"),
-              ("submit", "POST", "/runs/submit"), ("poll", "GET", "/runs/get"), ("messages", "GET", "/dbfs/read"),
-              ("cleanup", "POST", "/dbfs/delete")]}
+    at = {
+        step: next(i for i, (m, p) in enumerate(flow) if m == method and p.endswith(suffix))
+        for step, method, suffix in [
+            ("code", "PUT", ".zip"),
+            ("bootstrap", "PUT", ".py"),
+            ("context", "POST", "/dbfs/put"),
+            ("submit", "POST", "/runs/submit"),
+            ("poll", "GET", "/runs/get"),
+            ("messages", "GET", "/dbfs/read"),
+            ("cleanup", "POST", "/dbfs/delete"),
+        ]
+    }
     assert list(at) == sorted(at, key=at.get)
     assert len(cluster.calls("dbfs/delete")) == 2  # the context and the message folders
 
@@ -255,10 +301,13 @@ def test_sheet_and_its_checks_run_as_one_databricks_run(monkeypatch, cluster, ho
     merges = [d["text"] for d in statements(cluster) if d["text"].startswith("MERGE")]
     assert len(merges) == 1 and re.fullmatch(
         r"MERGE INTO ontos\.workbench\.sheets t USING ontos_upsert_\w+ s ON t\.`(\w+)` <=> s\.`\1`"
-        r"( AND t\.`(\w+)` <=> s\.`\3`)* WHEN MATCHED THEN UPDATE SET \* WHEN NOT MATCHED THEN INSERT \*", merges[0])
+        r"( AND t\.`(\w+)` <=> s\.`\3`)* WHEN MATCHED THEN UPDATE SET \* WHEN NOT MATCHED THEN INSERT \*",
+        merges[0],
+    )
     new = third.asset_materializations_for_node("sheet")[0].metadata["version"].value
-    assert {r["version"]: r["status"] for r in cluster.cluster_lakehouse.records("sheets", {"use_case": "widgets"})} \
-        == {sheet["version"].value: "archived", new: "published"}
+    assert {
+        r["version"]: r["status"] for r in cluster.cluster_lakehouse.records("sheets", {"use_case": "widgets"})
+    } == {sheet["version"].value: "archived", new: "published"}
 
     # no secret anywhere the scan looks: requests (bodies), events, run config, run logs, files, the bundle
     token = cluster.token
@@ -275,8 +324,9 @@ def test_databricks_errors_fail_the_asset_with_a_clear_reason(monkeypatch, clust
     settings = databricks_settings(home, widgets_dir)
     workspace_env(monkeypatch, cluster.url, cluster.token)
 
-    cluster.fail("POST", "runs/submit", 400, error_code="INVALID_PARAMETER_VALUE", message="node type i3 is not "
-                 "supported")
+    cluster.fail(
+        "POST", "runs/submit", 400, error_code="INVALID_PARAMETER_VALUE", message="node type i3 is not supported"
+    )
     text = failure_text(run_assets(settings, ["sources"]))
     assert "Databricks API refused" in text and "node type i3 is not supported" in text
 
@@ -339,12 +389,16 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
         instance = DagsterInstance.ephemeral()
         defs = build_definitions(databricks_settings(home, DEMO_USE_CASES))
         result = defs.resolve_job_def(FULL_PIPELINE).execute_in_process(
-            partition_key="predictive_maintenance", instance=instance,
-            run_config={"ops": {"sources": {"config": {"rows": 300}}}}, raise_on_error=False)
+            partition_key="predictive_maintenance",
+            instance=instance,
+            run_config={"ops": {"sources": {"config": {"rows": 300}}}},
+            raise_on_error=False,
+        )
         assert result.success, failure_text(result)
         for name in (MONITOR, IMPROVE):
-            later = defs.resolve_job_def(name).execute_in_process(partition_key="predictive_maintenance",
-                                                                  instance=instance, raise_on_error=False)
+            later = defs.resolve_job_def(name).execute_in_process(
+                partition_key="predictive_maintenance", instance=instance, raise_on_error=False
+            )
             assert later.success, failure_text(later)
         report = instance.get_latest_materialization_event(AssetKey("monitoring_report")).asset_materialization
         assert report.metadata["requests"].value == 0  # no payload table yet: nothing was served
@@ -352,9 +406,20 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
         assert gaps.metadata["evaluation"].value.endswith("(version 1, champion)")  # read back from Unity Catalog
         order = [s.body["run_name"].split(" [")[0].removeprefix("ontos ") for s in ws.calls("runs/submit", "POST")]
         assets = [o for o in order if "." not in o]
-        assert assets == ["sources", "sheet", "canonical_labels", "template", "training_sheet", "training_export",
-                          "trained_model", "model_evaluation", "serving_endpoint", "monitoring_report", "gap_report",
-                          "annotation_tasks"]
+        assert assets == [
+            "sources",
+            "sheet",
+            "canonical_labels",
+            "template",
+            "training_sheet",
+            "training_export",
+            "trained_model",
+            "model_evaluation",
+            "serving_endpoint",
+            "monitoring_report",
+            "gap_report",
+            "annotation_tasks",
+        ]
         assert order == assets  # checks run inside their asset's run
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert len(checks) == 11 and checks["promotion_gate"] and checks["export_excludes_prohibited"]
@@ -370,12 +435,24 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
         # every step ran with the Databricks resources: Unity Catalog tables, the workspace MLflow, Model Serving
         done = statements(ws)
         assert {d["text"].split(" (")[0] for d in done if d["text"].startswith("CREATE TABLE")} >= {
-            f"CREATE TABLE IF NOT EXISTS ontos.workbench.{t}" for t in
-            ("sheets", "templates", "canonical_labels", "qa_pairs", "training_runs", "model_evaluations",
-             "serving_endpoints")}
-        assert {"kind": "write", "text": "saveAsTable ontos.workbench.qa_pairs", "mode": "overwrite",
-                "format": "delta", "options": {"replaceWhere": "`training_sheet_id` = "
-                                                               "'predictive_maintenance__failure_risk_30d'"}} in done
+            f"CREATE TABLE IF NOT EXISTS ontos.workbench.{t}"
+            for t in (
+                "sheets",
+                "templates",
+                "canonical_labels",
+                "qa_pairs",
+                "training_runs",
+                "model_evaluations",
+                "serving_endpoints",
+            )
+        }
+        assert {
+            "kind": "write",
+            "text": "saveAsTable ontos.workbench.qa_pairs",
+            "mode": "overwrite",
+            "format": "delta",
+            "options": {"replaceWhere": "`training_sheet_id` = 'predictive_maintenance__failure_risk_30d'"},
+        } in done
         created = ws.calls("serving-endpoints", "POST")[-1].body
         entity = created["config"]["served_entities"][0]
         assert (entity["entity_name"], entity["entity_version"]) == ("ontos.workbench.predictive_maintenance", "1")
@@ -384,7 +461,9 @@ def test_one_use_case_pipeline_on_databricks(monkeypatch, tmp_path, home, spark)
 
         store = MlflowClient(*[f"sqlite:///{tmp_path / 'runtime' / 'mlflow' / 'mlflow.db'}"] * 2)
         assert store.get_experiment_by_name("/Shared/ontos-predictive_maintenance") is not None
-        assert str(store.get_model_version_by_alias("ontos.workbench.predictive_maintenance", "champion").version) == "1"
+        assert (
+            str(store.get_model_version_by_alias("ontos.workbench.predictive_maintenance", "champion").version) == "1"
+        )
 
 
 def test_ontos_commands_for_local_state_refuse_the_databricks_target(monkeypatch, capsys):

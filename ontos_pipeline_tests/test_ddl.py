@@ -7,8 +7,20 @@ from pyspark.sql import types as T
 
 from ontos_pipeline.platform.ddl import DDLError, all_ddl, load_ddl, parse_ddl
 
-DESIGN_TABLES = {"sheets", "templates", "canonical_labels", "qa_pairs", "label_reviews", "training_runs",
-                 "inference_log", "feedback", "monitoring_reports", "alerts", "gap_reports", "annotation_tasks"}
+DESIGN_TABLES = {
+    "sheets",
+    "templates",
+    "canonical_labels",
+    "qa_pairs",
+    "label_reviews",
+    "training_runs",
+    "inference_log",
+    "feedback",
+    "monitoring_reports",
+    "alerts",
+    "gap_reports",
+    "annotation_tasks",
+}
 
 
 def test_every_design_table_has_a_ddl_file_that_parses():

@@ -28,35 +28,54 @@ def describe(defs: Definitions) -> dict:
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
         assets[key.to_user_string()] = {
-            "group": node.group_name, "deps": sorted(k.to_user_string() for k in node.parent_keys),
-            "kinds": sorted(node.kinds), "description": node.description, "observable": node.is_observable,
+            "group": node.group_name,
+            "deps": sorted(k.to_user_string() for k in node.parent_keys),
+            "kinds": sorted(node.kinds),
+            "description": node.description,
+            "observable": node.is_observable,
             "partitions": sorted(node.partitions_def.get_partition_keys()) if node.partitions_def else None,
-            "checks": {c.name: {"blocking": graph.get(c).blocking, "description": graph.get(c).description}
-                       for c in sorted(node.check_keys, key=lambda c: c.name)},
+            "checks": {
+                c.name: {"blocking": graph.get(c).blocking, "description": graph.get(c).description}
+                for c in sorted(node.check_keys, key=lambda c: c.name)
+            },
         }
     jobs = {}
     for job in sorted(defs.get_repository_def().get_all_jobs(), key=lambda j: j.name):
         if job.name.startswith("__"):
             continue
-        jobs[job.name] = {"description": job.description,
-                          "assets": sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys),
-                          "checks": sorted(f"{c.asset_key.to_user_string()}:{c.name}"
-                                           for c in job.asset_layer.asset_graph.asset_check_keys)}
+        jobs[job.name] = {
+            "description": job.description,
+            "assets": sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys),
+            "checks": sorted(
+                f"{c.asset_key.to_user_string()}:{c.name}" for c in job.asset_layer.asset_graph.asset_check_keys
+            ),
+        }
     schedules = {}
     repository = defs.get_repository_def()
     for schedule in defs.schedules or []:
         with DagsterInstance.ephemeral() as instance:
-            context = build_schedule_context(instance=instance, scheduled_execution_time=TICK,
-                                             repository_def=repository)
+            context = build_schedule_context(
+                instance=instance, scheduled_execution_time=TICK, repository_def=repository
+            )
             requests = list(schedule.evaluate_tick(context).run_requests or [])
-        schedules[schedule.name] = {"cron": schedule.cron_schedule, "job": schedule.job_name,
-                                    "default_status": schedule.default_status.value,
-                                    "run_keys": [r.run_key for r in requests],
-                                    "partitions": [r.partition_key for r in requests]}
-    sensors = {s.name: {"job": s.job_name, "interval": s.minimum_interval_seconds,
-                        "default_status": s.default_status.value} for s in defs.sensors or []}
-    return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors,
-            "resources": sorted(defs.resources)}
+        schedules[schedule.name] = {
+            "cron": schedule.cron_schedule,
+            "job": schedule.job_name,
+            "default_status": schedule.default_status.value,
+            "run_keys": [r.run_key for r in requests],
+            "partitions": [r.partition_key for r in requests],
+        }
+    sensors = {
+        s.name: {"job": s.job_name, "interval": s.minimum_interval_seconds, "default_status": s.default_status.value}
+        for s in defs.sensors or []
+    }
+    return {
+        "assets": assets,
+        "jobs": jobs,
+        "schedules": schedules,
+        "sensors": sensors,
+        "resources": sorted(defs.resources),
+    }
 
 
 def retrain_run_keys() -> dict:
@@ -82,8 +101,10 @@ def databricks_env(monkeypatch):
 
 
 def test_asset_specs_checks_jobs_and_run_keys_per_target_match_the_snapshot(databricks_env, home):
-    current = {target: describe(build_definitions(Settings(target, home, "ontos", "workbench", DEMO_USE_CASES)))
-               for target in ("local", "databricks")}
+    current = {
+        target: describe(build_definitions(Settings(target, home, "ontos", "workbench", DEMO_USE_CASES)))
+        for target in ("local", "databricks")
+    }
     current["retrain_sensor_run_keys"] = retrain_run_keys()
     text = json.dumps(current, indent=1, sort_keys=True) + "\n"
     if os.environ.get("ONTOS_UPDATE_SNAPSHOTS") == "1":

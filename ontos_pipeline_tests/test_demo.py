@@ -42,8 +42,14 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     env["ONTOS_HOME"] = str(home)
     env["ONTOS_USE_CASES_DIR"] = str(demo_specs(tmp_path / "use_cases"))
     env.pop("DAGSTER_HOME", None)
-    result = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     tables_out = [b.strip() for b in result.stdout.split("\n\n") if b.strip().startswith("use case ")]
     data_table, model_table, serving_table, loop_table = tables_out
@@ -60,7 +66,9 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
         assert total == 11 and passed >= 9, cells
         # only the non-blocking conflict check may warn, and the promotion gate may keep a model out
         assert set(" ".join(cells[17:-2]).strip("()").replace(",", " ").split()) <= {
-            "no_open_conflicts", "promotion_gate"}, cells
+            "no_open_conflicts",
+            "promotion_gate",
+        }, cells
     invoice = rows["invoice_extraction"]
     assert invoice[-2] == "invoice_text"  # PHI column found and tagged
     exported = sum(int(invoice[i]) for i in (11, 13, 15))
@@ -105,8 +113,11 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
         runs = instance.get_runs(RunsFilter(tags={"ontos/command": "demo"}, job_name="full_pipeline"))
         assert sorted(r.tags["dagster/partition"] for r in runs) == DEMO
         for run in runs:  # a run fails only where the blocking promotion gate kept its model out
-            expected = DagsterRunStatus.SUCCESS if gates[run.tags["dagster/partition"]] == "passed" \
+            expected = (
+                DagsterRunStatus.SUCCESS
+                if gates[run.tags["dagster/partition"]] == "passed"
                 else DagsterRunStatus.FAILURE
+            )
             assert run.status == expected, run.tags["dagster/partition"]
         materialized = instance.get_materialized_partitions(AssetKey("sheet"))
         assert materialized == set(DEMO)
@@ -133,8 +144,10 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
             seq_from, seq_to = int(run.tags["ontos/feedback_seq_from"]), int(run.tags["ontos/feedback_seq_to"])
             mine = feedback[(feedback["use_case"] == name)]
             assert seq_from == 1 and seq_to == mine["seq"].max()
-            assert int(run.tags["ontos/actionable_feedback"]) == (
-                (mine["status"] != "rejected") & (mine["correction"].notna() | (mine["rating"] == "down"))).sum()
+            assert (
+                int(run.tags["ontos/actionable_feedback"])
+                == ((mine["status"] != "rejected") & (mine["correction"].notna() | (mine["rating"] == "down"))).sum()
+            )
             assert "FAILED" not in loop[name] and ("deployed v2" in loop[name]) == ("v1 -> v2" in loop[name])
             assert "deployed v2" in loop[name] or "kept" in loop[name], loop[name]  # the gate decided either way
         for name in set(DEMO) - set(by_case):
@@ -152,32 +165,76 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     # PHI governance: every exported invoice belongs to a patient who consented to training.
     sheet = DeltaTable(str(next(tables.glob("sheet_invoice_extraction_*")))).to_pandas()
     consent = dict(zip(sheet["item_ref"], sheet["consent_training"], strict=True))
-    exported = [json.loads(line)["item_ref"] for f in (home / "files" / "exports" / "invoice_extraction").glob(
-        "*/index/*.jsonl") for line in f.read_text().splitlines()]
+    exported = [
+        json.loads(line)["item_ref"]
+        for f in (home / "files" / "exports" / "invoice_extraction").glob("*/index/*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
     assert exported and all(consent[ref] for ref in exported)
     assert sum(not c for c in consent.values()) > 0  # there were invoices to hold back
 
     # The review round trip from a shell: an edit shows up in the next materialization.
     item = sorted(ref for ref, c in consent.items() if c and ref not in set(feedback["item_ref"]))[0]
     label = {"provider": "Reviewed Clinic", "invoice_date": "2024-02-03", "total_amount": 10.5, "cpt_codes": ["99213"]}
-    edit = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "review", "edit", "invoice_extraction", item,
-                           "--label", json.dumps(label), "--reviewer", "rita"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    edit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ontos_pipeline.cli",
+            "review",
+            "edit",
+            "invoice_extraction",
+            item,
+            "--label",
+            json.dumps(label),
+            "--reviewer",
+            "rita",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert edit.returncode == 0 and "recorded 1 decision(s)" in edit.stdout, edit.stderr[-2000:]
     dagster = Path(sys.executable).parent / "dagster"
-    run = subprocess.run([str(dagster), "asset", "materialize", "-m", "ontos_pipeline.definitions", "--select",
-                          "canonical_labels,training_sheet,training_export,trained_model,model_evaluation,"
-                          "serving_endpoint",
-                          "--partition", "invoice_extraction"],
-                         cwd=tmp_path, env={**env, "DAGSTER_HOME": str(home / "dagster")}, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "ontos_pipeline.definitions",
+            "--select",
+            "canonical_labels,training_sheet,training_export,trained_model,model_evaluation,serving_endpoint",
+            "--partition",
+            "invoice_extraction",
+        ],
+        cwd=tmp_path,
+        env={**env, "DAGSTER_HOME": str(home / "dagster")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     # The retrained version passed its gate and is served; rolling back points the endpoint at version 1 again.
-    history = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "history", "invoice_extraction"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    history = subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "history", "invoice_extraction"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert [line.split()[2:4] for line in history.stdout.splitlines()[2:]] == [["deploy", "1"], ["deploy", "2"]]
-    back = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "rollback", "invoice_extraction",
-                           "--by", "rita"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    back = subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "endpoint", "rollback", "invoice_extraction", "--by", "rita"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert back.returncode == 0 and "rolled back from version 2 to 1" in back.stdout, back.stderr[-2000:]
     qa = DeltaTable(str(tables / "qa_pairs")).to_pandas()
     row = qa[(qa["item_ref"] == item) & (qa["training_sheet_id"] == "invoice_extraction__invoice_fields")].iloc[0]
@@ -194,13 +251,29 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     assert sorted(evaluations[evaluations["use_case"] == "invoice_extraction"]["model_version"]) == ["1", "2"]
 
     # Version 1's reproducibility pack rebuilds its training data byte for byte, although the sheet changed since.
-    rebuild = subprocess.run([sys.executable, "-m", "ontos_pipeline.cli", "rebuild-training-data", "--run-id",
-                              invoice_runs.iloc[0]["mlflow_run_id"], "--out", str(tmp_path / "rebuilt")],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    rebuild = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ontos_pipeline.cli",
+            "rebuild-training-data",
+            "--run-id",
+            invoice_runs.iloc[0]["mlflow_run_id"],
+            "--out",
+            str(tmp_path / "rebuilt"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rebuild.returncode == 0 and "byte-identical" in rebuild.stdout, rebuild.stdout + rebuild.stderr[-2000:]
     assert json.loads(invoice_runs.iloc[0]["export_checksums"]) == {
-        f"{fmt}/{split}": info["sha256"] for fmt, splits in json.loads(
-            (tmp_path / "rebuilt" / "manifest.json").read_text())["files"].items() for split, info in splits.items()}
+        f"{fmt}/{split}": info["sha256"]
+        for fmt, splits in json.loads((tmp_path / "rebuilt" / "manifest.json").read_text())["files"].items()
+        for split, info in splits.items()
+    }
 
     # MLflow: one parent run per training with a child run per family in the same experiment, all under ONTOS_HOME.
     import mlflow
@@ -208,8 +281,7 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     client = mlflow.MlflowClient(f"sqlite:///{home}/mlflow/mlflow.db")
     experiment = client.get_experiment_by_name("ontos-invoice_extraction")
     parent = client.get_run(invoice_runs.iloc[0]["mlflow_run_id"])
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["baseline", "boosting", "linear"]
     assert parent.data.tags["dagster_run_id"] and "test_field_exact_match" in parent.data.metrics
     assert not (tmp_path / "mlruns").exists()

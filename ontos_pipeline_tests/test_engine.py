@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _python(script: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _servers_on(port: int) -> list[int]:
@@ -75,10 +81,13 @@ def _replace_and_stop(tmp_path: Path) -> None:
     assert engine.running(tmp_path / "engine") is None
     status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert "not running" in status.stdout
-    again = _python("""
+    again = _python(
+        """
         from ontos_pipeline.platform.spark_session import current_engine, get_spark
         print(get_spark().range(3).count(), current_engine().pid)
-    """, env)
+    """,
+        env,
+    )
     assert again.returncode == 0, again.stderr
     count, pid = again.stdout.split()
     assert count == "3" and int(pid) != first.pid
@@ -147,9 +156,14 @@ def _kill_mid_step(tmp_path: Path) -> None:
     env = {**os.environ, "ONTOS_ENGINE_HOME": str(tmp_path / "engine")}
     marker = tmp_path / "marker"
     marker.write_text("slow")
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(tmp_path / "home"),
-                              str(marker)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_RUN), str(tmp_path / "home"), str(marker)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while marker.read_text() != "writing":
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()

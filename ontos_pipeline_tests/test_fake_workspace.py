@@ -67,17 +67,25 @@ def put_script(client: WorkspaceClient, name: str, code: str) -> str:
 
 
 def python_task(python_file: str, parameters: list[str] | None = None, **cluster_env: str) -> jobs.SubmitTask:
-    return jobs.SubmitTask(task_key="step", spark_python_task=jobs.SparkPythonTask(python_file, parameters=parameters),
-                           new_cluster=compute.ClusterSpec(spark_version="15.4.x-scala2.12", num_workers=0,
-                                                           spark_env_vars=cluster_env or None))
+    return jobs.SubmitTask(
+        task_key="step",
+        spark_python_task=jobs.SparkPythonTask(python_file, parameters=parameters),
+        new_cluster=compute.ClusterSpec(
+            spark_version="15.4.x-scala2.12", num_workers=0, spark_env_vars=cluster_env or None
+        ),
+    )
 
 
 def submit(client: WorkspaceClient, task: jobs.SubmitTask) -> int:
     return client.jobs.submit(run_name="test", tasks=[task]).bind()["run_id"]
 
 
-def wait_for(client: WorkspaceClient, run_id: int, states: tuple[str, ...] = ("TERMINATED", "INTERNAL_ERROR"),
-             timeout: float = 4.0) -> jobs.Run:
+def wait_for(
+    client: WorkspaceClient,
+    run_id: int,
+    states: tuple[str, ...] = ("TERMINATED", "INTERNAL_ERROR"),
+    timeout: float = 4.0,
+) -> jobs.Run:
     deadline = time.monotonic() + timeout
     while True:
         run = client.jobs.get_run(run_id)
@@ -96,7 +104,10 @@ def test_dbfs_put_read_round_trip(ws, client):
     client.dbfs.put("/tmp/pipes/context.json", contents=base64.b64encode(data).decode(), overwrite=True)
     assert (ws.root / "dbfs/tmp/pipes/context.json").read_bytes() == data
     assert ws.calls("/api/2.0/dbfs/put", "POST")[0].body == {
-        "path": "/tmp/pipes/context.json", "contents": base64.b64encode(data).decode(), "overwrite": True}
+        "path": "/tmp/pipes/context.json",
+        "contents": base64.b64encode(data).decode(),
+        "overwrite": True,
+    }
 
     read = client.dbfs.read("dbfs:/tmp/pipes/context.json")
     assert (read.bytes_read, base64.b64decode(read.data)) == (len(data), data)
@@ -180,20 +191,31 @@ def test_files_upload_download_metadata(ws, client):
 # -- Jobs ----------------------------------------------------------------------------------------------------------
 def test_submitted_run_that_exits_0_succeeds(ws, client):
     ws.cluster_env["DATABRICKS_RUNTIME_VERSION"] = "15.4"
-    script = put_script(client, "ok.py", """
+    script = put_script(
+        client,
+        "ok.py",
+        """
         import json, os, sys
         print(json.dumps({"argv": sys.argv[1:], "x": os.environ.get("X"), "runtime": os.environ.get(
             "DATABRICKS_RUNTIME_VERSION"), "fuse": os.environ["ONTOS_FUSE_ROOT"], "cwd": os.getcwd()}))
-    """)
+    """,
+    )
     run_id = submit(client, python_task(script, ["--flag", "v"], X="1"))
     run = wait_for(client, run_id)
-    assert (run.state.life_cycle_state, run.state.result_state) == (jobs.RunLifeCycleState.TERMINATED,
-                                                                    jobs.RunResultState.SUCCESS)
+    assert (run.state.life_cycle_state, run.state.result_state) == (
+        jobs.RunLifeCycleState.TERMINATED,
+        jobs.RunResultState.SUCCESS,
+    )
     assert run.run_page_url == f"{ws.url}/#job/1/run/{run_id}"
     assert ws.runs[run_id]["tasks"][0]["spark_python_task"]["python_file"] == script
     seen = json.loads(ws.runs[run_id]["log"].read_text().splitlines()[0])
-    assert seen == {"argv": ["--flag", "v"], "x": "1", "runtime": "15.4", "fuse": str(ws.root),
-                    "cwd": str(ws.root / "runs" / str(run_id))}
+    assert seen == {
+        "argv": ["--flag", "v"],
+        "x": "1",
+        "runtime": "15.4",
+        "fuse": str(ws.root),
+        "cwd": str(ws.root / "runs" / str(run_id)),
+    }
     assert ws.calls("/api/2.2/jobs/runs/submit", "POST") and ws.calls("/api/2.2/jobs/runs/get", "GET")
     output = client.jobs.get_run_output(run.tasks[0].run_id)
     assert '"argv"' in output.logs and output.error is None
@@ -202,11 +224,16 @@ def test_submitted_run_that_exits_0_succeeds(ws, client):
 def test_submitted_run_that_exits_3_fails_with_the_log_tail(ws, client):
     code = "import sys\nfor i in range(1, 31):\n    print(f'line {i}', file=sys.stderr)\nsys.exit(3)\n"
     client.dbfs.put("/code/fail.py", contents=base64.b64encode(code.encode()).decode(), overwrite=True)
-    task = jobs.SubmitTask(task_key="step", existing_cluster_id="0101-abc",
-                           spark_python_task=jobs.SparkPythonTask("dbfs:/code/fail.py", parameters=["--x", "1"]))
+    task = jobs.SubmitTask(
+        task_key="step",
+        existing_cluster_id="0101-abc",
+        spark_python_task=jobs.SparkPythonTask("dbfs:/code/fail.py", parameters=["--x", "1"]),
+    )
     run = wait_for(client, submit(client, task))
-    assert (run.state.life_cycle_state, run.state.result_state) == (jobs.RunLifeCycleState.TERMINATED,
-                                                                    jobs.RunResultState.FAILED)
+    assert (run.state.life_cycle_state, run.state.result_state) == (
+        jobs.RunLifeCycleState.TERMINATED,
+        jobs.RunResultState.FAILED,
+    )
     assert "exited with code 3" in run.state.state_message
     assert "line 30" in run.state.state_message and "line 11" in run.state.state_message
     assert "line 10\n" not in run.state.state_message  # only the last 20 lines
@@ -220,16 +247,23 @@ def test_hanging_run_is_cancelled(ws, client):
     client.jobs.cancel_run(run_id)
     state = client.jobs.get_run(run_id).state
     assert (state.life_cycle_state, state.result_state, state.state_message) == (
-        jobs.RunLifeCycleState.TERMINATED, jobs.RunResultState.CANCELED, "Run cancelled")
+        jobs.RunLifeCycleState.TERMINATED,
+        jobs.RunResultState.CANCELED,
+        "Run cancelled",
+    )
     assert ws.calls("/api/2.2/jobs/runs/cancel", "POST")[0].body == {"run_id": run_id}
 
 
 def test_cancel_kills_the_run_process(ws, client):
-    script = put_script(client, "sleep.py", """
+    script = put_script(
+        client,
+        "sleep.py",
+        """
         import os, time
         open("pid", "w").write(str(os.getpid()))
         time.sleep(60)
-    """)
+    """,
+    )
     run_id = submit(client, python_task(script))
     pid_file = ws.root / "runs" / str(run_id) / "pid"
     deadline = time.monotonic() + 4
@@ -248,8 +282,10 @@ def test_scripted_outcomes(ws, client):
     ids = [submit(client, python_task(script)) for _ in range(3)]
     failed, silent, internal = (wait_for(client, run_id).state for run_id in ids)
     assert (failed.result_state, failed.state_message) == (jobs.RunResultState.FAILED, "Task failed: scripted failure")
-    assert (silent.life_cycle_state, silent.result_state) == (jobs.RunLifeCycleState.TERMINATED,
-                                                              jobs.RunResultState.SUCCESS)
+    assert (silent.life_cycle_state, silent.result_state) == (
+        jobs.RunLifeCycleState.TERMINATED,
+        jobs.RunResultState.SUCCESS,
+    )
     assert internal.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR
     assert not any((ws.root / "runs" / str(run_id) / "ran").exists() for run_id in ids)
 
@@ -317,39 +353,64 @@ def test_unknown_route_is_404(client):
 # -- serving endpoints and Unity Catalog aliases ------------------------------------------------------------------
 def test_serving_endpoint_create_get_update(ws, client):
     def entity(version: str) -> serving.ServedEntityInput:
-        return serving.ServedEntityInput(name=f"m-v{version}", entity_name="cat.sch.m", entity_version=version,
-                                         workload_size="Small", scale_to_zero_enabled=True)
+        return serving.ServedEntityInput(
+            name=f"m-v{version}",
+            entity_name="cat.sch.m",
+            entity_version=version,
+            workload_size="Small",
+            scale_to_zero_enabled=True,
+        )
 
-    gateway = serving.AiGatewayConfig(inference_table_config=serving.AiGatewayInferenceTableConfig(
-        catalog_name="cat", schema_name="sch", table_name_prefix="ep", enabled=True))
-    client.serving_endpoints.create("ep", config=serving.EndpointCoreConfigInput(
-        name="ep", served_entities=[entity("1")]), ai_gateway=gateway)
+    gateway = serving.AiGatewayConfig(
+        inference_table_config=serving.AiGatewayInferenceTableConfig(
+            catalog_name="cat", schema_name="sch", table_name_prefix="ep", enabled=True
+        )
+    )
+    client.serving_endpoints.create(
+        "ep", config=serving.EndpointCoreConfigInput(name="ep", served_entities=[entity("1")]), ai_gateway=gateway
+    )
     endpoint = client.serving_endpoints.get("ep")
-    assert (endpoint.state.ready, endpoint.state.config_update) == (serving.EndpointStateReady.READY,
-                                                                    serving.EndpointStateConfigUpdate.NOT_UPDATING)
+    assert (endpoint.state.ready, endpoint.state.config_update) == (
+        serving.EndpointStateReady.READY,
+        serving.EndpointStateConfigUpdate.NOT_UPDATING,
+    )
     assert [(e.name, e.entity_version) for e in endpoint.config.served_entities] == [("m-v1", "1")]
     assert [(r.served_entity_name, r.traffic_percentage) for r in endpoint.config.traffic_config.routes] == [
-        ("m-v1", 100)]
+        ("m-v1", 100)
+    ]
     assert endpoint.ai_gateway.inference_table_config.table_name_prefix == "ep"
     with pytest.raises(ResourceAlreadyExists):
         client.serving_endpoints.create("ep")
 
-    client.serving_endpoints.update_config("ep", served_entities=[entity("1"), entity("2")],
-                                           traffic_config=serving.TrafficConfig(routes=[
-                                               serving.Route(served_entity_name="m-v1", traffic_percentage=90),
-                                               serving.Route(served_entity_name="m-v2", traffic_percentage=10)]))
-    client.serving_endpoints.put_ai_gateway("ep", inference_table_config=serving.AiGatewayInferenceTableConfig(
-        enabled=False))
+    client.serving_endpoints.update_config(
+        "ep",
+        served_entities=[entity("1"), entity("2")],
+        traffic_config=serving.TrafficConfig(
+            routes=[
+                serving.Route(served_entity_name="m-v1", traffic_percentage=90),
+                serving.Route(served_entity_name="m-v2", traffic_percentage=10),
+            ]
+        ),
+    )
+    client.serving_endpoints.put_ai_gateway(
+        "ep", inference_table_config=serving.AiGatewayInferenceTableConfig(enabled=False)
+    )
     endpoint = client.serving_endpoints.get("ep")
     assert {r.served_entity_name: r.traffic_percentage for r in endpoint.config.traffic_config.routes} == {
-        "m-v1": 90, "m-v2": 10}
+        "m-v1": 90,
+        "m-v2": 10,
+    }
     assert endpoint.config.config_version == 2
     assert ws.endpoints["ep"]["ai_gateway"] == {"inference_table_config": {"enabled": False}}
     assert [e.name for e in client.serving_endpoints.list()] == ["ep"]
     with pytest.raises(BadRequest):  # routes must name served entities
-        client.serving_endpoints.update_config("ep", served_entities=[entity("3")],
-                                               traffic_config=serving.TrafficConfig(routes=[
-                                                   serving.Route(served_entity_name="m-v1", traffic_percentage=100)]))
+        client.serving_endpoints.update_config(
+            "ep",
+            served_entities=[entity("3")],
+            traffic_config=serving.TrafficConfig(
+                routes=[serving.Route(served_entity_name="m-v1", traffic_percentage=100)]
+            ),
+        )
     with pytest.raises(NotFound):
         client.serving_endpoints.get("nope")
 
@@ -416,8 +477,9 @@ def dagster_warm():
 def materialize_with(pipes_client, task: jobs.SubmitTask, submit_args: dict | None = None):
     @asset
     def table(context):
-        return pipes_client.run(context=context, task=task, extras={"rows": 3},
-                                submit_args=submit_args).get_materialize_result()
+        return pipes_client.run(
+            context=context, task=task, extras={"rows": 3}, submit_args=submit_args
+        ).get_materialize_result()
 
     return materialize([table], raise_on_error=False)
 
@@ -426,13 +488,20 @@ def test_pipes_serverless_client_session(ws, client, dagster_warm):
     from dagster_databricks.pipes import PipesDatabricksServerlessClient, PipesUnityCatalogVolumesMessageReader
 
     script = put_script(client, "pipes_volumes.py", PIPES_SCRIPT.format(kind="volumes"))
-    pipes = PipesDatabricksServerlessClient(client, f"{VOLUME}/pipes", poll_interval_seconds=0.05,
-                                            message_reader=PipesUnityCatalogVolumesMessageReader(
-                                                client=client, volume_path=f"{VOLUME}/pipes", interval=0.05,
-                                                include_stdio_in_messages=False))
+    pipes = PipesDatabricksServerlessClient(
+        client,
+        f"{VOLUME}/pipes",
+        poll_interval_seconds=0.05,
+        message_reader=PipesUnityCatalogVolumesMessageReader(
+            client=client, volume_path=f"{VOLUME}/pipes", interval=0.05, include_stdio_in_messages=False
+        ),
+    )
     task = jobs.SubmitTask(task_key="step", spark_python_task=jobs.SparkPythonTask(script), environment_key="ontos")
-    result = materialize_with(pipes, task, {"environments": [jobs.JobEnvironment(
-        environment_key="ontos", spec=compute.Environment(client="2"))]})
+    result = materialize_with(
+        pipes,
+        task,
+        {"environments": [jobs.JobEnvironment(environment_key="ontos", spec=compute.Environment(client="2"))]},
+    )
     assert result.success, ws.runs
     [materialization] = result.asset_materializations_for_node("table")
     assert materialization.metadata["rows"].value == 3
@@ -443,8 +512,9 @@ def test_pipes_classic_client_session(ws, client, dagster_warm):
     from dagster_databricks.pipes import PipesDatabricksClient, PipesDbfsMessageReader
 
     script = put_script(client, "pipes_dbfs.py", PIPES_SCRIPT.format(kind="dbfs"))
-    pipes = PipesDatabricksClient(client, poll_interval_seconds=0.05,
-                                  message_reader=PipesDbfsMessageReader(client=client, interval=0.05))
+    pipes = PipesDatabricksClient(
+        client, poll_interval_seconds=0.05, message_reader=PipesDbfsMessageReader(client=client, interval=0.05)
+    )
     result = materialize_with(pipes, python_task(script))
     assert result.success, ws.runs
     [materialization] = result.asset_materializations_for_node("table")

@@ -48,11 +48,18 @@ def world(tmp_path_factory):
     store = local_store(root / "home")
     store.activate()
     with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-        info = log_pyfunc(store, outcome.best.model, items("enum", 5, 3).drop(columns=[RESPONSE]),
-                          store.model_name(spec.name))
+        info = log_pyfunc(
+            store, outcome.best.model, items("enum", 5, 3).drop(columns=[RESPONSE]), store.model_name(spec.name)
+        )
     store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
-    return {"spec": spec, "store": store, "model": outcome.best.model, "baseline": outcome.baseline.model,
-            "cases": cases, "root": root}
+    return {
+        "spec": spec,
+        "store": store,
+        "model": outcome.best.model,
+        "baseline": outcome.baseline.model,
+        "cases": cases,
+        "root": root,
+    }
 
 
 def _sheet(spark, lakehouse: LocalLakehouse, frame: pd.DataFrame) -> None:
@@ -60,17 +67,41 @@ def _sheet(spark, lakehouse: LocalLakehouse, frame: pd.DataFrame) -> None:
 
 
 def _labels(lakehouse: LocalLakehouse, spec, labels: dict[str, str], prohibited: set[str] = frozenset()) -> None:
-    lakehouse.append_records("canonical_labels", [
-        {"label_id": f"L{ref}", "sheet_id": spec.name, "item_ref": ref, "label_type": spec.labels.label_type,
-         "label_data": json.dumps(value), "confidence": 1.0, "source": "import", "version": 1,
-         "prohibited_uses": ["training"] if ref in prohibited else None, "created_at": T0}
-        for ref, value in labels.items()])
+    lakehouse.append_records(
+        "canonical_labels",
+        [
+            {
+                "label_id": f"L{ref}",
+                "sheet_id": spec.name,
+                "item_ref": ref,
+                "label_type": spec.labels.label_type,
+                "label_data": json.dumps(value),
+                "confidence": 1.0,
+                "source": "import",
+                "version": 1,
+                "prohibited_uses": ["training"] if ref in prohibited else None,
+                "created_at": T0,
+            }
+            for ref, value in labels.items()
+        ],
+    )
 
 
 def _conflict(lakehouse: LocalLakehouse, spec, ref: str) -> None:
-    lakehouse.append_records("label_conflicts", [{
-        "sheet_id": spec.name, "item_ref": ref, "label_type": spec.labels.label_type, "label_ids": ["a", "b"],
-        "label_values": '["\\"low\\"", "\\"high\\""]', "status": "open", "detected_at": T0}])
+    lakehouse.append_records(
+        "label_conflicts",
+        [
+            {
+                "sheet_id": spec.name,
+                "item_ref": ref,
+                "label_type": spec.labels.label_type,
+                "label_ids": ["a", "b"],
+                "label_values": '["\\"low\\"", "\\"high\\""]',
+                "status": "open",
+                "detected_at": T0,
+            }
+        ],
+    )
 
 
 def _confidence(model, frame: pd.DataFrame) -> pd.Series:
@@ -87,8 +118,7 @@ def test_weak_slice_from_the_stored_evaluation_has_hand_computed_numbers(spark, 
     test.loc[flip, RESPONSE] = test.loc[flip, RESPONSE].map({"low": "high", "mid": "low", "high": "mid"})
     evaluation = evaluate(spec, test, model, world["baseline"], None, None, tmp_path / "plots")
     champion = store.version(spec.name, CHAMPION)
-    record_evaluation(lakehouse, evaluation, store.model_name(spec.name), champion.version, champion.run_id,
-                      None)
+    record_evaluation(lakehouse, evaluation, store.model_name(spec.name), champion.version, champion.run_id, None)
     log_evaluation(store, champion.run_id, evaluation, tmp_path / "plots")
 
     loaded = gaps.latest_evaluation(spark, lakehouse, store, spec.name)
@@ -134,7 +164,8 @@ def test_low_confidence_region_and_tasks_take_the_least_confident_unlabelled_ite
     assert scored.loc[scored["item_ref"] == disputed, gaps.DISPUTED].item()
     truth = _confidence(model, frame.set_index("item_ref").loc[sorted(expected)].reset_index())
     assert scored.set_index("item_ref")[gaps.CONFIDENCE].sort_index().to_numpy() == pytest.approx(
-        truth.sort_index().to_numpy(), abs=1e-6)
+        truth.sort_index().to_numpy(), abs=1e-6
+    )
 
     found = {g.subject: g for g in gaps.low_confidence_gaps(spec, scored, "1")}
     assert "color=blue" in found and "color=red" not in found
@@ -145,8 +176,9 @@ def test_low_confidence_region_and_tasks_take_the_least_confident_unlabelled_ite
     assert evidence["mean_confidence"] == pytest.approx(truth.mean(), abs=1e-6)
     assert evidence["slice_low_confidence_items"] == int((blue < gaps.LOW_CONFIDENCE).sum())
 
-    gap = found["color=blue"].record("rep", T0) | {"evidence": json.loads(found["color=blue"].record("r", T0)
-                                                                          ["evidence"])}
+    gap = found["color=blue"].record("rep", T0) | {
+        "evidence": json.loads(found["color=blue"].record("r", T0)["evidence"])
+    }
     plan = tasks.plan_tasks(spec, [gap], scored, [], limit=10)
     chosen = plan.tasks[0]["item_refs"]
     assert len(chosen) == 10 and list(blue.loc[chosen]) == sorted(blue.loc[chosen])  # least confident first
@@ -162,11 +194,22 @@ def test_drifted_input_from_a_real_monitoring_report_and_its_task_region(spark, 
     _sheet(spark, lakehouse, sheet)
     served = items("enum", 150, 8)
     served["x"] = np.random.default_rng(1).normal(3.0, 0.4, len(served)).round(3)  # planted: x shifted by +3
-    lakehouse.append_records(INFERENCE_LOG, [
-        {"request_id": f"q{i}", "request_time": T0 + timedelta(seconds=i), "endpoint_name": spec.serving.endpoint_name,
-         "model_version": "1", "inputs": json.dumps([{k: v for k, v in r.items() if k != RESPONSE}]),
-         "response": json.dumps([{"response": "high", "confidence": 0.9}]), "latency_ms": 5.0, "status_code": 200}
-        for i, r in enumerate(served.to_dict("records"))])
+    lakehouse.append_records(
+        INFERENCE_LOG,
+        [
+            {
+                "request_id": f"q{i}",
+                "request_time": T0 + timedelta(seconds=i),
+                "endpoint_name": spec.serving.endpoint_name,
+                "model_version": "1",
+                "inputs": json.dumps([{k: v for k, v in r.items() if k != RESPONSE}]),
+                "response": json.dumps([{"response": "high", "confidence": 0.9}]),
+                "latency_ms": 5.0,
+                "status_code": 200,
+            }
+            for i, r in enumerate(served.to_dict("records"))
+        ],
+    )
     reference = spark.createDataFrame(items("enum", 300, 9).assign(response=lambda d: d[RESPONSE].map(json.dumps)))
     report = monitor(spark, lakehouse, spec, Window(T0, T0 + timedelta(hours=1)), reference)
     lakehouse.append_records(REPORTS, [report.record()])
@@ -178,11 +221,13 @@ def test_drifted_input_from_a_real_monitoring_report_and_its_task_region(spark, 
     drift = next(d for d in report.drift if d.column == "x")
     evidence = found["x"].evidence
     assert evidence["psi"] == pytest.approx(drift.psi, abs=1e-6) and evidence["p_value"] == pytest.approx(
-        drift.p_value, abs=1e-9)
+        drift.p_value, abs=1e-9
+    )
     assert (evidence["current_rows"], evidence["report_id"]) == (150, report.report_id)
     p10, p90 = np.quantile(served["x"], [0.1, 0.9])
     assert evidence["served_p10"] == pytest.approx(p10, abs=0.05) and evidence["served_p90"] == pytest.approx(
-        p90, abs=0.05)
+        p90, abs=0.05
+    )
     assert evidence["reference_p50"] < 1.0 < evidence["served_p50"]
     assert found["x"].region["range"] == [evidence["served_p10"], evidence["served_p90"]]
 
@@ -200,31 +245,59 @@ def test_repeated_negative_feedback_items_and_answers(spark, lakehouse, world):
     endpoint = spec.serving.endpoint_name
 
     def request(rid: str, ref: str, answer: str) -> dict:
-        return {"request_id": rid, "request_time": T0, "endpoint_name": endpoint, "model_version": "1",
-                "inputs": json.dumps([{"item_ref": ref, "x": 0.1, "color": "red", "note": "n"}]),
-                "response": json.dumps([{"response": answer, "confidence": 0.7}]), "latency_ms": 3.0,
-                "status_code": 200}
+        return {
+            "request_id": rid,
+            "request_time": T0,
+            "endpoint_name": endpoint,
+            "model_version": "1",
+            "inputs": json.dumps([{"item_ref": ref, "x": 0.1, "color": "red", "note": "n"}]),
+            "response": json.dumps([{"response": answer, "confidence": 0.7}]),
+            "latency_ms": 3.0,
+            "status_code": 200,
+        }
 
-    log = [request("r1", "A", "mid")] + [request(f"h{i}", f"P{i}", "high") for i in range(10)] \
+    log = (
+        [request("r1", "A", "mid")]
+        + [request(f"h{i}", f"P{i}", "high") for i in range(10)]
         + [request(f"l{i}", f"Q{i}", "low") for i in range(10)]
+    )
     lakehouse.append_records(INFERENCE_LOG, log)
-    fb = [("A", None, "down", None, "new"), ("A", None, "down", None, "new"), ("A", None, None, '"low"', "new"),
-          (None, "r1", "down", None, "new"), ("A", None, "up", None, "new"), ("A", None, "down", None, "rejected"),
-          ("B", None, "down", None, "new")]
+    fb = [
+        ("A", None, "down", None, "new"),
+        ("A", None, "down", None, "new"),
+        ("A", None, None, '"low"', "new"),
+        (None, "r1", "down", None, "new"),
+        ("A", None, "up", None, "new"),
+        ("A", None, "down", None, "rejected"),
+        ("B", None, "down", None, "new"),
+    ]
     fb += [(f"P{i}", f"h{i}", "down" if i < 8 else "up", None, "new") for i in range(10)]
     fb += [(f"Q{i}", f"l{i}", "up", None, "new") for i in range(10)]
-    lakehouse.append_records("feedback", [
-        {"feedback_id": f"f{i}", "seq": i + 1, "use_case": spec.name, "item_ref": ref, "request_id": rid,
-         "rating": rating, "correction": correction, "status": status, "created_at": T0}
-        for i, (ref, rid, rating, correction, status) in enumerate(fb)])
+    lakehouse.append_records(
+        "feedback",
+        [
+            {
+                "feedback_id": f"f{i}",
+                "seq": i + 1,
+                "use_case": spec.name,
+                "item_ref": ref,
+                "request_id": rid,
+                "rating": rating,
+                "correction": correction,
+                "status": status,
+                "created_at": T0,
+            }
+            for i, (ref, rid, rating, correction, status) in enumerate(fb)
+        ],
+    )
     sheet = pd.DataFrame({"item_ref": ["A", "B"], "x": [0.1, 0.2], "color": ["red", "blue"], "note": ["n", "n"]})
-    found = {g.subject: g for g in gaps.negative_feedback_gaps(spark, lakehouse, spec,
-                                                               spark.createDataFrame(sheet))}
+    found = {g.subject: g for g in gaps.negative_feedback_gaps(spark, lakehouse, spec, spark.createDataFrame(sheet))}
     assert set(found) == {"items", "answer=high"}
     evidence = found["items"].evidence
     assert evidence["items_with_repeated_negative_feedback"] == 1
-    assert evidence["items"] == [{"item_ref": "A", "negative": 4, "down": 3, "corrections": 1, "up": 1,
-                                  "in_sheet": True}]
+    assert evidence["items"] == [
+        {"item_ref": "A", "negative": 4, "down": 3, "corrections": 1, "up": 1, "in_sheet": True}
+    ]
     assert found["items"].region == {"item_refs": ["A"]}
     high = found["answer=high"].evidence
     assert (high["judged"], high["negative"]) == (10, 8) and high["negative_rate"] == pytest.approx(0.8)
@@ -264,8 +337,10 @@ def test_reruns_duplicate_nothing_and_the_task_lifecycle(spark, lakehouse, world
     again = lakehouse.records(gaps.GAPS, {"use_case": spec.name})
     assert sorted(g["gap_id"] for g in again) == sorted(g["gap_id"] for g in stored)
     assert {g["report_id"] for g in again} == {gaps.report_id(spec.name, "run-2")}
-    assert second.tasks == [] and set(second.skipped.values()) <= {"an open task exists",
-                                                                   "no unlabelled or disputed item in its region"}
+    assert second.tasks == [] and set(second.skipped.values()) <= {
+        "an open task exists",
+        "no unlabelled or disputed item in its region",
+    }
     assert len(lakehouse.records(tasks.TASKS)) == len(first.tasks)
     picked = [r for t in first.tasks for r in t["item_refs"]]
     assert len(picked) == len(set(picked)) and not set(picked) & set(frame["item_ref"].iloc[:60])
@@ -284,10 +359,22 @@ def test_reruns_duplicate_nothing_and_the_task_lifecycle(spark, lakehouse, world
     assert _cli(["tasks", "start", tid]) == 2
     assert f"task {tid} is in_progress; only pending tasks can become in_progress" in capsys.readouterr().err
     later = datetime.now(UTC) + timedelta(seconds=1)
-    lakehouse.append_records("canonical_labels", [
-        {"label_id": f"N{r}", "sheet_id": spec.name, "item_ref": r, "label_type": spec.labels.label_type,
-         "label_data": '"mid"', "source": "expert", "version": 1, "created_at": later}
-        for r in task["item_refs"][:2]])
+    lakehouse.append_records(
+        "canonical_labels",
+        [
+            {
+                "label_id": f"N{r}",
+                "sheet_id": spec.name,
+                "item_ref": r,
+                "label_type": spec.labels.label_type,
+                "label_data": '"mid"',
+                "source": "expert",
+                "version": 1,
+                "created_at": later,
+            }
+            for r in task["item_refs"][:2]
+        ],
+    )
     assert _cli(["tasks", "complete", tid[:6]]) == 0
     out = capsys.readouterr().out
     assert f"task {tid} is now completed: 2 of {len(task['item_refs'])} items have a canonical label" in out

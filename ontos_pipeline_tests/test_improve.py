@@ -36,32 +36,52 @@ def feedback(item: str, rating: str | None = None, correction: object = None, re
 
 
 # -- feedback -> canonical labels ------------------------------------------------------------------------------
-def test_corrections_and_confirmations_become_feedback_labels_and_bad_ones_are_rejected(spark, lakehouse, home,
-                                                                                           widgets_dir):
+def test_corrections_and_confirmations_become_feedback_labels_and_bad_ones_are_rejected(
+    spark, lakehouse, home, widgets_dir
+):
     spec = spec_with(widgets_dir, "retrain: {correction_confidence: 0.85, confirm_confidence: 0.55}\n")
     write_widgets(spark, lakehouse, good_widgets(home))
     write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa")])
     snapshot = build_sheet(spark, lakehouse, spec)
     now = datetime.now(UTC)
-    lakehouse.append_records(INFERENCE_LOG, [
-        {"request_id": "r3", "request_time": now, "endpoint_name": "widgets", "model_version": "1",
-         "inputs": '[{"item_ref": "W3"}]', "response": json.dumps([{"response": "not_ok", "confidence": 0.8}]),
-         "latency_ms": 3.0, "status_code": 200}])
-    rows = record_feedback(lakehouse, spec, [
-        feedback("W2", "down", "not_ok"),  # a correction: overrides the imported label
-        feedback("W3", "up", request_id="r3"),  # confirms the served answer
-        feedback("W4", "down", "broken"),  # not in the response schema: rejected at intake, kept
-        feedback("W99", "down", "ok"),  # an item the sheet does not hold: rejected by the merge
-        feedback("W1", "down"),  # a thumbs-down without correction is a signal, not a label
-    ])
+    lakehouse.append_records(
+        INFERENCE_LOG,
+        [
+            {
+                "request_id": "r3",
+                "request_time": now,
+                "endpoint_name": "widgets",
+                "model_version": "1",
+                "inputs": '[{"item_ref": "W3"}]',
+                "response": json.dumps([{"response": "not_ok", "confidence": 0.8}]),
+                "latency_ms": 3.0,
+                "status_code": 200,
+            }
+        ],
+    )
+    rows = record_feedback(
+        lakehouse,
+        spec,
+        [
+            feedback("W2", "down", "not_ok"),  # a correction: overrides the imported label
+            feedback("W3", "up", request_id="r3"),  # confirms the served answer
+            feedback("W4", "down", "broken"),  # not in the response schema: rejected at intake, kept
+            feedback("W99", "down", "ok"),  # an item the sheet does not hold: rejected by the merge
+            feedback("W1", "down"),  # a thumbs-down without correction is a signal, not a label
+        ],
+    )
     assert [r["status"] for r in rows] == ["new", "new", "rejected", "new", "new"]
     assert "correction does not match the response schema" in rows[2]["reason"]
     assert lakehouse.row_count(FEEDBACK) == 5  # nothing is dropped
 
     merge_labels(spark, lakehouse, spec, snapshot, (*DEFAULT_SOURCES, FeedbackSource()))
     labels = {r["item_ref"]: r for r in current_labels(spark, lakehouse, "widgets", "widget_ok").collect()}
-    assert (json.loads(labels["W2"]["label_data"]), labels["W2"]["source"], labels["W2"]["confidence"],
-            labels["W2"]["labeled_by"]) == ("not_ok", "feedback", 0.85, "tester")
+    assert (
+        json.loads(labels["W2"]["label_data"]),
+        labels["W2"]["source"],
+        labels["W2"]["confidence"],
+        labels["W2"]["labeled_by"],
+    ) == ("not_ok", "feedback", 0.85, "tester")
     assert labels["W2"]["source_ref"] == f"feedback:{rows[0]['feedback_id']}"
     assert (json.loads(labels["W3"]["label_data"]), labels["W3"]["confidence"]) == ("not_ok", 0.55)
     assert json.loads(labels["W1"]["label_data"]) == "ok" and "W4" not in labels
@@ -94,14 +114,16 @@ def sensor_setup(lakehouse, home, widgets_dir):
 def tick(defs, instance, cursor):
     """One real evaluation of the sensor, as the daemon does it (a fresh context: a restarted daemon)."""
     sensor = defs.resolve_sensor_def(RETRAIN_SENSOR)
-    with build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=RETRAIN_SENSOR,
-                              resources=defs.resources) as context:
+    with build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, sensor_name=RETRAIN_SENSOR, resources=defs.resources
+    ) as context:
         return sensor.evaluate_tick(context)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_every_actionable_feedback_is_counted_exactly_once_across_restarts_and_repeated_ticks(
-        lakehouse, sensor_setup, seed):
+    lakehouse, sensor_setup, seed
+):
     spec, defs = sensor_setup
     rng = random.Random(seed)
     instance = DagsterInstance.ephemeral()
@@ -110,8 +132,11 @@ def test_every_actionable_feedback_is_counted_exactly_once_across_restarts_and_r
         batch = []
         for _ in range(rng.randint(1, 9)):
             kind = rng.choice(["up", "down", "correction", "bad"])
-            batch.append(feedback(f"W{rng.randint(1, 4)}", "up" if kind == "up" else "down",
-                                  {"correction": "ok", "bad": 42}.get(kind)))
+            batch.append(
+                feedback(
+                    f"W{rng.randint(1, 4)}", "up" if kind == "up" else "down", {"correction": "ok", "bad": 42}.get(kind)
+                )
+            )
         rng.shuffle(batch)
         record_feedback(lakehouse, spec, batch)
         for _ in range(rng.randint(0, 2)):  # zero to two ticks per batch; a second one repeats the same cursor
@@ -126,10 +151,17 @@ def test_every_actionable_feedback_is_counted_exactly_once_across_restarts_and_r
             if not result.run_requests:
                 assert "actionable feedback since seq" in result.skip_message
 
-    rows = sorted(lakehouse.records(FEEDBACK, columns=["seq", "rating", "correction", "status"]),
-                  key=lambda r: r["seq"])
-    ranges = sorted((int(r.tags["ontos/feedback_seq_from"]), int(r.tags["ontos/feedback_seq_to"]),
-                     int(r.tags["ontos/actionable_feedback"])) for r in runs.values())
+    rows = sorted(
+        lakehouse.records(FEEDBACK, columns=["seq", "rating", "correction", "status"]), key=lambda r: r["seq"]
+    )
+    ranges = sorted(
+        (
+            int(r.tags["ontos/feedback_seq_from"]),
+            int(r.tags["ontos/feedback_seq_to"]),
+            int(r.tags["ontos/actionable_feedback"]),
+        )
+        for r in runs.values()
+    )
     assert ranges, "the thresholds were reached, so at least one retrain was requested"
     expected_start = 1
     for start, end, counted in ranges:  # contiguous, disjoint, and each counts what its range holds
@@ -145,8 +177,10 @@ def test_reviewed_labels_trigger_and_the_feedback_watermark_is_observed(lakehous
     spec, defs = sensor_setup
     instance = DagsterInstance.ephemeral()
     first = tick(defs, instance, None)
-    assert not first.run_requests and "0/7 actionable feedback since seq 0 and 0/3 new reviewed labels" in \
-        first.skip_message
+    assert (
+        not first.run_requests
+        and "0/7 actionable feedback since seq 0 and 0/3 new reviewed labels" in first.skip_message
+    )
     (inbox_dir(lakehouse, "widgets") / "task.csv").write_text("item_ref,label\nW1,ok\nW2,ok\nW3,not_ok\n")
     second = tick(defs, instance, first.cursor)
     assert [r.tags["ontos/new_reviewed_labels"] for r in second.run_requests] == ["3"]
@@ -194,15 +228,19 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
     columns = ["item_ref", "x", "color", "note"]
     normal = items("number", 400, 1)
     lakehouse.write("shop.items", spark.createDataFrame(normal[columns]))
-    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text("".join(
-        json.dumps({"item_ref": r, "label": v}) + "\n" for r, v in zip(normal["item_ref"], normal["response"],
-                                                                          strict=True)))
+    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text(
+        "".join(
+            json.dumps({"item_ref": r, "label": v}) + "\n"
+            for r, v in zip(normal["item_ref"], normal["response"], strict=True)
+        )
+    )
     store = local_store(home)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     (home / "dagster").mkdir(parents=True)
     with instance_for_test(temp_dir=str(home / "dagster")) as instance:
-        first = defs.resolve_job_def(RETRAIN).execute_in_process(partition_key=spec.name, instance=instance,
-                                                                 run_config=quiet)
+        first = defs.resolve_job_def(RETRAIN).execute_in_process(
+            partition_key=spec.name, instance=instance, run_config=quiet
+        )
         assert first.success and str(store.version(spec.name, CHAMPION).version) == "1"
 
         drifted = drifted_items(300, 2)  # new production data lands; most of it is served and gets feedback
@@ -216,8 +254,11 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
         [request] = tick(defs, instance, None).run_requests
         assert int(request.tags["ontos/actionable_feedback"]) == result.feedback["correction"]
         retrain = defs.resolve_job_def(RETRAIN).execute_in_process(
-            partition_key=spec.name, instance=instance, run_config=quiet,
-            tags={**request.tags, "dagster/sensor_name": RETRAIN_SENSOR, "dagster/run_key": request.run_key})
+            partition_key=spec.name,
+            instance=instance,
+            run_config=quiet,
+            tags={**request.tags, "dagster/sensor_name": RETRAIN_SENSOR, "dagster/run_key": request.run_key},
+        )
         assert retrain.success
         assert str(store.version(spec.name, CHAMPION).version) == "2"
         [run] = instance.get_runs()[:1]
@@ -233,14 +274,17 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
     assert after > before + 0.3, (before, after)  # the retrained champion learned the new regime from feedback
 
 
-def test_feedback_command_records_rejects_with_reasons_and_names_bad_lines(lakehouse, home, widgets_dir, monkeypatch,
-                                                                           capsys, tmp_path):
+def test_feedback_command_records_rejects_with_reasons_and_names_bad_lines(
+    lakehouse, home, widgets_dir, monkeypatch, capsys, tmp_path
+):
     from ontos_pipeline.cli import main
 
     monkeypatch.setenv("ONTOS_HOME", str(home))
     monkeypatch.setenv("ONTOS_USE_CASES_DIR", str(widgets_dir))
-    assert main(["feedback", "widgets", "--item-ref", "W1", "--rating", "down", "--correction", "not_ok",
-                 "--by", "rita"]) == 0
+    assert (
+        main(["feedback", "widgets", "--item-ref", "W1", "--rating", "down", "--correction", "not_ok", "--by", "rita"])
+        == 0
+    )
     assert "(seq 1, item W1): accepted" in capsys.readouterr().out
     assert main(["feedback", "widgets", "--request-id", "nope", "--rating", "up"]) == 1
     assert "REJECTED: unknown request_id 'nope'" in capsys.readouterr().out
@@ -250,4 +294,6 @@ def test_feedback_command_records_rejects_with_reasons_and_names_bad_lines(lakeh
     assert f"{bad}:2: not JSON" in capsys.readouterr().err
     rows = sorted(lakehouse.records(FEEDBACK), key=lambda r: r["seq"])
     assert [(r["item_ref"], r["status"], r["author"], r["correction"]) for r in rows] == [
-        ("W1", "new", "rita", '"not_ok"'), (None, "rejected", rows[1]["author"], None)]  # the bad file wrote nothing
+        ("W1", "new", "rita", '"not_ok"'),
+        (None, "rejected", rows[1]["author"], None),
+    ]  # the bad file wrote nothing

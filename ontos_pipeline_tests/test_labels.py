@@ -30,8 +30,9 @@ def labels_by_item(spark, lakehouse):
 
 def test_import_validates_rejects_and_is_idempotent(spark, lakehouse, setup):
     spec, snapshot = setup
-    write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "not_ok", "qa"), ("W3", "maybe", "qa"),
-                                    ("W9", "ok", "qa")])
+    write_labels(
+        spark, lakehouse, [("W1", "ok", "qa"), ("W2", "not_ok", "qa"), ("W3", "maybe", "qa"), ("W9", "ok", "qa")]
+    )
     first = merge_labels(spark, lakehouse, spec, snapshot)
     assert (first.items, first.labelled, first.appended, first.rejects) == (4, 2, 2, 2)
     assert first.coverage == 0.5 and first.distribution == {"ok": 1, "not_ok": 1}
@@ -69,8 +70,11 @@ def test_conflicts_are_surfaced_flagged_and_resolved_by_review(spark, lakehouse,
     result = merge_labels(spark, lakehouse, spec, snapshot)
     assert result.conflicts == 1
     conflict = lakehouse.read(spark, "label_conflicts").first()
-    assert (conflict["item_ref"], conflict["status"], json.loads(conflict["label_values"])) == \
-        ("W2", "open", ['"not_ok"', '"ok"'])
+    assert (conflict["item_ref"], conflict["status"], json.loads(conflict["label_values"])) == (
+        "W2",
+        "open",
+        ['"not_ok"', '"ok"'],
+    )
     register_template(lakehouse, compile_template(spec))
     template = compile_template(spec)
     sheet = build_training_sheet(spark, lakehouse, spec, snapshot, template)
@@ -99,14 +103,19 @@ def test_label_files_report_exact_lines(tmp_path):
     csv = tmp_path / "a.csv"
     csv.write_text("item_ref,label,confidence\nW1,ok,0.9\nW2,ok,high\n,ok,1\n")
     rows = parse_label_file(csv, "enum")
-    assert [r["error"] for r in rows] == [None, "a.csv:3: confidence must be a number between 0 and 1, got 'high'",
-                                          "a.csv:4: missing item_ref"]
+    assert [r["error"] for r in rows] == [
+        None,
+        "a.csv:3: confidence must be a number between 0 and 1, got 'high'",
+        "a.csv:4: missing item_ref",
+    ]
     jsonl = tmp_path / "b.jsonl"
     jsonl.write_text('{"item_ref": "W1", "label": "ok"}\n\nnot json\n[1]\n')
     rows = parse_label_file(jsonl, "enum")
     assert rows[0]["label_data"] == '"ok"' and rows[0]["error"] is None
-    assert [r["error"] for r in rows[1:]] == ["b.jsonl:3: not JSON (Expecting value)",
-                                             "b.jsonl:4: expected a JSON object"]
+    assert [r["error"] for r in rows[1:]] == [
+        "b.jsonl:3: not JSON (Expecting value)",
+        "b.jsonl:4: expected a JSON object",
+    ]
     header = tmp_path / "c.csv"
     header.write_text("item,value\nW1,ok\n")
     assert parse_label_file(header, "enum")[0]["error"] == "c.csv:1: the header lacks item_ref, label"
@@ -119,13 +128,19 @@ def test_review_decisions_survive_rematerialization_and_bad_ones_write_nothing(s
     template = compile_template(spec)
     register_template(lakehouse, template)
     first = build_training_sheet(spark, lakehouse, spec, snapshot, template)
-    record_decisions(lakehouse, spec, [Decision("W1", "reject", comment="photo blurred"),
-                                              Decision("W2", "approve")], "rita", based_on_version=first.version)
+    record_decisions(
+        lakehouse,
+        spec,
+        [Decision("W1", "reject", comment="photo blurred"), Decision("W2", "approve")],
+        "rita",
+        based_on_version=first.version,
+    )
     write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa"), ("W3", "not_ok", "qa")])
     merge_labels(spark, lakehouse, spec, snapshot)
     second = build_training_sheet(spark, lakehouse, spec, snapshot, template)
-    statuses = {r["item_ref"]: r["status"] for r in current_training_sheet(spark, lakehouse,
-                                                                          spec.training_sheet_id).collect()}
+    statuses = {
+        r["item_ref"]: r["status"] for r in current_training_sheet(spark, lakehouse, spec.training_sheet_id).collect()
+    }
     assert statuses == {"W1": "rejected", "W2": "approved", "W3": "auto_approved", "W4": "pending"}
     assert second.version != first.version
     assert build_training_sheet(spark, lakehouse, spec, snapshot, template).created is False

@@ -60,9 +60,11 @@ def test_workbench_tables_follow_their_ddl(spark, lakehouse):
     assert lakehouse.read(spark, "alerts").columns[:3] == ["alert_id", "use_case", "kind"]
     assert lakehouse.row_count("alerts") == 0
     now = datetime.now(UTC)
-    ok = spark.createDataFrame([("a1", "uc", "drift", "high", "psi 0.4", "open", now)],
-                               "alert_id string, use_case string, kind string, severity string, message string, "
-                               "status string, created_at timestamp")
+    ok = spark.createDataFrame(
+        [("a1", "uc", "drift", "high", "psi 0.4", "open", now)],
+        "alert_id string, use_case string, kind string, severity string, message string, "
+        "status string, created_at timestamp",
+    )
     lakehouse.write("alerts", ok)
     assert lakehouse.read(spark, "alerts").first()["evidence"] is None  # optional columns are filled with nulls
     with pytest.raises(LakehouseError, match=r"ontos.workbench.alerts: columns \['colour'\] are not in its DDL"):
@@ -123,8 +125,16 @@ for i in range(6):
 
 
 def _alert(alert_id: str, use_case: str = "uc", status: str = "open", **extra) -> dict:
-    return {"alert_id": alert_id, "use_case": use_case, "kind": "drift", "severity": "high", "message": "psi 0.4",
-            "status": status, "created_at": datetime(2026, 1, 1, tzinfo=UTC), **extra}
+    return {
+        "alert_id": alert_id,
+        "use_case": use_case,
+        "kind": "drift",
+        "severity": "high",
+        "message": "psi 0.4",
+        "status": status,
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+        **extra,
+    }
 
 
 def test_record_upserts_and_replacements_are_single_idempotent_commits_without_spark(lakehouse):
@@ -133,7 +143,10 @@ def test_record_upserts_and_replacements_are_single_idempotent_commits_without_s
     assert sorted(r["alert_id"] for r in lakehouse.records("alerts")) == ["a1", "a2"]  # re-running duplicates nothing
     lakehouse.upsert_records("alerts", [_alert("a2", status="resolved"), _alert("a3")], keys=["alert_id"])
     assert {r["alert_id"]: r["status"] for r in lakehouse.records("alerts")} == {
-        "a1": "open", "a2": "resolved", "a3": "open"}
+        "a1": "open",
+        "a2": "resolved",
+        "a3": "open",
+    }
     lakehouse.upsert_records("alerts", [_alert("b1", use_case="other")], keys=["alert_id"])
     before = lakehouse.version("alerts")
     assert lakehouse.replace_records("alerts", [_alert("a9")], {"use_case": "uc"}) == before + 1  # one commit
@@ -179,7 +192,8 @@ for i in range(15):
     children = [subprocess.Popen([sys.executable, "-c", script, str(home), who]) for who in ("a", "b")]
     assert [c.wait(timeout=600) for c in children] == [0, 0]
     assert sorted(r["alert_id"] for r in lakehouse.records("alerts")) == sorted(
-        f"{w}-{i}" for w in "ab" for i in range(15))
+        f"{w}-{i}" for w in "ab" for i in range(15)
+    )
     assert sorted(r["gap_id"] for r in lakehouse.records("gap_reports")) == ["a-14", "b-14"]
 
 
@@ -195,9 +209,19 @@ def test_concurrent_first_appends_to_a_missing_table_lose_no_rows(lakehouse):
 
         def append(who: int, round_: int = round_, start: threading.Barrier = start) -> None:
             start.wait()
-            lakehouse.append_records("label_rejects", [{
-                "reject_id": f"{round_}-{who}", "sheet_id": "s", "label_type": "t", "source": "s", "reason": "r",
-                "created_at": datetime.now(UTC)}])
+            lakehouse.append_records(
+                "label_rejects",
+                [
+                    {
+                        "reject_id": f"{round_}-{who}",
+                        "sheet_id": "s",
+                        "label_type": "t",
+                        "source": "s",
+                        "reason": "r",
+                        "created_at": datetime.now(UTC),
+                    }
+                ],
+            )
 
         threads = [threading.Thread(target=append, args=(w,)) for w in range(writers)]
         for t in threads:
@@ -205,7 +229,8 @@ def test_concurrent_first_appends_to_a_missing_table_lose_no_rows(lakehouse):
         for t in threads:
             t.join()
         assert sorted(r["reject_id"] for r in lakehouse.records("label_rejects")) == [
-            f"{round_}-{w}" for w in range(writers)]
+            f"{round_}-{w}" for w in range(writers)
+        ]
 
 
 def test_record_tables_are_read_and_written_without_importing_pyspark(home):

@@ -50,8 +50,12 @@ def test_every_gate_metric_has_a_direction():
     headline = {name for names in METRICS_BY_KIND.values() for name in names}
     assert set(HIGHER_IS_BETTER) == headline
     assert {name for name, higher in HIGHER_IS_BETTER.items() if not higher} == {"mae", "rmse"}
-    assert METRICS_BY_KIND == {"enum": ("accuracy", "macro_f1"), "number": ("r2", "mae", "rmse"),
-                               "object": ("field_exact_match", "micro_f1"), "text": ("token_f1", "exact_match")}
+    assert METRICS_BY_KIND == {
+        "enum": ("accuracy", "macro_f1"),
+        "number": ("r2", "mae", "rmse"),
+        "object": ("field_exact_match", "micro_f1"),
+        "text": ("token_f1", "exact_match"),
+    }
 
 
 # -- classification -----------------------------------------------------------------------------------------------
@@ -63,8 +67,11 @@ def test_classification_three_classes_hand_computed():
     # dog:  TP 1, predicted 2, true 2 -> P 1/2, R 1/2, F1 0.5
     # bird: TP 1, predicted 2, true 1 -> P 1/2, R 1,   F1 2*(1/2)/(3/2) = 2/3
     # macro F1 = (0.8 + 0.5 + 2/3) / 3 = 59/90
-    result = classification_metrics(np.array(["cat", "cat", "cat", "dog", "dog", "bird"]),
-                                    ["cat", "cat", "dog", "dog", "bird", "bird"], ["cat", "dog", "bird"])
+    result = classification_metrics(
+        np.array(["cat", "cat", "cat", "dog", "dog", "bird"]),
+        ["cat", "cat", "dog", "dog", "bird", "bird"],
+        ["cat", "dog", "bird"],
+    )
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["macro_f1"] == pytest.approx(59 / 90)
     expected = {"cat": (1.0, 2 / 3, 0.8, 3), "dog": (0.5, 0.5, 0.5, 2), "bird": (0.5, 1.0, 2 / 3, 1)}
@@ -109,15 +116,27 @@ def test_probability_metrics_hand_computed():
 
 def _pairwise_auc(positive: list[bool], score: np.ndarray) -> float:
     """Brute force: share of (positive, negative) pairs with the positive scored higher, ties half."""
-    pairs = [(s_p > s_n) + 0.5 * (s_p == s_n) for s_p, p in zip(score, positive, strict=True) if p
-             for s_n, n in zip(score, positive, strict=True) if not n]
+    pairs = [
+        (s_p > s_n) + 0.5 * (s_p == s_n)
+        for s_p, p in zip(score, positive, strict=True)
+        if p
+        for s_n, n in zip(score, positive, strict=True)
+        if not n
+    ]
     return sum(pairs) / len(pairs)
 
 
 def _brute_average_precision(positive: list[bool], score: np.ndarray) -> float:
     """Mean over positives of the precision among rows scored at least as high as that positive."""
-    return float(np.mean([np.mean([q for q, s in zip(positive, score, strict=True) if s >= threshold])
-                          for threshold, p in zip(score, positive, strict=True) if p]))
+    return float(
+        np.mean(
+            [
+                np.mean([q for q, s in zip(positive, score, strict=True) if s >= threshold])
+                for threshold, p in zip(score, positive, strict=True)
+                if p
+            ]
+        )
+    )
 
 
 def test_roc_and_pr_auc_are_one_vs_rest_macro_over_classes_in_truth_with_ties():
@@ -130,7 +149,8 @@ def test_roc_and_pr_auc_are_one_vs_rest_macro_over_classes_in_truth_with_ties():
     positives = [[t == c for t in truth] for c in classes[:3]]
     assert result["roc_auc"] == pytest.approx(np.mean([_pairwise_auc(p, proba[:, i]) for i, p in enumerate(positives)]))
     assert result["pr_auc"] == pytest.approx(
-        np.mean([_brute_average_precision(p, proba[:, i]) for i, p in enumerate(positives)]))
+        np.mean([_brute_average_precision(p, proba[:, i]) for i, p in enumerate(positives)])
+    )
 
 
 def test_roc_and_pr_auc_with_tied_scores_hand_computed():
@@ -178,10 +198,14 @@ def test_regression_r2_is_none_for_constant_truth_and_nan_is_rejected():
 
 # -- extraction ---------------------------------------------------------------------------------------------------
 FIELDS = ["vendor", "total", "tags", "date"]
-TRUTH = [{"vendor": "Acme Corp", "total": 12.50, "tags": ["a", "b", "b"], "date": "2024-01-01"},
-         {"vendor": "Globex", "total": 100.0, "tags": ["x"], "date": None}]
-PRED = [{"vendor": "  acme corp ", "total": 12.504, "tags": ["B", "a"], "date": None},
-        {"vendor": "Globex", "total": 100.01, "tags": ["x"]}]
+TRUTH = [
+    {"vendor": "Acme Corp", "total": 12.50, "tags": ["a", "b", "b"], "date": "2024-01-01"},
+    {"vendor": "Globex", "total": 100.0, "tags": ["x"], "date": None},
+]
+PRED = [
+    {"vendor": "  acme corp ", "total": 12.504, "tags": ["B", "a"], "date": None},
+    {"vendor": "Globex", "total": 100.01, "tags": ["x"]},
+]
 
 
 def test_extraction_hand_computed():
@@ -216,12 +240,22 @@ def test_extraction_unparsable_prediction_counts_as_empty_record():
         extraction_metrics([{"a": 1}], [{"a": 1}], [])
 
 
-@pytest.mark.parametrize(("truth", "pred", "equal"), [
-    (12.5, 12.504, True), (12.5, 12.496, True), (12.5, 12.506, False), (12.5, "12.5", False),
-    (True, 1, False), (["a"], ["a", "b"], False), (["a", "b"], ["b", "a"], True),
-    ([{"sku": "A1", "qty": 2}], [{"sku": " a1", "qty": 2.001}], True), ([], None, True),
-    ({"city": "Paris"}, {"city": "paris", "zip": None}, True), ({"city": "Paris"}, {"city": "Lyon"}, False),
-])
+@pytest.mark.parametrize(
+    ("truth", "pred", "equal"),
+    [
+        (12.5, 12.504, True),
+        (12.5, 12.496, True),
+        (12.5, 12.506, False),
+        (12.5, "12.5", False),
+        (True, 1, False),
+        (["a"], ["a", "b"], False),
+        (["a", "b"], ["b", "a"], True),
+        ([{"sku": "A1", "qty": 2}], [{"sku": " a1", "qty": 2.001}], True),
+        ([], None, True),
+        ({"city": "Paris"}, {"city": "paris", "zip": None}, True),
+        ({"city": "Paris"}, {"city": "Lyon"}, False),
+    ],
+)
 def test_extraction_value_normalisation(truth, pred, equal):
     result = extraction_metrics([{"f": truth}], [{"f": pred}], ["f"])
     assert result["field_exact_match"] == (1.0 if equal else 0.0)
@@ -306,8 +340,12 @@ def test_worst_slices_orders_worst_first_drops_small_slices_and_bins_numerics():
     slices = worst_slices(_slice_frame(), "score", ["region", "amount", "channel", "tier"], min_support=10, limit=20)
     overall = 20 / 45
     top = [(s["column"], s["value"], s["support"]) for s in slices[:4]]
-    assert top == [("channel", "null", 15), ("region", "north", 20), ("amount", "[1, 12)", 11),
-                   ("amount", "[12, 23)", 11)]
+    assert top == [
+        ("channel", "null", 15),
+        ("region", "north", 20),
+        ("amount", "[1, 12)", 11),
+        ("amount", "[12, 23)", 11),
+    ]
     assert slices[0]["score"] == pytest.approx(1 / 6)
     assert slices[0]["delta"] == pytest.approx(1 / 6 - overall)
     assert slices[3]["score"] == pytest.approx(3.75 / 11)
@@ -337,8 +375,9 @@ def test_worst_slices_limit_support_and_errors():
 # -- plots --------------------------------------------------------------------------------------------------------
 PLOTS = {
     "confusion": lambda path: confusion_matrix_png([[5, 1, 0], [2, 7, 1], [0, 0, 4]], ["cat", "dog", "bird"], path),
-    "calibration": lambda path: calibration_png([0.95, 0.81, 0.66, 0.62, 0.55, 0.99],
-                                                [True, False, True, False, True, True], path),
+    "calibration": lambda path: calibration_png(
+        [0.95, 0.81, 0.66, 0.62, 0.55, 0.99], [True, False, True, False, True, True], path
+    ),
     "residuals": lambda path: residuals_png([1.0, 2.0, 3.0, 4.0], [1.1, 2.5, 2.7, 4.4], path),
     "field_accuracy": lambda path: field_accuracy_png({"vendor": 1.0, "total": 0.5, "tags": 0.25}, path),
 }
@@ -375,8 +414,14 @@ CALLS = {
     "row_scores": lambda t, p: row_scores("enum", t, p),
     "residuals": lambda t, p: residuals_png(t, p, "/nonexistent/never.png"),
 }
-ROWS = {"classification": "a", "regression": 1.0, "extraction": {"a": 1}, "text": "a", "row_scores": "a",
-        "residuals": 1.0}
+ROWS = {
+    "classification": "a",
+    "regression": 1.0,
+    "extraction": {"a": 1},
+    "text": "a",
+    "row_scores": "a",
+    "residuals": 1.0,
+}
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

@@ -25,12 +25,20 @@ from synthetic_data.generator import generate_tables
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-def _request(i: int, endpoint: str, record: dict, answer: object, latency: float, status: int = 200,
-             at: datetime | None = None) -> dict:
-    return {"request_id": f"r{i}", "request_time": at or T0 + timedelta(seconds=i), "endpoint_name": endpoint,
-            "model_version": "1", "inputs": json.dumps([record], default=str),
-            "response": json.dumps([{"response": answer, "confidence": 0.8}]) if status == 200 else None,
-            "latency_ms": latency, "status_code": status, "error": None if status == 200 else "bad input"}
+def _request(
+    i: int, endpoint: str, record: dict, answer: object, latency: float, status: int = 200, at: datetime | None = None
+) -> dict:
+    return {
+        "request_id": f"r{i}",
+        "request_time": at or T0 + timedelta(seconds=i),
+        "endpoint_name": endpoint,
+        "model_version": "1",
+        "inputs": json.dumps([record], default=str),
+        "response": json.dumps([{"response": answer, "confidence": 0.8}]) if status == 200 else None,
+        "latency_ms": latency,
+        "status_code": status,
+        "error": None if status == 200 else "bad input",
+    }
 
 
 def test_rates_percentiles_and_feedback_accuracy_match_hand_computed_values(spark, lakehouse, tmp_path):
@@ -40,21 +48,42 @@ def test_rates_percentiles_and_feedback_accuracy_match_hand_computed_values(spar
     latency = rng.gamma(2.0, 15.0, 40).round(3)
     status = [200] * 36 + [400, 400, 413, 500]
     answers = ["low", "mid", "high"] * 13 + ["low"]
-    rows = [_request(i, "enum_case", {k: v for k, v in r.items() if k != "response"}, answers[i], latency[i],
-                     status[i]) for i, r in enumerate(frame.to_dict("records"))]
-    rows += [_request(100, "enum_case", rows[0] | {}, "low", 9999.0, at=T0 - timedelta(hours=2)),  # outside
-             _request(101, "other", {}, "low", 9999.0)]  # another endpoint
+    rows = [
+        _request(i, "enum_case", {k: v for k, v in r.items() if k != "response"}, answers[i], latency[i], status[i])
+        for i, r in enumerate(frame.to_dict("records"))
+    ]
+    rows += [
+        _request(100, "enum_case", rows[0] | {}, "low", 9999.0, at=T0 - timedelta(hours=2)),  # outside
+        _request(101, "other", {}, "low", 9999.0),
+    ]  # another endpoint
     lakehouse.append_records(INFERENCE_LOG, rows)
     fb = [  # request -> feedback; the latest (highest seq) per request counts, rejected feedback never does
-        ("r0", "up", None, "new"), ("r0", "down", None, "new"), ("r1", "up", None, "new"), ("r2", "up", None, "new"),
-        ("r3", "down", None, "new"), ("r4", None, "mid", "new"),  # r4 answered "mid": the correction agrees
+        ("r0", "up", None, "new"),
+        ("r0", "down", None, "new"),
+        ("r1", "up", None, "new"),
+        ("r2", "up", None, "new"),
+        ("r3", "down", None, "new"),
+        ("r4", None, "mid", "new"),  # r4 answered "mid": the correction agrees
         ("r5", "down", "low", "new"),  # r5 answered "high": wrong
-        ("r6", "up", None, "rejected"), ("r38", "up", None, "new"),  # r38 failed: no answer to judge
+        ("r6", "up", None, "rejected"),
+        ("r38", "up", None, "new"),  # r38 failed: no answer to judge
     ]
-    lakehouse.append_records("feedback", [
-        {"feedback_id": f"f{i}", "seq": i + 1, "use_case": spec.name, "request_id": rid, "rating": rating,
-         "correction": correction and json.dumps(correction), "status": state, "created_at": T0}
-        for i, (rid, rating, correction, state) in enumerate(fb)])
+    lakehouse.append_records(
+        "feedback",
+        [
+            {
+                "feedback_id": f"f{i}",
+                "seq": i + 1,
+                "use_case": spec.name,
+                "request_id": rid,
+                "rating": rating,
+                "correction": correction and json.dumps(correction),
+                "status": state,
+                "created_at": T0,
+            }
+            for i, (rid, rating, correction, state) in enumerate(fb)
+        ],
+    )
     reference = spark.createDataFrame(items("enum", 200, 9).assign(response=lambda d: d.response.map(json.dumps)))
     report = monitor(spark, lakehouse, spec, Window(T0, T0 + timedelta(minutes=5)), reference)
 
@@ -83,24 +112,47 @@ def test_drift_is_found_on_the_drifted_batch_and_not_on_held_out_normal_items(sp
     generated = generate_tables("remaining_useful_life", rows=1400, drifted_rows=300, seed=16, image_dir=tmp_path)
     normal = _table(generated, "acme_raw.asset_health_snapshots").to_pandas()
     drifted = _table(generated, "acme_raw.asset_health_snapshots_drifted").to_pandas()
-    labels = {r["item_ref"]: r["label_data"] for r in _table(generated, "acme_raw.remaining_useful_life_labels")
-              .to_pylist()}
-    drifted_labels = {r["item_ref"]: r["label_data"] for r in
-                      _table(generated, "acme_raw.remaining_useful_life_labels_drifted").to_pylist()}
+    labels = {
+        r["item_ref"]: r["label_data"] for r in _table(generated, "acme_raw.remaining_useful_life_labels").to_pylist()
+    }
+    drifted_labels = {
+        r["item_ref"]: r["label_data"]
+        for r in _table(generated, "acme_raw.remaining_useful_life_labels_drifted").to_pylist()
+    }
     train, held_out = normal.iloc[:1000], normal.iloc[1000:1300]
     reference = spark.createDataFrame(train.assign(response=train.item_ref.map(labels)))
-    rows = [_request(i, spec.serving.endpoint_name, r, json.loads(labels[r["item_ref"]]), 10.0)
-            for i, r in enumerate(held_out.to_dict("records"))]
+    rows = [
+        _request(i, spec.serving.endpoint_name, r, json.loads(labels[r["item_ref"]]), 10.0)
+        for i, r in enumerate(held_out.to_dict("records"))
+    ]
     later = T0 + timedelta(hours=1)
-    rows += [_request(1000 + i, spec.serving.endpoint_name, r, json.loads(drifted_labels[r["item_ref"]]), 10.0,
-                      at=later + timedelta(seconds=i)) for i, r in enumerate(drifted.to_dict("records"))]
+    rows += [
+        _request(
+            1000 + i,
+            spec.serving.endpoint_name,
+            r,
+            json.loads(drifted_labels[r["item_ref"]]),
+            10.0,
+            at=later + timedelta(seconds=i),
+        )
+        for i, r in enumerate(drifted.to_dict("records"))
+    ]
     lakehouse.append_records(INFERENCE_LOG, rows)
 
     calm = monitor(spark, lakehouse, spec, Window(T0, later), reference)
     shifted = monitor(spark, lakehouse, spec, Window(later, later + timedelta(hours=1)), reference)
     assert (calm.records, shifted.records) == (300, 300)
-    columns = {"asset_class", "age_days", "cycles", "avg_load_pct", "maintenance_count", "days_since_maintenance",
-               "vibration_trend", "temperature_trend", "prediction"}
+    columns = {
+        "asset_class",
+        "age_days",
+        "cycles",
+        "avg_load_pct",
+        "maintenance_count",
+        "days_since_maintenance",
+        "vibration_trend",
+        "temperature_trend",
+        "prediction",
+    }
     assert {d.column for d in calm.drift} == {d.column for d in shifted.drift} == columns
     assert calm.drifted == [], [d.record() for d in calm.drift]
     assert {"avg_load_pct", "cycles", "prediction"} <= set(shifted.drifted), [d.record() for d in shifted.drift]
@@ -174,11 +226,16 @@ def test_the_monitoring_check_turns_red_naming_metric_value_and_threshold(spark,
     settings = make_settings(tmp_path / "home", cases)
     lakehouse = LocalLakehouse(settings.tables_dir, files_root=settings.home / "files")
     record = items("enum", 1, 1).drop(columns=["response"]).iloc[0].to_dict()
-    lakehouse.append_records(INFERENCE_LOG, [_request(i, spec.serving.endpoint_name, record, "low", 5.0 + i,
-                                                      200 if i % 2 else 503) for i in range(20)])
+    lakehouse.append_records(
+        INFERENCE_LOG,
+        [_request(i, spec.serving.endpoint_name, record, "low", 5.0 + i, 200 if i % 2 else 503) for i in range(20)],
+    )
     job = build_definitions(settings).resolve_job_def(MONITOR)
-    config = {"ops": {"monitoring_report": {"config": {"since": T0.isoformat(),
-                                                       "until": (T0 + timedelta(minutes=1)).isoformat()}}}}
+    config = {
+        "ops": {
+            "monitoring_report": {"config": {"since": T0.isoformat(), "until": (T0 + timedelta(minutes=1)).isoformat()}}
+        }
+    }
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(partition_key=spec.name, instance=instance, run_config=config)
     assert result.success  # a breach is a red check, not a failed run

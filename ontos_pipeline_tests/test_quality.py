@@ -58,9 +58,10 @@ def test_out_of_range_and_unknown_category_are_counted_per_column(spark, lakehou
 
 def test_wrong_type_is_reported_with_both_types(spark, home, spec):
     rows = [(r[0], str(r[1]), *r[2:], "Acme") for r in good_widgets(home)]
-    sheet = spark.createDataFrame([(r[0], r[1], r[2], r[3], r[4], r[6]) for r in rows],
-                                  "item_ref string, size_mm string, color string, photo string, notes string, "
-                                  "maker string")
+    sheet = spark.createDataFrame(
+        [(r[0], r[1], r[2], r[3], r[4], r[6]) for r in rows],
+        "item_ref string, size_mm string, color string, photo string, notes string, maker string",
+    )
     outcome = quality.check_frame_rules(sheet, spec)
     assert not outcome.passed
     assert "column 'size_mm' fails dtype" in outcome.description
@@ -68,9 +69,10 @@ def test_wrong_type_is_reported_with_both_types(spark, home, spec):
 
 
 def test_null_in_a_required_column_fails(spark, home, spec):
-    sheet = spark.createDataFrame([(None, 1.0, "red", None, None, None)],
-                                  "item_ref string, size_mm double, color string, photo string, notes string, "
-                                  "maker string")
+    sheet = spark.createDataFrame(
+        [(None, 1.0, "red", None, None, None)],
+        "item_ref string, size_mm double, color string, photo string, notes string, maker string",
+    )
     assert not quality.check_frame_rules(sheet, spec).passed
     outcome = quality.check_unique_keys(sheet)
     assert not outcome.passed and "1 rows have no item_ref" in outcome.description
@@ -86,13 +88,16 @@ def test_missing_image_file_is_named(spark, lakehouse, home, spec):
     assert f"column 'photo': 1 missing files, e.g. item_ref W3 ({missing})" in outcome.description
 
 
-@pytest.mark.parametrize(("note", "kind"), [
-    ("call Jane back at (512) 555-0199", "phone"),
-    ("sent by jane.doe@example.com", "email"),
-    ("owner SSN 123-45-6789", "ssn"),
-    ("John Smith, DOB: 1961-04-02", "date_of_birth"),
-    ("John Smith born on March 3, 1958", "date_of_birth"),
-])
+@pytest.mark.parametrize(
+    ("note", "kind"),
+    [
+        ("call Jane back at (512) 555-0199", "phone"),
+        ("sent by jane.doe@example.com", "email"),
+        ("owner SSN 123-45-6789", "ssn"),
+        ("John Smith, DOB: 1961-04-02", "date_of_birth"),
+        ("John Smith born on March 3, 1958", "date_of_birth"),
+    ],
+)
 def test_planted_phi_in_an_undeclared_column_fails_the_scan(spark, lakehouse, home, spec, note, kind):
     widgets = good_widgets(home)
     widgets[1] = (*widgets[1][:4], note, widgets[1][5])
@@ -116,6 +121,7 @@ def test_phi_in_a_column_tagged_phi_passes_and_is_reported(spark, lakehouse, hom
 
 
 def test_ordinary_numbers_and_dates_are_not_phi(spark, home):
-    df = spark.createDataFrame([("a", "Lot 2024-03-15, part AB-12345678, 3.3 V, ISO 9001:2015, rev 12-4")],
-                               "item_ref string, notes string")
+    df = spark.createDataFrame(
+        [("a", "Lot 2024-03-15, part AB-12345678, 3.3 V, ISO 9001:2015, rev 12-4")], "item_ref string, notes string"
+    )
     assert quality.scan_phi(df, ["notes"]) == {}

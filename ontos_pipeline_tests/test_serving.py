@@ -47,8 +47,13 @@ def served(tmp_path_factory):
             info = log_pyfunc(store, model, example, store.model_name(spec.name))
             versions.append(str(info.registered_model_version))
     store.set_alias(spec.name, CHAMPION, versions[0])
-    return {"settings": make_settings(root / "home", cases), "store": store, "spec": spec, "versions": versions,
-            "lakehouse": LocalLakehouse(root / "home" / "tables")}
+    return {
+        "settings": make_settings(root / "home", cases),
+        "store": store,
+        "spec": spec,
+        "versions": versions,
+        "lakehouse": LocalLakehouse(root / "home" / "tables"),
+    }
 
 
 @pytest.fixture
@@ -85,11 +90,15 @@ def test_the_three_databricks_request_shapes_give_the_same_predictions(champion_
     columns = list(records[0])
     with _server(served) as server:
         url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
-        answers = [requests.post(url, json=body, timeout=30) for body in (
-            {"dataframe_records": records},
-            {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}},
-            {"inputs": records},
-            {"inputs": {c: [r[c] for r in records] for c in columns}})]
+        answers = [
+            requests.post(url, json=body, timeout=30)
+            for body in (
+                {"dataframe_records": records},
+                {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}},
+                {"inputs": records},
+                {"inputs": {c: [r[c] for r in records] for c in columns}},
+            )
+        ]
         listing = requests.get(f"{server.url}/serving-endpoints", timeout=30).json()["endpoints"]
         health = requests.get(f"{server.url}/health", timeout=30).json()
     assert [a.status_code for a in answers] == [200] * 4
@@ -99,8 +108,15 @@ def test_the_three_databricks_request_shapes_give_the_same_predictions(champion_
         jsonschema.validate(p["response"], served["spec"].template.response_schema)
         assert 0 <= p["confidence"] <= 1
     assert {a.headers["x-model-version"] for a in answers} == {served["versions"][0]}
-    assert listing == [{**listing[0], "name": ENDPOINT, "state": "READY", "served_version": served["versions"][0],
-                        "model": f"ontos.workbench.{served['spec'].name}"}]
+    assert listing == [
+        {
+            **listing[0],
+            "name": ENDPOINT,
+            "state": "READY",
+            "served_version": served["versions"][0],
+            "model": f"ontos.workbench.{served['spec'].name}",
+        }
+    ]
     assert health["status"] == "ok" and health["endpoints"] == {ENDPOINT: "READY"}
 
 
@@ -121,8 +137,16 @@ def test_bad_input_gets_a_named_4xx_never_a_500_and_every_request_is_logged(cham
             "ok": requests.post(url, json={"dataframe_records": [record]}, timeout=30),
         }
     status = {k: r.status_code for k, r in cases.items()}
-    assert status == {"malformed": 400, "unknown endpoint": 404, "missing column": 400, "mistyped column": 400,
-                      "no shape": 400, "oversized": 413, "too many rows": 413, "ok": 200}
+    assert status == {
+        "malformed": 400,
+        "unknown endpoint": 404,
+        "missing column": 400,
+        "mistyped column": 400,
+        "no shape": 400,
+        "oversized": 413,
+        "too many rows": 413,
+        "ok": 200,
+    }
     message = {k: r.json().get("message", "") for k, r in cases.items()}
     assert "malformed JSON at line 1" in message["malformed"]
     assert "no endpoint named 'nope'" in message["unknown endpoint"]
@@ -180,19 +204,27 @@ def test_hot_swap_serves_the_new_champion_without_failing_a_request(champion_v1)
 def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
     served = champion_v1
     with _server(served) as server:
-        answer = requests.post(f"{server.url}/serving-endpoints/{ENDPOINT}/invocations",
-                               json={"dataframe_records": _records(1)}, timeout=30)
+        answer = requests.post(
+            f"{server.url}/serving-endpoints/{ENDPOINT}/invocations",
+            json={"dataframe_records": _records(1)},
+            timeout=30,
+        )
         rid = answer.headers["x-request-id"]
         post = lambda body: requests.post(f"{server.url}/feedback", json=body, timeout=30)  # noqa: E731
         up = post({"request_id": rid, "rating": "up", "comment": "right", "author": "ann"})
         fix = post({"request_id": rid, "rating": "down", "correction": "high"})
         bad = post({"request_id": rid, "correction": "enormous"})
         stranger = post({"endpoint": ENDPOINT, "request_id": "no-such-request", "rating": "down"})
-        structural = [post({"request_id": rid}), post({"request_id": rid, "rating": "meh"}),
-                      post({"rating": "up"}), post({"endpoint": "nope", "item_ref": "I1", "rating": "up"}),
-                      post([])]
-        batch = post([{"endpoint": ENDPOINT, "item_ref": "I7-0001", "rating": "up"},
-                      {"request_id": rid, "correction": "low"}])
+        structural = [
+            post({"request_id": rid}),
+            post({"request_id": rid, "rating": "meh"}),
+            post({"rating": "up"}),
+            post({"endpoint": "nope", "item_ref": "I1", "rating": "up"}),
+            post([]),
+        ]
+        batch = post(
+            [{"endpoint": ENDPOINT, "item_ref": "I7-0001", "rating": "up"}, {"request_id": rid, "correction": "low"}]
+        )
     assert (up.status_code, fix.status_code) == (201, 201)
     assert (bad.status_code, bad.json()["status"]) == (422, "rejected")
     assert "correction does not match the response schema" in bad.json()["message"]
@@ -212,12 +244,19 @@ def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
 def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
     served = champion_v1
     port = _port()
-    env = {**os.environ, "ONTOS_HOME": str(served["settings"].home),
-           "ONTOS_USE_CASES_DIR": str(served["settings"].use_cases_dir)}
+    env = {
+        **os.environ,
+        "ONTOS_HOME": str(served["settings"].home),
+        "ONTOS_USE_CASES_DIR": str(served["settings"].use_cases_dir),
+    }
     env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
-    process = subprocess.Popen([sys.executable, "-m", "ontos_pipeline.cli", "serve", "--port", str(port),
-                                "--flush-seconds", "3600"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ontos_pipeline.cli", "serve", "--port", str(port), "--flush-seconds", "3600"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -227,9 +266,14 @@ def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.3)
-        ids = [requests.post(f"{url}/serving-endpoints/{ENDPOINT}/invocations",
-                             json={"dataframe_records": _records(1, seed=i)}, timeout=30).headers["x-request-id"]
-               for i in range(25)]
+        ids = [
+            requests.post(
+                f"{url}/serving-endpoints/{ENDPOINT}/invocations",
+                json={"dataframe_records": _records(1, seed=i)},
+                timeout=30,
+            ).headers["x-request-id"]
+            for i in range(25)
+        ]
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # no shutdown hook runs: the buffer was never flushed
         process.wait()
@@ -242,8 +286,12 @@ def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
 
 
 def test_deploy_follows_the_gate_and_rollback_restores_the_previous_version(served, tmp_path):
-    store, lakehouse, name, (v1, v2) = served["store"], LocalLakehouse(tmp_path / "t"), served["spec"].name, \
-        served["versions"]
+    store, lakehouse, name, (v1, v2) = (
+        served["store"],
+        LocalLakehouse(tmp_path / "t"),
+        served["spec"].name,
+        served["versions"],
+    )
     store.client().delete_registered_model_alias(store.model_name(name), CHAMPION)
     store.set_alias(name, CHALLENGER, v1)
     first = deploy(store, lakehouse, name, ENDPOINT, True, "PASS beats_baseline", "run-1")
@@ -253,7 +301,11 @@ def test_deploy_follows_the_gate_and_rollback_restores_the_previous_version(serv
     second = deploy(store, lakehouse, name, ENDPOINT, True, "PASS all", "run-3")
     again = deploy(store, lakehouse, name, ENDPOINT, True, "PASS all", "run-4")
     assert [(e.event, e.served_version, e.previous_version) for e in (first, kept, second, again)] == [
-        ("deploy", v1, None), ("keep", v1, v1), ("deploy", v2, v1), ("keep", v2, v2)]
+        ("deploy", v1, None),
+        ("keep", v1, v1),
+        ("deploy", v2, v1),
+        ("keep", v2, v2),
+    ]
     assert kept.reason.startswith(f"gate failed for version {v2}: FAIL meets_minimum: 0.41 < 0.6")
     back = rollback(store, lakehouse, name, ENDPOINT, "ann")
     assert (back.event, back.served_version, back.previous_version, back.actor) == ("rollback", v1, v2, "ann")

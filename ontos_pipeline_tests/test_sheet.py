@@ -22,8 +22,12 @@ def test_join_maps_each_item_to_its_maker_and_keeps_unmatched_items(spark, lakeh
     sheet = assemble_sheet(spec, read_sources(spark, lakehouse, spec))
     assert sheet.columns == ["item_ref", "size_mm", "color", "photo", "notes", "maker"]
     got = {r["item_ref"]: (r["size_mm"], r["color"], r["maker"]) for r in sheet.collect()}
-    assert got == {"W1": (10.0, "red", "Acme"), "W2": (55.5, "blue", "Globex"), "W3": (None, "red", "Acme"),
-                   "W4": (99.0, None, None)}
+    assert got == {
+        "W1": (10.0, "red", "Acme"),
+        "W2": (55.5, "blue", "Globex"),
+        "W3": (None, "red", "Acme"),
+        "W4": (99.0, None, None),
+    }
 
 
 def test_inner_join_drops_items_without_a_match(spark, lakehouse, home, widgets_dir):
@@ -41,8 +45,12 @@ def test_integer_source_column_is_cast_to_the_declared_double(spark, lakehouse, 
     (widgets_dir / "widgets.yaml").write_text(text)
     spec = widgets_spec(widgets_dir)
     widgets = [(r[0], None if r[1] is None else int(r[1]), *r[2:]) for r in good_widgets(home)]
-    write_widgets(spark, lakehouse, widgets, schema="item_ref string, size_mm long, color string, photo string, "
-                                                    "notes string, maker_id string")
+    write_widgets(
+        spark,
+        lakehouse,
+        widgets,
+        schema="item_ref string, size_mm long, color string, photo string, notes string, maker_id string",
+    )
     sheet = assemble_sheet(spec, read_sources(spark, lakehouse, spec))
     assert dict(sheet.dtypes)["size_mm"] == "double"
     assert sheet.filter(F.col("item_ref") == "W2").first()["size_mm"] == 55.0
@@ -50,18 +58,30 @@ def test_integer_source_column_is_cast_to_the_declared_double(spark, lakehouse, 
 
 def test_source_mismatches_name_the_spec_field_and_table(spark, lakehouse, home, widgets_dir):
     spec = widgets_spec(widgets_dir)
-    with pytest.raises(SheetBuildError, match=r"widgets.yaml: sheet.sources.widgets.table: table "
-                                              r"ontos.factory.widgets does not exist"):
+    with pytest.raises(
+        SheetBuildError,
+        match=r"widgets.yaml: sheet.sources.widgets.table: table "
+        r"ontos.factory.widgets does not exist",
+    ):
         read_sources(spark, lakehouse, spec)
-    write_widgets(spark, lakehouse, [(r[0], r[1], r[2], r[3], r[4]) for r in good_widgets(home)],
-                  schema="item_ref string, size_mm double, color string, photo string, notes string")
-    with pytest.raises(SheetBuildError, match=r"sheet.sources.widgets.columns.maker_id: table ontos.factory.widgets "
-                                              r"has no column 'maker_id'"):
+    write_widgets(
+        spark,
+        lakehouse,
+        [(r[0], r[1], r[2], r[3], r[4]) for r in good_widgets(home)],
+        schema="item_ref string, size_mm double, color string, photo string, notes string",
+    )
+    with pytest.raises(
+        SheetBuildError,
+        match=r"sheet.sources.widgets.columns.maker_id: table ontos.factory.widgets "
+        r"has no column 'maker_id'",
+    ):
         read_sources(spark, lakehouse, spec)
-    write_widgets(spark, lakehouse, [(r[0], str(r[1]), *r[2:]) for r in good_widgets(home)],
-                  schema=WIDGET_STRING_SIZE)
-    with pytest.raises(SheetBuildError, match=r"columns.size_mm: table ontos.factory.widgets stores it as string, "
-                                              r"the spec declares double"):
+    write_widgets(spark, lakehouse, [(r[0], str(r[1]), *r[2:]) for r in good_widgets(home)], schema=WIDGET_STRING_SIZE)
+    with pytest.raises(
+        SheetBuildError,
+        match=r"columns.size_mm: table ontos.factory.widgets stores it as string, "
+        r"the spec declares double",
+    ):
         read_sources(spark, lakehouse, spec)
 
 
@@ -83,12 +103,15 @@ def test_rematerializing_gives_the_same_version_and_no_duplicates(spark, lakehou
     first = build_sheet(spark, lakehouse, spec, run_id="run-1")
     again = build_sheet(spark, lakehouse, spec, run_id="run-2")
     assert (first.created, again.created) == (True, False)
-    assert first.version == again.version and first.table == again.table == f"ontos.workbench.sheet_widgets_" \
-                                                                             f"{first.version[:12]}"
+    assert (
+        first.version == again.version
+        and first.table == again.table == f"ontos.workbench.sheet_widgets_{first.version[:12]}"
+    )
     assert lakehouse.row_count(first.table) == 4
     registry = lakehouse.read(spark, "sheets").collect()
-    assert [(r["version"], r["status"], r["dagster_run_id"]) for r in registry] == [(first.version, "published",
-                                                                                     "run-1")]
+    assert [(r["version"], r["status"], r["dagster_run_id"]) for r in registry] == [
+        (first.version, "published", "run-1")
+    ]
 
     write_widgets(spark, lakehouse, good_widgets(home)[:3])
     third = build_sheet(spark, lakehouse, spec, run_id="run-3")

@@ -17,7 +17,7 @@ def test_missing_java_says_how_to_fix_it(monkeypatch, tmp_path):
 def test_old_java_is_refused(monkeypatch, tmp_path):
     fake = tmp_path / "jdk" / "bin" / "java"
     fake.parent.mkdir(parents=True)
-    fake.write_text('#!/bin/sh\necho \'java version "1.8.0_392"\' >&2\n')
+    fake.write_text("#!/bin/sh\necho 'java version \"1.8.0_392\"' >&2\n")
     fake.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
     with pytest.raises(JavaNotFoundError, match=r"is Java 8\. PySpark needs Java 17 or newer"):

@@ -17,8 +17,12 @@ BASE = yaml.safe_load((DEMO_USE_CASES / "defect_detection.yaml").read_text())
 def test_all_seven_demo_use_cases_load_with_their_response_kinds():
     specs = load_use_cases(DEMO_USE_CASES)
     assert {name: s.template.response_kind for name, s in specs.items()} == {
-        "anomaly_detection": "enum", "calibration_insights": "text", "defect_detection": "enum",
-        "document_extraction": "object", "invoice_extraction": "object", "predictive_maintenance": "enum",
+        "anomaly_detection": "enum",
+        "calibration_insights": "text",
+        "defect_detection": "enum",
+        "document_extraction": "object",
+        "invoice_extraction": "object",
+        "predictive_maintenance": "enum",
         "remaining_useful_life": "number",
     }
     assert any(s.sheet.joins for s in specs.values())
@@ -50,47 +54,118 @@ def set_path(doc: dict, dotted: list, value) -> None:
 
 
 CASES = [
-    ("unknown join column", lambda d: set_path(d, ["sheet", "joins", 0, "left"], "inspections.boardid"),
-     "sheet.joins[0].left", "unknown column 'boardid' in source 'inspections'"),
-    ("join from unknown source", lambda d: set_path(d, ["sheet", "joins", 0, "source"], "suppliers"),
-     "sheet.joins[0].source", "unknown source 'suppliers'"),
-    ("join key types differ", lambda d: set_path(d, ["sheet", "sources", "boards", "columns", "board_id"], "integer"),
-     "sheet.joins[0]", "join keys have different types"),
-    ("unknown category", lambda d: set_path(d, ["sheet", "columns", 2, "category"], "numerical"),
-     "sheet.columns[2].category", "expected one of text, numeric, categorical, image, metadata"),
-    ("unknown type", lambda d: set_path(d, ["sheet", "sources", "boards", "columns", "plant"], "varchar"),
-     "sheet.sources.boards.columns.plant", "unknown type 'varchar'"),
-    ("column from unknown column", lambda d: set_path(d, ["sheet", "columns", 1, "from"], "inspections.picture"),
-     "sheet.columns[1].from", "unknown column 'picture'"),
-    ("bad response schema", lambda d: set_path(d, ["template", "response_schema"], {"type": "strng"}),
-     "template.response_schema.type", "not a valid JSON Schema"),
-    ("unsupported response schema", lambda d: set_path(d, ["template", "response_schema"], {"type": "array"}),
-     "template.response_schema", "unsupported response schema"),
-    ("bad range", lambda d: set_path(d, ["sheet", "columns", 2, "range"], [300, 100]),
-     "sheet.columns[2].range", "min <= max"),
-    ("values on a number", lambda d: set_path(d, ["sheet", "columns", 2, "values"], ["a"]),
-     "sheet.columns[2].values", "allowed values need a string column"),
-    ("missing item_ref", lambda d: d["sheet"].__setitem__("columns", d["sheet"]["columns"][1:]),
-     "sheet.columns", "a column named 'item_ref'"),
+    (
+        "unknown join column",
+        lambda d: set_path(d, ["sheet", "joins", 0, "left"], "inspections.boardid"),
+        "sheet.joins[0].left",
+        "unknown column 'boardid' in source 'inspections'",
+    ),
+    (
+        "join from unknown source",
+        lambda d: set_path(d, ["sheet", "joins", 0, "source"], "suppliers"),
+        "sheet.joins[0].source",
+        "unknown source 'suppliers'",
+    ),
+    (
+        "join key types differ",
+        lambda d: set_path(d, ["sheet", "sources", "boards", "columns", "board_id"], "integer"),
+        "sheet.joins[0]",
+        "join keys have different types",
+    ),
+    (
+        "unknown category",
+        lambda d: set_path(d, ["sheet", "columns", 2, "category"], "numerical"),
+        "sheet.columns[2].category",
+        "expected one of text, numeric, categorical, image, metadata",
+    ),
+    (
+        "unknown type",
+        lambda d: set_path(d, ["sheet", "sources", "boards", "columns", "plant"], "varchar"),
+        "sheet.sources.boards.columns.plant",
+        "unknown type 'varchar'",
+    ),
+    (
+        "column from unknown column",
+        lambda d: set_path(d, ["sheet", "columns", 1, "from"], "inspections.picture"),
+        "sheet.columns[1].from",
+        "unknown column 'picture'",
+    ),
+    (
+        "bad response schema",
+        lambda d: set_path(d, ["template", "response_schema"], {"type": "strng"}),
+        "template.response_schema.type",
+        "not a valid JSON Schema",
+    ),
+    (
+        "unsupported response schema",
+        lambda d: set_path(d, ["template", "response_schema"], {"type": "array"}),
+        "template.response_schema",
+        "unsupported response schema",
+    ),
+    (
+        "bad range",
+        lambda d: set_path(d, ["sheet", "columns", 2, "range"], [300, 100]),
+        "sheet.columns[2].range",
+        "min <= max",
+    ),
+    (
+        "values on a number",
+        lambda d: set_path(d, ["sheet", "columns", 2, "values"], ["a"]),
+        "sheet.columns[2].values",
+        "allowed values need a string column",
+    ),
+    (
+        "missing item_ref",
+        lambda d: d["sheet"].__setitem__("columns", d["sheet"]["columns"][1:]),
+        "sheet.columns",
+        "a column named 'item_ref'",
+    ),
     ("unknown top-level field", lambda d: d.__setitem__("trainig", {}), "trainig", "unknown field"),
-    ("split does not add up", lambda d: d["training"].__setitem__("split", {"train": 0.8, "val": 0.1, "test": 0.2}),
-     "training.split", "add up to 1"),
-    ("bad table name", lambda d: set_path(d, ["sheet", "sources", "boards", "table"], "acme raw.boards; drop"),
-     "sheet.sources.boards.table", "is not a table name"),
+    (
+        "split does not add up",
+        lambda d: d["training"].__setitem__("split", {"train": 0.8, "val": 0.1, "test": 0.2}),
+        "training.split",
+        "add up to 1",
+    ),
+    (
+        "bad table name",
+        lambda d: set_path(d, ["sheet", "sources", "boards", "table"], "acme raw.boards; drop"),
+        "sheet.sources.boards.table",
+        "is not a table name",
+    ),
     ("missing prompt", lambda d: d["template"].pop("prompt"), "template.prompt", "is required"),
     ("source never joined", lambda d: d["sheet"].__setitem__("joins", []), "sheet.joins", "never joined"),
-    ("wrong field type", lambda d: set_path(d, ["synthetic", "rows"], "many"), "synthetic.rows",
-     "expected an integer"),
-    ("gate metric of another kind", lambda d: set_path(d, ["training", "gate"], {"metric": "r2", "minimum": 0.5}),
-     "training.gate.metric", "unknown value 'r2'; expected one of accuracy, macro_f1"),
-    ("negative search trials", lambda d: d["training"].__setitem__("search", {"trials": -1}),
-     "training.search.trials", "expected 0 to 500 trials"),
-    ("bad endpoint name", lambda d: d.__setitem__("serving", {"endpoint_name": "my endpoint!"}),
-     "serving.endpoint_name", "is not an endpoint name"),
-    ("p-value out of range", lambda d: d.__setitem__("monitoring", {"drift": {"p_value": 1.5}}),
-     "monitoring.drift.p_value", "expected a share between 0 and 1, got 1.5"),
-    ("unknown monitoring field", lambda d: d.__setitem__("monitoring", {"max_latency_ms": 10}),
-     "monitoring.max_latency_ms", "unknown field"),
+    ("wrong field type", lambda d: set_path(d, ["synthetic", "rows"], "many"), "synthetic.rows", "expected an integer"),
+    (
+        "gate metric of another kind",
+        lambda d: set_path(d, ["training", "gate"], {"metric": "r2", "minimum": 0.5}),
+        "training.gate.metric",
+        "unknown value 'r2'; expected one of accuracy, macro_f1",
+    ),
+    (
+        "negative search trials",
+        lambda d: d["training"].__setitem__("search", {"trials": -1}),
+        "training.search.trials",
+        "expected 0 to 500 trials",
+    ),
+    (
+        "bad endpoint name",
+        lambda d: d.__setitem__("serving", {"endpoint_name": "my endpoint!"}),
+        "serving.endpoint_name",
+        "is not an endpoint name",
+    ),
+    (
+        "p-value out of range",
+        lambda d: d.__setitem__("monitoring", {"drift": {"p_value": 1.5}}),
+        "monitoring.drift.p_value",
+        "expected a share between 0 and 1, got 1.5",
+    ),
+    (
+        "unknown monitoring field",
+        lambda d: d.__setitem__("monitoring", {"max_latency_ms": 10}),
+        "monitoring.max_latency_ms",
+        "unknown field",
+    ),
 ]
 
 
@@ -107,10 +182,22 @@ def test_errors_name_file_field_and_expectation(tmp_path, label, change, field, 
 def test_serving_and_monitoring_settings_have_defaults_and_overrides(tmp_path):
     plain = load_use_case(write(tmp_path, mutated(lambda d: None)))
     assert (plain.serving.endpoint_name, plain.monitoring.psi_threshold, plain.monitoring.min_accuracy) == (
-        plain.name, 0.2, None)
-    tuned = load_use_case(write(tmp_path, mutated(lambda d: d.update(
-        serving={"endpoint_name": "defects-v2", "max_rows_per_request": 50},
-        monitoring={"window_minutes": 15, "drift": {"psi": 0.25}, "min_accuracy": 0.8})), "tuned.yaml"))
+        plain.name,
+        0.2,
+        None,
+    )
+    tuned = load_use_case(
+        write(
+            tmp_path,
+            mutated(
+                lambda d: d.update(
+                    serving={"endpoint_name": "defects-v2", "max_rows_per_request": 50},
+                    monitoring={"window_minutes": 15, "drift": {"psi": 0.25}, "min_accuracy": 0.8},
+                )
+            ),
+            "tuned.yaml",
+        )
+    )
     assert (tuned.serving.endpoint_name, tuned.serving.max_rows_per_request) == ("defects-v2", 50)
     m = tuned.monitoring
     assert (m.window_minutes, m.psi_threshold, m.p_value, m.min_accuracy) == (15, 0.25, 0.05, 0.8)

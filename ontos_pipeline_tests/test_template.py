@@ -88,13 +88,19 @@ def test_system_prompt_is_a_template_under_the_same_rules(tmp_path):
 
 def test_missing_column_names_the_variable_the_line_and_the_column(tmp_path):
     spec = spec_with(tmp_path, prompt="Board {{ product_family }}\n\nColour: {{ board_colour }}")
-    with pytest.raises(TemplateError, match=r"prompt line 3: variable 'board_colour' names no sheet column: the sheet "
-                                            r"has no column 'board_colour' \(sheet columns: item_ref, image, .*\)"):
+    with pytest.raises(
+        TemplateError,
+        match=r"prompt line 3: variable 'board_colour' names no sheet column: the sheet "
+        r"has no column 'board_colour' \(sheet columns: item_ref, image, .*\)",
+    ):
         compile_template(spec)
     spec = spec_with(tmp_path, prompt="Board {{ family }}\n{{ operator_notes }}", variables={"family": "revision"})
     columns = [c.name for c in spec.sheet.columns if c.name not in ("revision", "operator_notes")]
-    with pytest.raises(TemplateError, match=r"prompt line 1: variable 'family' is mapped to column 'revision': the "
-                                            r"sheet has no column 'revision'"):
+    with pytest.raises(
+        TemplateError,
+        match=r"prompt line 1: variable 'family' is mapped to column 'revision': the "
+        r"sheet has no column 'revision'",
+    ):
         compile_template(spec, sheet_columns=columns)
 
 
@@ -106,16 +112,22 @@ def test_syntax_error_names_the_line(tmp_path):
 
 
 def test_a_template_that_cannot_render_a_typed_row_fails_at_compile_time(tmp_path):
-    with pytest.raises(TemplateError, match=r"prompt line 2: fails on a sample row of typed placeholder values: "
-                                            r"TypeError"):
+    with pytest.raises(
+        TemplateError,
+        match=r"prompt line 2: fails on a sample row of typed placeholder values: "
+        r"TypeError",
+    ):
         compile_template(spec_with(tmp_path, prompt="Board\n{{ product_family + 1 }}"))
     with pytest.raises(TemplateError, match=r"prompt line 1: 'str object' has no attribute 'shape'"):
         compile_template(spec_with(tmp_path, prompt="{{ image.shape }}"))
 
 
 def test_renamed_variables_render_their_sheet_column(tmp_path):
-    spec = spec_with(tmp_path, prompt="{{ family }} / {{ family | upper }} at {{ temp | round(1) }} C",
-                     variables={"family": "product_family", "temp": "solder_temp_c"})
+    spec = spec_with(
+        tmp_path,
+        prompt="{{ family }} / {{ family | upper }} at {{ temp | round(1) }} C",
+        variables={"family": "product_family", "temp": "solder_temp_c"},
+    )
     compiled = compile_template(spec)
     assert compiled.variables == {"family": "product_family", "temp": "solder_temp_c"}
     user = compiled.renderer().render(sample_row(spec, product_family="Hx", solder_temp_c=251.26))[1]
@@ -123,8 +135,9 @@ def test_renamed_variables_render_their_sheet_column(tmp_path):
 
 
 def test_missing_values_render_as_n_a(tmp_path):
-    spec = spec_with(tmp_path, prompt="{{ product_family }}|{{ solder_temp_c }}|{{ inspected_at }}|{{ line_id }}",
-                     variables={})
+    spec = spec_with(
+        tmp_path, prompt="{{ product_family }}|{{ solder_temp_c }}|{{ inspected_at }}|{{ line_id }}", variables={}
+    )
     renderer = compile_template(spec).renderer()
     row = sample_row(spec, product_family=None, solder_temp_c=math.nan, inspected_at=pd.NaT, line_id=pd.NA)
     assert renderer.render(row)[1] == "n/a|n/a|n/a|n/a"
@@ -150,14 +163,17 @@ def test_version_is_a_stable_content_hash(tmp_path):
     spec = spec_with(tmp_path)
     compiled = compile_template(spec)
     assert len(compiled.version) == 20 and compile_template(spec) == compiled
-    code = ("from ontos_pipeline.specs import load_use_case; from ontos_pipeline.generate.template import "
-            f"compile_template; print(compile_template(load_use_case({str(spec.path)!r})).version)")
+    code = (
+        "from ontos_pipeline.specs import load_use_case; from ontos_pipeline.generate.template import "
+        f"compile_template; print(compile_template(load_use_case({str(spec.path)!r})).version)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == compiled.version  # another process, another PYTHONHASHSEED
     changed = spec_with(tmp_path, prompt=spec.template.prompt.replace("Which defect", "What defect"))
     assert compile_template(changed).version != compiled.version
-    renamed = spec_with(tmp_path, prompt=spec.template.prompt.replace("{{ image }}", "{{ picture }}"),
-                        variables={"picture": "image"})
+    renamed = spec_with(
+        tmp_path, prompt=spec.template.prompt.replace("{{ image }}", "{{ picture }}"), variables={"picture": "image"}
+    )
     assert compile_template(renamed).version != compiled.version
 
 
@@ -189,11 +205,16 @@ def test_register_is_idempotent_and_a_new_version_archives_the_old(spark, lakeho
 
 
 def test_renderer_runs_inside_spark_map_in_pandas(spark, tmp_path):
-    spec = spec_with(tmp_path, prompt="{{ product_family }} board, {{ component_count }} parts, notes {{ notes }}",
-                     variables={"notes": "operator_notes"})
+    spec = spec_with(
+        tmp_path,
+        prompt="{{ product_family }} board, {{ component_count }} parts, notes {{ notes }}",
+        variables={"notes": "operator_notes"},
+    )
     compiled = compile_template(spec)
-    df = spark.createDataFrame([("B-1", "Hx", 12, "{{ 7*7 }}"), ("B-2", "Lx", None, None)],
-                               "item_ref string, product_family string, component_count long, operator_notes string")
+    df = spark.createDataFrame(
+        [("B-1", "Hx", 12, "{{ 7*7 }}"), ("B-2", "Lx", None, None)],
+        "item_ref string, product_family string, component_count long, operator_notes string",
+    )
 
     def render(frames):
         renderer = compiled.renderer()  # once per partition

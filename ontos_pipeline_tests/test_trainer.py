@@ -31,8 +31,9 @@ def test_each_response_kind_learns_the_rule_and_beats_its_baseline(tmp_path, kin
     p = outcome.best.model.predict_frame(test.drop(columns=[RESPONSE]))
     metric = GATES[kind]
     model = score(kind, test[RESPONSE].tolist(), p, template.response_schema)[metric]
-    baseline = score(kind, test[RESPONSE].tolist(), outcome.baseline.model.predict_frame(test),
-                     template.response_schema)[metric]
+    baseline = score(
+        kind, test[RESPONSE].tolist(), outcome.baseline.model.predict_frame(test), template.response_schema
+    )[metric]
     assert model >= minimum, (kind, model, outcome.candidates)
     assert model - baseline >= 0.3, (kind, model, baseline)
     for response, confidence in zip(p.responses, p.confidence, strict=True):
@@ -45,8 +46,15 @@ def test_predictions_come_from_the_item_columns_not_from_a_prompt(tmp_path):
     outcome = LocalTrainer().train(spec, template, TrainingData(items("enum", 300, 1), items("enum", 100, 2)))
     model = outcome.best.model
     assert model.input_columns == ["color", "note", "x"]
-    answers = model.predict(pd.DataFrame({"x": [-2.0, 0.0, 2.0], "color": ["red", "blue", None],
-                                          "note": ["Routine reading.", None, "Checked twice."]}))
+    answers = model.predict(
+        pd.DataFrame(
+            {
+                "x": [-2.0, 0.0, 2.0],
+                "color": ["red", "blue", None],
+                "note": ["Routine reading.", None, "Checked twice."],
+            }
+        )
+    )
     assert [a["response"] for a in answers] == ["low", "mid", "high"]
     with pytest.raises(ValueError, match="missing input columns: x"):
         model.predict(pd.DataFrame({"color": ["red"], "note": ["n"]}))
@@ -75,8 +83,7 @@ def test_evaluation_reports_intervals_slices_failures_plots_and_the_champion(tmp
     weak_train = items("enum", 40, 5, noise=0.5)
     weak = trainer.train(spec, template, TrainingData(weak_train, items("enum", 40, 6, noise=0.5)))
     test = items("enum", 300, 3)
-    result = evaluate(spec, test, strong.best.model, strong.baseline.model, weak.best.model, "1",
-                      tmp_path / "plots")
+    result = evaluate(spec, test, strong.best.model, strong.baseline.model, weak.best.model, "1", tmp_path / "plots")
     low, high = result.challenger["ci"]
     assert low <= result.challenger["headline"] <= high and high - low < 0.2
     assert result.champion is not None and result.champion["headline"] < result.challenger["headline"]
@@ -134,10 +141,18 @@ def test_optuna_search_is_seeded_and_logs_importances(tmp_path):
     assert any(c.family.endswith("_tuned") for c in first.candidates)
 
 
-@pytest.mark.parametrize(("text", "iso"), [("2024-03-05", "2024-03-05"), ("5 March 2024", "2024-03-05"),
-                                           ("March 5, 2024", "2024-03-05"), ("5 Mar 2024", "2024-03-05"),
-                                           ("03/05/2024", "2024-03-05"), ("05.03.2024", "2024-03-05"),
-                                           ("31/02/2024", None)])
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2024-03-05", "2024-03-05"),
+        ("5 March 2024", "2024-03-05"),
+        ("March 5, 2024", "2024-03-05"),
+        ("5 Mar 2024", "2024-03-05"),
+        ("03/05/2024", "2024-03-05"),
+        ("05.03.2024", "2024-03-05"),
+        ("31/02/2024", None),
+    ],
+)
 def test_dates_are_normalised_to_iso(text, iso):
     assert parse_date(text) == iso
 

@@ -36,8 +36,10 @@ def widgets_spec(folder: Path):
     return load_use_case(folder / "widgets.yaml")
 
 
-LABEL_SCHEMA = ("item_ref string, label_data string, confidence double, labeled_by string, labeled_at timestamp, "
-                "allowed_uses array<string>, prohibited_uses array<string>")
+LABEL_SCHEMA = (
+    "item_ref string, label_data string, confidence double, labeled_by string, labeled_at timestamp, "
+    "allowed_uses array<string>, prohibited_uses array<string>"
+)
 
 
 def write_labels(spark, lakehouse, labels: list[tuple]) -> None:

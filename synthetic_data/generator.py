@@ -161,5 +161,3 @@ def _rechunk(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.
         pending_rows = merged.num_rows - offset
     if pending_rows:
         yield pa.concat_batches(pending)
-
-

@@ -31,14 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if load_settings().target != "local" and args.command not in TARGET_INDEPENDENT:
-            print(f"error: `ontos {args.command}` works on the embedded local target (its tables, MLflow store and "
-                  "serving process). With ONTOS_TARGET=databricks, materialize through Dagster instead: `dagster job "
-                  "execute -m ontos_pipeline.definitions -j full_pipeline --tags '{\"dagster/partition\": "
-                  "\"<use case>\"}'` or the UI (README: Running on Databricks)", file=sys.stderr)
+            print(
+                f"error: `ontos {args.command}` works on the embedded local target (its tables, MLflow store and "
+                "serving process). With ONTOS_TARGET=databricks, materialize through Dagster instead: `dagster job "
+                'execute -m ontos_pipeline.definitions -j full_pipeline --tags \'{"dagster/partition": '
+                '"<use case>"}\'` or the UI (README: Running on Databricks)',
+                file=sys.stderr,
+            )
             return 2
         return args.func(args)
     except (SpecError, SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-

@@ -30,8 +30,9 @@ class Context:
 
     def spec(self, use_case: str) -> UseCaseSpec:
         if use_case not in self.specs:
-            raise SpecError(self.settings.use_cases_dir, "",
-                            f"unknown use case {use_case!r}; known: {', '.join(self.specs)}")
+            raise SpecError(
+                self.settings.use_cases_dir, "", f"unknown use case {use_case!r}; known: {', '.join(self.specs)}"
+            )
         return self.specs[use_case]
 
     @cached_property

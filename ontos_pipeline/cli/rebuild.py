@@ -21,8 +21,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         try:
             pack = json.loads(Path(args.pack).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the reproducibility pack {args.pack}: {exc}; pass the pack.json of a "
-                             "trained_model run (MLflow artifact reproducibility/pack.json)") from None
+            raise ValueError(
+                f"cannot read the reproducibility pack {args.pack}: {exc}; pass the pack.json of a "
+                "trained_model run (MLflow artifact reproducibility/pack.json)"
+            ) from None
     else:
         import mlflow
 
@@ -30,11 +32,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         try:
             pack = mlflow.artifacts.load_dict(f"runs:/{args.run_id}/{PACK}")
         except Exception as exc:  # MlflowException and OSError: no such run or no pack in it
-            raise ValueError(f"no reproducibility pack for MLflow run {args.run_id!r} in {store.tracking_uri} "
-                             f"({type(exc).__name__}); pass the run id a trained_model materialization shows") from None
+            raise ValueError(
+                f"no reproducibility pack for MLflow run {args.run_id!r} in {store.tracking_uri} "
+                f"({type(exc).__name__}); pass the run id a trained_model materialization shows"
+            ) from None
     result = rebuild_training_data(get_spark(), ctx.lakehouse, pack, args.out)
-    print(f"rebuilt {pack['use_case']} training data (training sheet {pack['data']['training_sheet_version']}) "
-          f"into {result.manifest.directory}")
+    print(
+        f"rebuilt {pack['use_case']} training data (training sheet {pack['data']['training_sheet_version']}) "
+        f"into {result.manifest.directory}"
+    )
     for key, sha in sorted(result.actual.items()):
         print(f"  {'same' if result.expected.get(key) == sha else 'DIFFERENT'}  {key}  {sha[:16]}")
     if not result.identical:
@@ -45,8 +51,9 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    rebuild = sub.add_parser("rebuild-training-data",
-                             help="rebuild a trained model's training data from its reproducibility pack")
+    rebuild = sub.add_parser(
+        "rebuild-training-data", help="rebuild a trained model's training data from its reproducibility pack"
+    )
     source = rebuild.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-id", help="the MLflow run of the trained model")
     source.add_argument("--pack", help="a reproducibility pack (pack.json) downloaded from MLflow")

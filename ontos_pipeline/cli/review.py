@@ -23,12 +23,23 @@ def cmd_review(args: argparse.Namespace) -> int:
     lakehouse, spec = ctx.lakehouse, ctx.spec(args.use_case)
     sheet_id = spec.training_sheet_id
     if args.action == "list":
-        rows = training_sheet_rows(lakehouse, sheet_id, status=args.status, limit=args.limit,
-                                   columns=["status", "response_source", "split", "response"])
+        rows = training_sheet_rows(
+            lakehouse,
+            sheet_id,
+            status=args.status,
+            limit=args.limit,
+            columns=["status", "response_source", "split", "response"],
+        )
         print(f"training sheet {sheet_id} version {training_sheet_version(lakehouse, sheet_id)}")
-        print(format_table(["item_ref", "status", "source", "split", "response"], [
-            [r["item_ref"], r["status"], r["response_source"] or "-", r["split"], short(r["response"])]
-            for r in rows]))
+        print(
+            format_table(
+                ["item_ref", "status", "source", "split", "response"],
+                [
+                    [r["item_ref"], r["status"], r["response_source"] or "-", r["split"], short(r["response"])]
+                    for r in rows
+                ],
+            )
+        )
         return 0
     if args.action == "show":
         found = training_sheet_rows(lakehouse, sheet_id, items=args.items)
@@ -37,18 +48,24 @@ def cmd_review(args: argparse.Namespace) -> int:
         row = found[0]
         for message in json.loads(row["messages"]):
             print(f"[{message['role']}]\n{message['content']}\n")
-        print(f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}, split "
-              f"{row['split']}, version {row['version']}, prohibited uses {list(row['prohibited_uses'] or [])}")
+        print(
+            f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}, split "
+            f"{row['split']}, version {row['version']}, prohibited uses {list(row['prohibited_uses'] or [])}"
+        )
         for h in review_history(lakehouse, sheet_id, args.items[0]):
-            print(f"  {h['created_at']:%Y-%m-%d %H:%M} {h['reviewer']}: {h['decision']} {h['label_data'] or ''}"
-                  f" {h['comment'] or ''}")
+            print(
+                f"  {h['created_at']:%Y-%m-%d %H:%M} {h['reviewer']}: {h['decision']} {h['label_data'] or ''}"
+                f" {h['comment'] or ''}"
+            )
         return 0
     decisions = [review.Decision(item, args.action, args.label, args.comment) for item in args.items]
     if args.file:
         decisions += review.read_decisions(Path(args.file), default_decision=args.action)
     ids = review.record_decisions(lakehouse, spec, decisions, person(args.reviewer), args.version)
-    print(f"recorded {len(ids)} decision(s) on {sheet_id}; they apply at the next materialization "
-          "of canonical_labels and training_sheet")
+    print(
+        f"recorded {len(ids)} decision(s) on {sheet_id}; they apply at the next materialization "
+        "of canonical_labels and training_sheet"
+    )
     return 0
 
 
@@ -63,21 +80,26 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         return 2
     validator = response_validator(spec.template.response_schema)
     rows = parse_label_file(source, spec.template.response_kind)
-    problems = [r["error"] or f"{r['source_ref']}: item {r['item_ref']!r}: label {reason}" for r in rows
-                if r["error"] or (reason := validate_label(validator, r["label_data"])[0])]
+    problems = [
+        r["error"] or f"{r['source_ref']}: item {r['item_ref']!r}: label {reason}"
+        for r in rows
+        if r["error"] or (reason := validate_label(validator, r["label_data"])[0])
+    ]
     print(f"{source.name}: {len(rows)} labels, {len(rows) - len(problems)} valid, {len(problems)} invalid")
     for problem in problems[:20]:
         print(f"  {problem}", file=sys.stderr)
     if problems and not args.allow_rejects:
-        print("nothing imported: fix the lines above, or pass --allow-rejects to import the file and keep the "
-              "invalid labels in label_rejects with their reasons", file=sys.stderr)
+        print(
+            "nothing imported: fix the lines above, or pass --allow-rejects to import the file and keep the "
+            "invalid labels in label_rejects with their reasons",
+            file=sys.stderr,
+        )
         return 2
     target = inbox_dir(ctx.lakehouse, spec.name) / source.name
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
-    print(f"imported into {target}; it is merged at the next materialization of canonical_labels "
-          f"({spec.name})")
+    print(f"imported into {target}; it is merged at the next materialization of canonical_labels ({spec.name})")
     return 0
 
 
@@ -98,8 +120,9 @@ def add_parsers(sub) -> None:
             p.add_argument("--comment")
             p.add_argument("--reviewer", help="who decides (default: $ONTOS_USER or the login name)")
             p.add_argument("--version", help="the training-sheet version you reviewed (stale decisions are refused)")
-            p.add_argument("--label", help="the corrected label as JSON (edit)" if action == "edit"
-                           else argparse.SUPPRESS)
+            p.add_argument(
+                "--label", help="the corrected label as JSON (edit)" if action == "edit" else argparse.SUPPRESS
+            )
         p.set_defaults(func=cmd_review, label=None)
 
     labels = sub.add_parser("labels", help="label files")
@@ -107,7 +130,9 @@ def add_parsers(sub) -> None:
     imp = labels_sub.add_parser("import", help="validate a CSV/JSONL label file and put it in the inbox")
     imp.add_argument("file")
     imp.add_argument("--use-case", required=True)
-    imp.add_argument("--allow-rejects", action="store_true",
-                     help="import even if some labels are invalid (they are kept in label_rejects)")
+    imp.add_argument(
+        "--allow-rejects",
+        action="store_true",
+        help="import even if some labels are invalid (they are kept in label_rejects)",
+    )
     imp.set_defaults(func=cmd_labels_import)
-

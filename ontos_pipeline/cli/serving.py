@@ -36,10 +36,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = load_settings()
-    options = ServingOptions(host=args.host, port=args.port or settings.serve_port, poll_seconds=args.poll_seconds,
-                             flush_seconds=args.flush_seconds)
-    print(f"serving every use case's champion on http://{options.host}:{options.port} "
-          f"(state in {settings.home}); GET /serving-endpoints lists them", flush=True)
+    options = ServingOptions(
+        host=args.host,
+        port=args.port or settings.serve_port,
+        poll_seconds=args.poll_seconds,
+        flush_seconds=args.flush_seconds,
+    )
+    print(
+        f"serving every use case's champion on http://{options.host}:{options.port} "
+        f"(state in {settings.home}); GET /serving-endpoints lists them",
+        flush=True,
+    )
     make_server(settings, options).run()
     return 0
 
@@ -51,15 +58,31 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     spec = _spec(settings, args.use_case)
     lakehouse = settings.local_lakehouse()
     if args.action == "rollback":
-        event = rollback(settings.local_model_store(), lakehouse, spec.name, spec.serving.endpoint_name, _actor(args),
-                         args.to)
-        print(f"{event.endpoint_name}: {event.reason} (event {event.event_id[:12]}); a running `ontos serve` "
-              "switches within its poll interval")
+        event = rollback(
+            settings.local_model_store(), lakehouse, spec.name, spec.serving.endpoint_name, _actor(args), args.to
+        )
+        print(
+            f"{event.endpoint_name}: {event.reason} (event {event.event_id[:12]}); a running `ontos serve` "
+            "switches within its poll interval"
+        )
         return 0
     events = history(lakehouse, spec.name)
-    print(format_table(["time (UTC)", "event", "served", "previous", "actor", "reason"],
-                 [[e["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), e["event"], e["served_version"],
-                   e["previous_version"], e["actor"], (e["reason"] or "")[:80]] for e in events]))
+    print(
+        format_table(
+            ["time (UTC)", "event", "served", "previous", "actor", "reason"],
+            [
+                [
+                    e["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    e["event"],
+                    e["served_version"],
+                    e["previous_version"],
+                    e["actor"],
+                    (e["reason"] or "")[:80],
+                ]
+                for e in events
+            ],
+        )
+    )
     return 0
 
 
@@ -77,12 +100,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.land:
         landed = traffic.land_batch(get_spark(), lakehouse, spec, args.batch)
         print(f"{landed} {args.batch} rows landed in {lakehouse.name(spec.primary_table)} (the next sheet holds them)")
-    result = traffic.send(url, spec, frame, args.feedback_rate, args.correction_share, args.error_share,
-                          args.concurrency, args.seed)
+    result = traffic.send(
+        url, spec, frame, args.feedback_rate, args.correction_share, args.error_share, args.concurrency, args.seed
+    )
     acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
-    print(f"{spec.name} ({args.batch}): {result.requests} requests in {result.seconds:.1f} s, status "
-          f"{dict(sorted(result.statuses.items()))}, versions {dict(result.versions)}, accuracy {acc}, "
-          f"feedback {dict(result.feedback)}")
+    print(
+        f"{spec.name} ({args.batch}): {result.requests} requests in {result.seconds:.1f} s, status "
+        f"{dict(sorted(result.statuses.items()))}, versions {dict(result.versions)}, accuracy {acc}, "
+        f"feedback {dict(result.feedback)}"
+    )
     return 0 if result.statuses.get(200) else 1
 
 
@@ -97,8 +123,16 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.file:
         bodies = jsonl_records(Path(args.file).read_text(encoding="utf-8").splitlines(), args.file, FeedbackError)
     else:
-        body = {k: v for k, v in (("request_id", args.request_id), ("item_ref", args.item_ref),
-                                  ("rating", args.rating), ("comment", args.comment)) if v is not None}
+        body = {
+            k: v
+            for k, v in (
+                ("request_id", args.request_id),
+                ("item_ref", args.item_ref),
+                ("rating", args.rating),
+                ("comment", args.comment),
+            )
+            if v is not None
+        }
         if args.correction is not None:
             try:
                 body["correction"] = json.loads(args.correction)
@@ -131,14 +165,30 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     lakehouse = load_settings().local_lakehouse()
     if args.action == "list":
         rows = alerts.list_alerts(lakehouse, args.use_case, args.status)
-        print(format_table(["id", "use case", "kind", "status", "opened (UTC)", "by", "message"],
-                     [[a["alert_id"], a["use_case"], a["kind"], a["status"],
-                       a["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M"), a["actor"], a["message"]]
-                      for a in rows]) if rows else "no alerts")
+        print(
+            format_table(
+                ["id", "use case", "kind", "status", "opened (UTC)", "by", "message"],
+                [
+                    [
+                        a["alert_id"],
+                        a["use_case"],
+                        a["kind"],
+                        a["status"],
+                        a["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+                        a["actor"],
+                        a["message"],
+                    ]
+                    for a in rows
+                ],
+            )
+            if rows
+            else "no alerts"
+        )
         return 0
     try:
-        alert = alerts.transition(lakehouse, args.alert_id, "acknowledged" if args.action == "ack" else "resolved",
-                                  _actor(args))
+        alert = alerts.transition(
+            lakehouse, args.alert_id, "acknowledged" if args.action == "ack" else "resolved", _actor(args)
+        )
     except alerts.AlertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -170,14 +220,21 @@ def add_parsers(sub) -> None:
     sim.add_argument("--batch", choices=("normal", "drifted"), default="normal")
     sim.add_argument("--n", type=int, default=200, help="requests to send")
     sim.add_argument("--feedback-rate", type=float, default=0.5, help="share of answers that get feedback")
-    sim.add_argument("--correction-share", type=float, default=0.5,
-                     help="share of wrong answers whose feedback carries the correct answer")
+    sim.add_argument(
+        "--correction-share",
+        type=float,
+        default=0.5,
+        help="share of wrong answers whose feedback carries the correct answer",
+    )
     sim.add_argument("--error-share", type=float, default=0.02, help="share of deliberately malformed requests")
     sim.add_argument("--concurrency", type=int, default=4)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--url", help="serving process root (default: http://127.0.0.1:$ONTOS_SERVE_PORT)")
-    sim.add_argument("--land", action="store_true",
-                     help="also land the batch's rows in the source table, as new production data (drifted batch)")
+    sim.add_argument(
+        "--land",
+        action="store_true",
+        help="also land the batch's rows in the source table, as new production data (drifted batch)",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     fb = sub.add_parser("feedback", help="record feedback on a served answer (or a JSONL file of feedback)")

@@ -24,53 +24,83 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     lakehouse = settings.local_lakehouse()
     if args.action == "list":
         rows = tasks.list_tasks(lakehouse, args.use_case, args.status)
-        print(format_table(["id", "use case", "priority", "status", "items", "assignee", "created (UTC)", "gap"],
-                           [[t["task_id"], t["use_case"], t["priority"], t["status"], len(t["item_refs"] or []),
-                             t["assignee"] or "-", _when(t["created_at"]), t["gap_id"]] for t in rows])
-              if rows else "no tasks")
+        print(
+            format_table(
+                ["id", "use case", "priority", "status", "items", "assignee", "created (UTC)", "gap"],
+                [
+                    [
+                        t["task_id"],
+                        t["use_case"],
+                        t["priority"],
+                        t["status"],
+                        len(t["item_refs"] or []),
+                        t["assignee"] or "-",
+                        _when(t["created_at"]),
+                        t["gap_id"],
+                    ]
+                    for t in rows
+                ],
+            )
+            if rows
+            else "no tasks"
+        )
         return 0
     try:
         if args.action == "show":
             task = tasks.get_task(lakehouse, args.task_id)
         else:
             to = "in_progress" if args.action == "start" else "completed"
-            task = tasks.transition(lakehouse, args.task_id, to, getattr(args, "assignee", None)
-                                    or (os.environ.get("ONTOS_USER") or getpass.getuser() if to == "in_progress"
-                                        else None))
+            task = tasks.transition(
+                lakehouse,
+                args.task_id,
+                to,
+                getattr(args, "assignee", None)
+                or (os.environ.get("ONTOS_USER") or getpass.getuser() if to == "in_progress" else None),
+            )
     except tasks.TaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     specs = load_use_cases(settings.use_cases_dir)
     spec = specs.get(task["use_case"])
     if args.action == "show":
-        print(f"task {task['task_id']} ({task['use_case']}, gap {task['gap_id']}): {task['status']}, priority "
-              f"{task['priority']}, assignee {task['assignee'] or '-'}, created {_when(task['created_at'])}, "
-              f"started {_when(task['started_at'])}, completed {_when(task['completed_at'])}")
+        print(
+            f"task {task['task_id']} ({task['use_case']}, gap {task['gap_id']}): {task['status']}, priority "
+            f"{task['priority']}, assignee {task['assignee'] or '-'}, created {_when(task['created_at'])}, "
+            f"started {_when(task['started_at'])}, completed {_when(task['completed_at'])}"
+        )
         print(f"\n{task['instructions']}\n")
         print(f"items to label ({len(task['item_refs'])}, most uncertain first):")
         for ref in task["item_refs"]:
             print(f"  {ref}")
-        print(f"\nsubmit: uv run ontos labels import labels.csv --use-case {task['use_case']}   "
-              "# CSV header: item_ref,label")
+        print(
+            f"\nsubmit: uv run ontos labels import labels.csv --use-case {task['use_case']}   "
+            "# CSV header: item_ref,label"
+        )
         if spec is not None:
             progress = tasks.label_progress(lakehouse, spec, task)
             print(f"labelled so far: {progress['labelled']} of {progress['items']} items")
         return 0
     if args.action == "start":
-        print(f"task {task['task_id']} is now in_progress (assignee {task['assignee'] or '-'}); "
-              f"`ontos tasks show {task['task_id']}` lists its items")
+        print(
+            f"task {task['task_id']} is now in_progress (assignee {task['assignee'] or '-'}); "
+            f"`ontos tasks show {task['task_id']}` lists its items"
+        )
         return 0
     message = f"task {task['task_id']} is now completed"
     if spec is None:
         print(f"{message}; use case {task['use_case']!r} is not in {settings.use_cases_dir}, labels not counted")
         return 0
     progress = tasks.label_progress(lakehouse, spec, task)
-    print(f"{message}: {progress['labelled']} of {progress['items']} items have a canonical label "
-          f"({progress['labelled_since_created']} labelled since the task was created)")
+    print(
+        f"{message}: {progress['labelled']} of {progress['items']} items have a canonical label "
+        f"({progress['labelled_since_created']} labelled since the task was created)"
+    )
     if progress["missing"]:
         shown = ", ".join(progress["missing"][:10]) + (" …" if len(progress["missing"]) > 10 else "")
-        print(f"still without a canonical label: {shown} (imported label files count once canonical_labels is "
-              "materialized again)")
+        print(
+            f"still without a canonical label: {shown} (imported label files count once canonical_labels is "
+            "materialized again)"
+        )
     return 0
 
 

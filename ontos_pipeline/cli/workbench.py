@@ -27,8 +27,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     prepare_dagster_home(settings)
     bin_dir = Path(sys.executable).parent
     dagster = bin_dir / "dagster"
-    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-m", "ontos_pipeline.definitions",
-               "-h", args.host, "-p", str(args.port)]
+    command = [
+        str(dagster) if dagster.exists() else "dagster",
+        "dev",
+        "-m",
+        "ontos_pipeline.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     print(f"DAGSTER_HOME={settings.dagster_home} {' '.join(command)}", flush=True)
     os.execvp(command[0], command)
@@ -47,17 +55,26 @@ def cmd_engine(args: argparse.Namespace) -> int:
         print(f"stopped the engine (pid {stopped.pid})" if stopped else f"no engine is running ({directory})")
     else:
         found = engine.running(directory)
-        print(f"running: {found.describe()}" if found else
-              f"not running ({directory}); the next command that needs Spark starts it")
+        print(
+            f"running: {found.describe()}"
+            if found
+            else f"not running ({directory}); the next command that needs Spark starts it"
+        )
     return 0
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
     directory = Path(args.directory) if args.directory else Context.load().settings.use_cases_dir
     specs = load_use_cases(directory)
-    print(format_table(["use case", "file", "sources", "columns", "response"], [
-        [s.name, s.path.name, len(s.sheet.sources), len(s.sheet.columns), s.template.response_kind]
-        for s in specs.values()]))
+    print(
+        format_table(
+            ["use case", "file", "sources", "columns", "response"],
+            [
+                [s.name, s.path.name, len(s.sheet.sources), len(s.sheet.columns), s.template.response_kind]
+                for s in specs.values()
+            ],
+        )
+    )
     return 0
 
 
@@ -77,4 +94,3 @@ def add_parsers(sub) -> None:
     specs = sub.add_parser("specs", help="validate the use-case files and list them")
     specs.add_argument("directory", nargs="?", help="folder of use-case YAML files (default: ONTOS_USE_CASES_DIR)")
     specs.set_defaults(func=cmd_specs)
-

@@ -26,7 +26,7 @@ PHI_PATTERNS: Mapping[str, str] = {
     "phone": r"(\+?1[ .-]?)?(\(\d{3}\)|\b\d{3})[ .-]\d{3}[ .-]\d{4}\b",
     "ssn": r"\b\d{3}-\d{2}-\d{4}\b",
     "date_of_birth": r"(?i)\b(dob|d\.o\.b\.|date of birth|born( on)?)\b\W{0,3}"
-                     r"(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]{2,8}\.? \d{1,2},? \d{4})",
+    r"(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]{2,8}\.? \d{1,2},? \d{4})",
 }
 
 
@@ -73,13 +73,22 @@ def check_frame_rules(df: DataFrame, spec: UseCaseSpec) -> CheckOutcome:
             item.update(rows=df.filter(cond).count(), examples=_examples(df, cond, column))
         failures.append(item)
     if not failures:
-        return CheckOutcome(True, f"{len(spec.sheet.columns)} columns match their types, nullability, ranges "
-                                  "and allowed values", {"columns_checked": len(spec.sheet.columns)})
-    lines = [f"column {f['column']!r} fails {f['rule']}"
-             + (f": {f['rows']} rows, e.g. item_ref {', '.join(f['examples'])}" if f.get("rows") else "")
-             + (f" ({f['hint']})" if f.get("hint") else "") for f in failures]
-    return CheckOutcome(False, "Sheet rows break the spec: " + "; ".join(lines)
-                        + f". Fix the source rows or the column rules in {spec.path}.", {"failures": failures})
+        return CheckOutcome(
+            True,
+            f"{len(spec.sheet.columns)} columns match their types, nullability, ranges and allowed values",
+            {"columns_checked": len(spec.sheet.columns)},
+        )
+    lines = [
+        f"column {f['column']!r} fails {f['rule']}"
+        + (f": {f['rows']} rows, e.g. item_ref {', '.join(f['examples'])}" if f.get("rows") else "")
+        + (f" ({f['hint']})" if f.get("hint") else "")
+        for f in failures
+    ]
+    return CheckOutcome(
+        False,
+        "Sheet rows break the spec: " + "; ".join(lines) + f". Fix the source rows or the column rules in {spec.path}.",
+        {"failures": failures},
+    )
 
 
 def schema_errors(validated: DataFrame) -> list[dict]:
@@ -106,16 +115,21 @@ def check_unique_keys(df: DataFrame) -> CheckOutcome:
     n_dupes = dupes.count()
     if not nulls and not n_dupes:
         return CheckOutcome(True, f"{ITEM_KEY} is present and unique", {"null_keys": 0, "duplicate_keys": 0})
-    examples = [f"{r[ITEM_KEY]} (x{r['count']})" for r in dupes.orderBy(F.col("count").desc(), ITEM_KEY)
-                .limit(EXAMPLES).collect()]
+    examples = [
+        f"{r[ITEM_KEY]} (x{r['count']})"
+        for r in dupes.orderBy(F.col("count").desc(), ITEM_KEY).limit(EXAMPLES).collect()
+    ]
     parts = []
     if n_dupes:
         parts.append(f"{n_dupes} {ITEM_KEY} values occur more than once, e.g. {', '.join(examples)}")
     if nulls:
         parts.append(f"{nulls} rows have no {ITEM_KEY}")
-    return CheckOutcome(False, "; ".join(parts) + ". Each item must appear exactly once: deduplicate the primary "
-                        "source or make the joined table's key unique.",
-                        {"null_keys": nulls, "duplicate_keys": n_dupes, "examples": examples})
+    return CheckOutcome(
+        False,
+        "; ".join(parts) + ". Each item must appear exactly once: deduplicate the primary "
+        "source or make the joined table's key unique.",
+        {"null_keys": nulls, "duplicate_keys": n_dupes, "examples": examples},
+    )
 
 
 # -- images -----------------------------------------------------------------------------------------------------
@@ -129,8 +143,11 @@ def check_images(df: DataFrame, spec: UseCaseSpec) -> CheckOutcome:
     if not image_cols:
         return CheckOutcome(True, "no image columns in this sheet", {"image_columns": 0})
     exists = F.pandas_udf(_files_exist, "boolean")  # built here: a UDF needs an active Spark session
-    flags = df.select(ITEM_KEY, *[(exists(F.col(c)) | F.col(c).isNull()).alias(c) for c in image_cols],
-                      *[F.col(c).alias(f"_path_{c}") for c in image_cols])
+    flags = df.select(
+        ITEM_KEY,
+        *[(exists(F.col(c)) | F.col(c).isNull()).alias(c) for c in image_cols],
+        *[F.col(c).alias(f"_path_{c}") for c in image_cols],
+    )
     counts = flags.agg(*[F.sum((~F.col(c)).cast("long")).alias(c) for c in image_cols]).first()
     missing = {c: int(counts[c] or 0) for c in image_cols}
     if not any(missing.values()):
@@ -139,10 +156,15 @@ def check_images(df: DataFrame, spec: UseCaseSpec) -> CheckOutcome:
     for c, n in missing.items():
         if n:
             rows = flags.filter(~F.col(c)).select(ITEM_KEY, f"_path_{c}").limit(EXAMPLES).collect()
-            details.append(f"column {c!r}: {n} missing files, e.g. item_ref "
-                           + ", ".join(f"{r[ITEM_KEY]} ({r[f'_path_{c}']})" for r in rows))
-    return CheckOutcome(False, "Image files are missing: " + "; ".join(details)
-                        + ". Restore the files or fix the paths in the source table.", {"missing": missing})
+            details.append(
+                f"column {c!r}: {n} missing files, e.g. item_ref "
+                + ", ".join(f"{r[ITEM_KEY]} ({r[f'_path_{c}']})" for r in rows)
+            )
+    return CheckOutcome(
+        False,
+        "Image files are missing: " + "; ".join(details) + ". Restore the files or fix the paths in the source table.",
+        {"missing": missing},
+    )
 
 
 # -- PII / PHI --------------------------------------------------------------------------------------------------
@@ -150,8 +172,11 @@ def scan_phi(df: DataFrame, text_columns: Sequence[str]) -> dict[str, dict[str, 
     """Count rows per text column and PHI pattern in one pass; return non-zero findings with example items."""
     if not text_columns:
         return {}
-    aggs = [F.sum(F.coalesce(F.col(c).rlike(p), F.lit(False)).cast("long")).alias(f"{c}|{kind}")
-            for c in text_columns for kind, p in PHI_PATTERNS.items()]
+    aggs = [
+        F.sum(F.coalesce(F.col(c).rlike(p), F.lit(False)).cast("long")).alias(f"{c}|{kind}")
+        for c in text_columns
+        for kind, p in PHI_PATTERNS.items()
+    ]
     counts = df.agg(*aggs).first().asDict()
     findings: dict[str, dict[str, dict]] = {}
     for key, n in counts.items():
@@ -168,15 +193,23 @@ def check_phi_declared(findings: Mapping[str, Mapping[str, dict]], spec: UseCase
     undeclared = {c: f for c, f in findings.items() if c not in declared}
     summary = {c: {k: v["rows"] for k, v in f.items()} for c, f in findings.items()}
     if not undeclared:
-        text = (f"PHI found only in columns tagged phi ({', '.join(sorted(findings))}): training use is prohibited "
-                "there unless consent allows it" if findings else "no PII/PHI found in text columns")
+        text = (
+            f"PHI found only in columns tagged phi ({', '.join(sorted(findings))}): training use is prohibited "
+            "there unless consent allows it"
+            if findings
+            else "no PII/PHI found in text columns"
+        )
         return CheckOutcome(True, text, {"findings": summary, "phi_columns": sorted(declared)})
     parts = []
     for column, kinds in undeclared.items():
         index = next(i for i, c in enumerate(spec.sheet.columns) if c.name == column)
-        found = ", ".join(f"{v['rows']} rows with {k} (e.g. item_ref {', '.join(v['examples'][:3])})"
-                          for k, v in kinds.items())
+        found = ", ".join(
+            f"{v['rows']} rows with {k} (e.g. item_ref {', '.join(v['examples'][:3])})" for k, v in kinds.items()
+        )
         parts.append(f"column {column!r} ({spec.path}: sheet.columns[{index}]) holds {found}")
-    return CheckOutcome(False, "Undeclared PII/PHI: " + "; ".join(parts) + ". Remove it from the source, or add "
-                        "`tags: [phi]` to the column so training use is prohibited.",
-                        {"findings": summary, "undeclared": sorted(undeclared)})
+    return CheckOutcome(
+        False,
+        "Undeclared PII/PHI: " + "; ".join(parts) + ". Remove it from the source, or add "
+        "`tags: [phi]` to the column so training use is prohibited.",
+        {"findings": summary, "undeclared": sorted(undeclared)},
+    )

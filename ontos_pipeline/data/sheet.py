@@ -59,23 +59,30 @@ def read_sources(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec) -
     for source in spec.sheet.sources.values():
         where = f"{spec.path}: sheet.sources.{source.name}"
         if not lakehouse.exists(source.table):
-            raise SheetBuildError(f"{where}.table: table {lakehouse.name(source.table)} does not exist; "
-                                  "materialize the `sources` asset for this use case or create the table")
+            raise SheetBuildError(
+                f"{where}.table: table {lakehouse.name(source.table)} does not exist; "
+                "materialize the `sources` asset for this use case or create the table"
+            )
         df = lakehouse.read(spark, source.table)
         actual = {f.name: f.dataType for f in df.schema}
         for column, declared in source.columns.items():
             if column not in actual:
-                raise SheetBuildError(f"{where}.columns.{column}: table {lakehouse.name(source.table)} has no "
-                                      f"column {column!r} (it has {', '.join(actual)})")
+                raise SheetBuildError(
+                    f"{where}.columns.{column}: table {lakehouse.name(source.table)} has no "
+                    f"column {column!r} (it has {', '.join(actual)})"
+                )
             if not isinstance(actual[column], _COMPATIBLE[declared]):
-                raise SheetBuildError(f"{where}.columns.{column}: table {lakehouse.name(source.table)} stores it "
-                                      f"as {actual[column].simpleString()}, the spec declares {declared}")
+                raise SheetBuildError(
+                    f"{where}.columns.{column}: table {lakehouse.name(source.table)} stores it "
+                    f"as {actual[column].simpleString()}, the spec declares {declared}"
+                )
         frames[source.name] = df
     return frames
 
 
 def assemble_sheet(spec: UseCaseSpec, sources: Mapping[str, DataFrame]) -> DataFrame:
     """Join the sources as the spec says and select the typed sheet columns (item_ref first)."""
+
     def prefixed(name: str) -> DataFrame:
         df = sources[name]
         return df.select(*[F.col(f"`{c}`").alias(f"{name}__{c}") for c in spec.sheet.sources[name].columns])
@@ -86,10 +93,9 @@ def assemble_sheet(spec: UseCaseSpec, sources: Mapping[str, DataFrame]) -> DataF
         cond = sheet[f"{join.left.source}__{join.left.column}"] == right[f"{join.source}__{join.right.column}"]
         sheet = sheet.join(right, cond, join.how)
     columns = sorted(spec.sheet.columns, key=lambda c: c.name != ITEM_KEY)
-    return sheet.select(*[
-        F.col(f"{c.ref.source}__{c.ref.column}").cast(spark_type(SPEC_TYPES[c.type])).alias(c.name)
-        for c in columns
-    ])
+    return sheet.select(
+        *[F.col(f"{c.ref.source}__{c.ref.column}").cast(spark_type(SPEC_TYPES[c.type])).alias(c.name) for c in columns]
+    )
 
 
 def content_version(df: DataFrame) -> str:
@@ -105,13 +111,22 @@ def column_specs(spec: UseCaseSpec, detected: Mapping[str, Mapping[str, object]]
     out = []
     for c in spec.sheet.columns:
         tags = sorted(set(c.tags) | ({"phi"} if detected.get(c.name) else set()))
-        out.append({"name": c.name, "type": c.type, "category": c.category, "nullable": c.nullable,
-                    "tags": tags, "declared_tags": list(c.tags)})
+        out.append(
+            {
+                "name": c.name,
+                "type": c.type,
+                "category": c.category,
+                "nullable": c.nullable,
+                "tags": tags,
+                "declared_tags": list(c.tags),
+            }
+        )
     return out
 
 
-def build_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec,
-                run_id: str | None = None) -> SheetSnapshot:
+def build_sheet(
+    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, run_id: str | None = None
+) -> SheetSnapshot:
     """Assemble the sheet, write its snapshot table (once per version) and publish it in the registry."""
     sheet = assemble_sheet(spec, read_sources(spark, lakehouse, spec))
     version = content_version(sheet)
@@ -124,18 +139,32 @@ def build_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec,
     cols = column_specs(spec, findings)
     row_count = lakehouse.row_count(table)
     register(lakehouse, spec, version, str(lakehouse.name(table)), row_count, cols, findings, run_id)
-    return SheetSnapshot(spec.name, spec.name, version, str(lakehouse.name(table)), row_count, cols, findings,
-                         created)
+    return SheetSnapshot(spec.name, spec.name, version, str(lakehouse.name(table)), row_count, cols, findings, created)
 
 
-def register(lakehouse: Lakehouse, spec: UseCaseSpec, version: str, table: str, row_count: int, cols: list[dict],
-             findings: Mapping, run_id: str | None) -> None:
+def register(
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    version: str,
+    table: str,
+    row_count: int,
+    cols: list[dict],
+    findings: Mapping,
+    run_id: str | None,
+) -> None:
     """Publish `version` in the sheet registry and archive the previously published versions of this sheet."""
-    row = {"sheet_id": spec.name, "use_case": spec.name, "version": version, "snapshot_table": table,
-           "row_count": row_count, "column_specs": json.dumps(cols), "quality": json.dumps(findings, default=str),
-           "created_at": datetime.now(UTC), "dagster_run_id": run_id}
-    publish_version(lakehouse, REGISTRY, row, keys=["sheet_id", "version"],
-                    scope=lambda r: r["sheet_id"] == spec.name)
+    row = {
+        "sheet_id": spec.name,
+        "use_case": spec.name,
+        "version": version,
+        "snapshot_table": table,
+        "row_count": row_count,
+        "column_specs": json.dumps(cols),
+        "quality": json.dumps(findings, default=str),
+        "created_at": datetime.now(UTC),
+        "dagster_run_id": run_id,
+    }
+    publish_version(lakehouse, REGISTRY, row, keys=["sheet_id", "version"], scope=lambda r: r["sheet_id"] == spec.name)
 
 
 def current_sheet(lakehouse: Lakehouse, use_case: str) -> SheetSnapshot | None:
@@ -143,8 +172,16 @@ def current_sheet(lakehouse: Lakehouse, use_case: str) -> SheetSnapshot | None:
     row = latest_published(lakehouse, REGISTRY, {"sheet_id": use_case})
     if row is None:
         return None
-    return SheetSnapshot(row["sheet_id"], row["use_case"], row["version"], row["snapshot_table"], row["row_count"],
-                         json.loads(row["column_specs"]), json.loads(row["quality"] or "{}"), False)
+    return SheetSnapshot(
+        row["sheet_id"],
+        row["use_case"],
+        row["version"],
+        row["snapshot_table"],
+        row["row_count"],
+        json.loads(row["column_specs"]),
+        json.loads(row["quality"] or "{}"),
+        False,
+    )
 
 
 def published_sheet(lakehouse: Lakehouse, spec: UseCaseSpec) -> SheetSnapshot:

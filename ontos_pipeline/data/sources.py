@@ -22,16 +22,21 @@ class SourceTable:
     role: str  # source | labels | drifted
 
 
-def materialize_sources(lakehouse: Lakehouse, spec: UseCaseSpec, rows: int | None = None,
-                        seed: int | None = None) -> list[SourceTable]:
+def materialize_sources(
+    lakehouse: Lakehouse, spec: UseCaseSpec, rows: int | None = None, seed: int | None = None
+) -> list[SourceTable]:
     """Write the synthetic tables of a demo use case (deterministic), or report the existing source tables."""
     if spec.synthetic is None:
         return _existing(lakehouse, spec)
     syn = spec.synthetic
     n = rows or syn.rows
-    tables = generate_tables(syn.generator, rows=n, drifted_rows=max(1, round(syn.drifted_rows * n / syn.rows)),
-                             seed=syn.seed if seed is None else seed,
-                             image_dir=Path(lakehouse.volume_path("images", spec.name)))
+    tables = generate_tables(
+        syn.generator,
+        rows=n,
+        drifted_rows=max(1, round(syn.drifted_rows * n / syn.rows)),
+        seed=syn.seed if seed is None else seed,
+        image_dir=Path(lakehouse.volume_path("images", spec.name)),
+    )
     source_tables = {s.table for s in spec.sheet.sources.values()}
     out = []
     for table in tables:
@@ -45,8 +50,16 @@ def _existing(lakehouse: Lakehouse, spec: UseCaseSpec) -> list[SourceTable]:
     out = []
     for source in spec.sheet.sources.values():
         if not lakehouse.exists(source.table):
-            raise SourcesError(f"{spec.path}: sheet.sources.{source.name}.table: table "
-                               f"{lakehouse.name(source.table)} does not exist; load it or fix the table name")
-        out.append(SourceTable(str(lakehouse.name(source.table)), lakehouse.row_count(source.table),
-                               lakehouse.version(source.table) or 0, "source"))
+            raise SourcesError(
+                f"{spec.path}: sheet.sources.{source.name}.table: table "
+                f"{lakehouse.name(source.table)} does not exist; load it or fix the table name"
+            )
+        out.append(
+            SourceTable(
+                str(lakehouse.name(source.table)),
+                lakehouse.row_count(source.table),
+                lakehouse.version(source.table) or 0,
+                "source",
+            )
+        )
     return out

@@ -68,8 +68,11 @@ class Bundle:
 
 
 def _files(root: Path, prefix: str) -> list[tuple[str, Path]]:
-    return sorted((f"{prefix}/{p.relative_to(root).as_posix()}", p) for p in root.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+    return sorted(
+        (f"{prefix}/{p.relative_to(root).as_posix()}", p)
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+    )
 
 
 def build_bundle(use_cases_dir: Path) -> Bundle:

@@ -64,16 +64,19 @@ class _WatchedRun:
                 if state.result_state == jobs.RunResultState.SUCCESS:
                     return
                 result = state.result_state.value if state.result_state else state.life_cycle_state.value
-                raise StepRunError(f"Databricks run {run_id} ended {result}: {state.state_message or 'no message'}"
-                                   f" ({url})")
+                raise StepRunError(
+                    f"Databricks run {run_id} ended {result}: {state.state_message or 'no message'} ({url})"
+                )
             if state.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR:
                 raise StepRunError(f"Databricks run {run_id} hit an internal error: {state.state_message} ({url})")
             if time.monotonic() > deadline:
                 self.client.jobs.cancel_run(run_id)
                 self._poll_til_terminating(run_id)
-                raise StepRunError(f"Databricks run {run_id} was still {state.life_cycle_state.value} "
-                                   f"{DEADLINE_GRACE_SECONDS} s after its timeout of {self.timeout_seconds:.0f} s "
-                                   f"(ONTOS_DATABRICKS_RUN_TIMEOUT); it was cancelled ({url})")
+                raise StepRunError(
+                    f"Databricks run {run_id} was still {state.life_cycle_state.value} "
+                    f"{DEADLINE_GRACE_SECONDS} s after its timeout of {self.timeout_seconds:.0f} s "
+                    f"(ONTOS_DATABRICKS_RUN_TIMEOUT); it was cancelled ({url})"
+                )
             time.sleep(self.poll_interval_seconds)
 
 
@@ -131,37 +134,60 @@ class DatabricksCompute(ComputeResource):
             pass
         client.files.create_directory(f"{self.volume}/code")
         client.files.upload(bundle.path(self.volume), io.BytesIO(bundle.data), overwrite=True)
-        client.files.upload(bundle.bootstrap_path(self.volume), io.BytesIO(bundle.bootstrap(self.volume).encode()),
-                            overwrite=True)  # last: its presence means both files are complete
+        client.files.upload(
+            bundle.bootstrap_path(self.volume), io.BytesIO(bundle.bootstrap(self.volume).encode()), overwrite=True
+        )  # last: its presence means both files are complete
         return bundle
 
     def task(self, bundle: Bundle, key: str) -> jobs.SubmitTask:
         python = jobs.SparkPythonTask(python_file=bundle.bootstrap_path(self.volume), parameters=[])
         if self.compute == "serverless":
             return jobs.SubmitTask(task_key=key, spark_python_task=python, environment_key=ENVIRONMENT_KEY)
-        libraries = [dbx_compute.Library(pypi=dbx_compute.PythonPyPiLibrary(package=r))
-                     for r in cluster_requirements(tuple(self.extra_libraries))]
+        libraries = [
+            dbx_compute.Library(pypi=dbx_compute.PythonPyPiLibrary(package=r))
+            for r in cluster_requirements(tuple(self.extra_libraries))
+        ]
         if self.compute == "existing_cluster":
-            return jobs.SubmitTask(task_key=key, spark_python_task=python, existing_cluster_id=self.cluster_id,
-                                   libraries=libraries)
+            return jobs.SubmitTask(
+                task_key=key, spark_python_task=python, existing_cluster_id=self.cluster_id, libraries=libraries
+            )
         cluster = dbx_compute.ClusterSpec(
-            spark_version=self.spark_version, node_type_id=self.node_type, num_workers=self.workers,
+            spark_version=self.spark_version,
+            node_type_id=self.node_type,
+            num_workers=self.workers,
             data_security_mode=dbx_compute.DataSecurityMode.SINGLE_USER,  # Unity Catalog access
-            spark_env_vars={"ONTOS_TARGET": "databricks"})
+            spark_env_vars={"ONTOS_TARGET": "databricks"},
+        )
         return jobs.SubmitTask(task_key=key, spark_python_task=python, new_cluster=cluster, libraries=libraries)
 
     def submit_args(self, context, key: str) -> dict[str, Any]:
-        args: dict[str, Any] = {"run_name": f"ontos {key} [{context.partition_key}] {context.run_id[:8]}",
-                                "timeout_seconds": self.run_timeout_seconds}
+        args: dict[str, Any] = {
+            "run_name": f"ontos {key} [{context.partition_key}] {context.run_id[:8]}",
+            "timeout_seconds": self.run_timeout_seconds,
+        }
         if self.compute == "serverless":
-            args["environments"] = [jobs.JobEnvironment(environment_key=ENVIRONMENT_KEY, spec=dbx_compute.Environment(
-                environment_version="2", dependencies=cluster_requirements(tuple(self.extra_libraries))))]
+            args["environments"] = [
+                jobs.JobEnvironment(
+                    environment_key=ENVIRONMENT_KEY,
+                    spec=dbx_compute.Environment(
+                        environment_version="2", dependencies=cluster_requirements(tuple(self.extra_libraries))
+                    ),
+                )
+            ]
         return args
 
     def extras(self, context, step: Step, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {"step": step.key, "partition": context.partition_key, "config": step.config_payload(kwargs),
-                "settings": {"ONTOS_TARGET": "databricks", "ONTOS_CATALOG": self.catalog,
-                             "ONTOS_SCHEMA": self.schema_name, "ONTOS_DATABRICKS_VOLUME": self.volume}}
+        return {
+            "step": step.key,
+            "partition": context.partition_key,
+            "config": step.config_payload(kwargs),
+            "settings": {
+                "ONTOS_TARGET": "databricks",
+                "ONTOS_CATALOG": self.catalog,
+                "ONTOS_SCHEMA": self.schema_name,
+                "ONTOS_DATABRICKS_VOLUME": self.volume,
+            },
+        }
 
     # -- running ---------------------------------------------------------------------------------------------
     def execute(self, context, step: Step, kwargs: dict[str, Any]) -> Any:
@@ -170,36 +196,56 @@ class DatabricksCompute(ComputeResource):
         try:
             bundle = self.upload_code(client)
         except DatabricksError as exc:
-            raise StepRunError(f"step {key}: cannot upload the code bundle to {self.volume}/code: "
-                               f"{server_message(exc)}. Check that the volume exists and that you have READ VOLUME "
-                               "and WRITE VOLUME on it") from None
-        pipes = (WatchedServerlessClient(client, f"{self.volume}/pipes", self.run_timeout_seconds,
-                                         poll_interval_seconds=self.poll_seconds)
-                 if self.compute == "serverless" else
-                 WatchedClassicClient(client, self.run_timeout_seconds, poll_interval_seconds=self.poll_seconds))
+            raise StepRunError(
+                f"step {key}: cannot upload the code bundle to {self.volume}/code: "
+                f"{server_message(exc)}. Check that the volume exists and that you have READ VOLUME "
+                "and WRITE VOLUME on it"
+            ) from None
+        pipes = (
+            WatchedServerlessClient(
+                client, f"{self.volume}/pipes", self.run_timeout_seconds, poll_interval_seconds=self.poll_seconds
+            )
+            if self.compute == "serverless"
+            else WatchedClassicClient(client, self.run_timeout_seconds, poll_interval_seconds=self.poll_seconds)
+        )
         try:
-            invocation = pipes.run(context=context, extras=self.extras(context, step, kwargs),
-                                   task=self.task(bundle, key), submit_args=self.submit_args(context, key))
+            invocation = pipes.run(
+                context=context,
+                extras=self.extras(context, step, kwargs),
+                task=self.task(bundle, key),
+                submit_args=self.submit_args(context, key),
+            )
         except DatabricksError as exc:
             raise StepRunError(f"step {key}: the Databricks API refused the request: {server_message(exc)}") from None
         results = invocation.get_results(implicit_materializations=False)  # no silent "success"
         url = invocation.metadata.get("Databricks Job Run URL")
         where = url.value if isinstance(url, MetadataValue) else "no run URL"
         if not results:
-            raise StepRunError(f"step {key} for {context.partition_key}: the Databricks run ended without reporting a"
-                               f" result (the step process died before Dagster Pipes opened, or never called it); "
-                               f"see the run's driver logs ({where})")
+            raise StepRunError(
+                f"step {key} for {context.partition_key}: the Databricks run ended without reporting a"
+                f" result (the step process died before Dagster Pipes opened, or never called it); "
+                f"see the run's driver logs ({where})"
+            )
         materialization = next((r for r in results if isinstance(r, MaterializeResult)), None)
         if materialization is None:
             raise StepRunError(f"step {key}: the run reported checks but no materialization ({where})")
-        return MaterializeResult(asset_key=materialization.asset_key, metadata=materialization.metadata,
-                                 data_version=materialization.data_version,
-                                 check_results=[_check_result(r) for r in results if isinstance(r, AssetCheckResult)])
+        return MaterializeResult(
+            asset_key=materialization.asset_key,
+            metadata=materialization.metadata,
+            data_version=materialization.data_version,
+            check_results=[_check_result(r) for r in results if isinstance(r, AssetCheckResult)],
+        )
 
 
 def _check_result(result: AssetCheckResult) -> AssetCheckResult:
     metadata = dict(result.metadata or {})
     description = metadata.pop(DESCRIPTION_KEY, None)
     text = description.value if isinstance(description, MetadataValue) else description
-    return AssetCheckResult(asset_key=result.asset_key, check_name=result.check_name, passed=result.passed,
-                            severity=result.severity, metadata=metadata, description=text)
+    return AssetCheckResult(
+        asset_key=result.asset_key,
+        check_name=result.check_name,
+        passed=result.passed,
+        severity=result.severity,
+        metadata=metadata,
+        description=text,
+    )

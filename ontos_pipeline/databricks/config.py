@@ -63,14 +63,19 @@ def check_credentials(env: Mapping[str, str]) -> None:
     if not host:
         raise DatabricksConfigError(
             "ONTOS_TARGET=databricks needs a workspace: set DATABRICKS_HOST (https://<workspace>.cloud.databricks.com)"
-            " and DATABRICKS_TOKEN, or DATABRICKS_CONFIG_PROFILE naming a profile in ~/.databrickscfg")
+            " and DATABRICKS_TOKEN, or DATABRICKS_CONFIG_PROFILE naming a profile in ~/.databrickscfg"
+        )
     if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d+)?/?$", host):
-        raise DatabricksConfigError("DATABRICKS_HOST must be a workspace URL such as "
-                                    "https://<workspace>.cloud.databricks.com (scheme and host only)")
+        raise DatabricksConfigError(
+            "DATABRICKS_HOST must be a workspace URL such as "
+            "https://<workspace>.cloud.databricks.com (scheme and host only)"
+        )
     has_oauth = env.get("DATABRICKS_CLIENT_ID") and env.get("DATABRICKS_CLIENT_SECRET")
     if not env.get("DATABRICKS_TOKEN", "").strip() and not has_oauth:
-        raise DatabricksConfigError("DATABRICKS_HOST is set but there are no credentials: set DATABRICKS_TOKEN (a "
-                                    "personal access token) or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET")
+        raise DatabricksConfigError(
+            "DATABRICKS_HOST is set but there are no credentials: set DATABRICKS_TOKEN (a "
+            "personal access token) or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
+        )
 
 
 def volume_from_env(catalog: str, schema: str, env: Mapping[str, str]) -> str:
@@ -78,8 +83,10 @@ def volume_from_env(catalog: str, schema: str, env: Mapping[str, str]) -> str:
     volume = env.get("ONTOS_DATABRICKS_VOLUME", f"/Volumes/{catalog}/{schema}/ontos").rstrip("/")
     match = _VOLUME.match(volume)
     if not match:
-        raise DatabricksConfigError(f"ONTOS_DATABRICKS_VOLUME={volume!r} is not a Unity Catalog volume path; use "
-                                    "/Volumes/<catalog>/<schema>/<volume>")
+        raise DatabricksConfigError(
+            f"ONTOS_DATABRICKS_VOLUME={volume!r} is not a Unity Catalog volume path; use "
+            "/Volumes/<catalog>/<schema>/<volume>"
+        )
     for part, what in zip(match.groups()[:3], ("catalog", "schema", "volume"), strict=True):
         try:
             validate_identifier(part, what=f"ONTOS_DATABRICKS_VOLUME {what}")
@@ -98,17 +105,24 @@ def load_databricks_config(catalog: str, schema: str, env: Mapping[str, str] | N
     if compute_text.startswith("existing:"):
         cluster_id = compute_text.split(":", 1)[1]
         if not _CLUSTER_ID.match(cluster_id):
-            raise DatabricksConfigError(f"ONTOS_DATABRICKS_COMPUTE={compute_text!r}: {cluster_id!r} is not a "
-                                        "cluster id (e.g. existing:0123-456789-abcdefgh)")
+            raise DatabricksConfigError(
+                f"ONTOS_DATABRICKS_COMPUTE={compute_text!r}: {cluster_id!r} is not a "
+                "cluster id (e.g. existing:0123-456789-abcdefgh)"
+            )
         compute: Compute = "existing_cluster"
     elif compute_text in ("job_cluster", "serverless"):
         compute = compute_text  # type: ignore[assignment]
     else:
-        raise DatabricksConfigError(f"ONTOS_DATABRICKS_COMPUTE={compute_text!r} is not one of job_cluster, "
-                                    "serverless, existing:<cluster-id>")
+        raise DatabricksConfigError(
+            f"ONTOS_DATABRICKS_COMPUTE={compute_text!r} is not one of job_cluster, serverless, existing:<cluster-id>"
+        )
     libraries = tuple(x.strip() for x in env.get("ONTOS_DATABRICKS_LIBRARIES", "").split(",") if x.strip())
     return DatabricksConfig(
-        catalog=catalog, schema=schema, volume=volume, compute=compute, cluster_id=cluster_id,
+        catalog=catalog,
+        schema=schema,
+        volume=volume,
+        compute=compute,
+        cluster_id=cluster_id,
         spark_version=env.get("ONTOS_DATABRICKS_SPARK_VERSION", DEFAULT_SPARK_VERSION),
         node_type=env.get("ONTOS_DATABRICKS_NODE_TYPE", DEFAULT_NODE_TYPE),
         workers=_positive(env, "ONTOS_DATABRICKS_WORKERS", "1"),

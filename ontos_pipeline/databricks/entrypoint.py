@@ -84,14 +84,22 @@ def report(pipes, key: str, result: Any) -> None:
 
     if not isinstance(result, MaterializeResult):
         raise TypeError(f"step {key!r} returned {type(result).__name__}, not a MaterializeResult")
-    pipes.report_asset_materialization(metadata=to_external(result.metadata or {}), asset_key=key,
-                                       data_version=result.data_version.value if result.data_version else None)
+    pipes.report_asset_materialization(
+        metadata=to_external(result.metadata or {}),
+        asset_key=key,
+        data_version=result.data_version.value if result.data_version else None,
+    )
     for check in result.check_results or []:
         metadata = dict(check.metadata or {})
         if check.description:
             metadata[DESCRIPTION_KEY] = check.description
-        pipes.report_asset_check(check_name=check.check_name, passed=check.passed, severity=check.severity.value,
-                                 metadata=to_external(metadata), asset_key=key)
+        pipes.report_asset_check(
+            check_name=check.check_name,
+            passed=check.passed,
+            severity=check.severity.value,
+            metadata=to_external(metadata),
+            asset_key=key,
+        )
 
 
 def main(bundle: str | None = None) -> None:
@@ -99,15 +107,15 @@ def main(bundle: str | None = None) -> None:
     params_loader = cli if cli.is_dagster_pipes_process() else PipesEnvVarParamsLoader()
     if params_loader is not cli and DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:
         sys.exit("ontos step entry point: no Dagster Pipes context (run it through DatabricksCompute)")
-    with open_dagster_pipes(params_loader=params_loader, context_loader=FuseContextLoader(),
-                            message_writer=FuseMessageWriter(interval=1)) as pipes:
+    with open_dagster_pipes(
+        params_loader=params_loader, context_loader=FuseContextLoader(), message_writer=FuseMessageWriter(interval=1)
+    ) as pipes:
         for name, value in (pipes.get_extra("settings") or {}).items():
             os.environ.setdefault(name, str(value))
         if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
             _runtime_session(bundle)
         key = pipes.get_extra("step")
-        result = call_step(key, pipes.get_extra("partition"), pipes.run_id, pipes.get_extra("config") or {},
-                           pipes.log)
+        result = call_step(key, pipes.get_extra("partition"), pipes.run_id, pipes.get_extra("config") or {}, pipes.log)
         report(pipes, key, result)
 
 

@@ -10,16 +10,24 @@ from dagster import MetadataValue, TableSchema
 from dagster._core.definitions.metadata import normalize_metadata_value
 
 DESCRIPTION_KEY = "ontos/check_description"  # check descriptions travel as metadata (Pipes has no field for them)
-_SIMPLE = {"MarkdownMetadataValue": ("md", "md_str"), "TextMetadataValue": ("text", "text"),
-           "UrlMetadataValue": ("url", "url"), "PathMetadataValue": ("path", "path"),
-           "JsonMetadataValue": ("json", "data"), "IntMetadataValue": ("int", "value"),
-           "FloatMetadataValue": ("float", "value"), "BoolMetadataValue": ("bool", "value"),
-           "TimestampMetadataValue": ("timestamp", "value")}
+_SIMPLE = {
+    "MarkdownMetadataValue": ("md", "md_str"),
+    "TextMetadataValue": ("text", "text"),
+    "UrlMetadataValue": ("url", "url"),
+    "PathMetadataValue": ("path", "path"),
+    "JsonMetadataValue": ("json", "data"),
+    "IntMetadataValue": ("int", "value"),
+    "FloatMetadataValue": ("float", "value"),
+    "BoolMetadataValue": ("bool", "value"),
+    "TimestampMetadataValue": ("timestamp", "value"),
+}
 
 
 def _schema(schema: TableSchema) -> list[dict]:
-    return [{"name": c.name, "type": c.type, "description": c.description, "tags": dict(c.tags or {})}
-            for c in schema.columns]
+    return [
+        {"name": c.name, "type": c.type, "description": c.description, "tags": dict(c.tags or {})}
+        for c in schema.columns
+    ]
 
 
 def external_value(value: Any) -> dict[str, Any]:
@@ -31,8 +39,10 @@ def external_value(value: Any) -> dict[str, Any]:
     if kind == "TableSchemaMetadataValue":
         return {"type": "table_schema", "raw_value": {"columns": _schema(normalized.schema)}}
     if kind == "TableMetadataValue":
-        return {"type": "table", "raw_value": {"records": [dict(r.data) for r in normalized.records],
-                                               "schema": _schema(normalized.schema)}}
+        return {
+            "type": "table",
+            "raw_value": {"records": [dict(r.data) for r in normalized.records], "schema": _schema(normalized.schema)},
+        }
     if kind == "NullMetadataValue":
         return {"type": "null", "raw_value": None}
     raise TypeError(f"metadata of type {kind} cannot travel through Pipes; use text, md, json or numbers")

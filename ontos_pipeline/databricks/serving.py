@@ -30,8 +30,10 @@ CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 MAX_NAME = 63  # Databricks endpoint and served entity names: letters, digits, '-' and '_'
 _ENDPOINT = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_NAME}}}$")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_-]+")
-_SECRETS = re.compile(r"(?i)(authorization\s*:\s*)\S.*|bearer\s+\S+|\bdapi[0-9a-f]{8,}\S*|\bdose[0-9a-f]{8,}\S*"
-                      r"|\beyJ[\w-]+\.[\w-]+\.[\w-]*")
+_SECRETS = re.compile(
+    r"(?i)(authorization\s*:\s*)\S.*|bearer\s+\S+|\bdapi[0-9a-f]{8,}\S*|\bdose[0-9a-f]{8,}\S*"
+    r"|\beyJ[\w-]+\.[\w-]+\.[\w-]*"
+)
 
 
 class ServingSyncError(RuntimeError):
@@ -49,9 +51,14 @@ def served_entity_name(use_case: str, version: str) -> str:
     return base[: MAX_NAME - len(suffix)].rstrip("-_") + suffix
 
 
-def endpoint_entities(model_name: str, champion: str, challenger: str | None = None, challenger_percent: int = 0,
-                      workload_size: str = "Small",
-                      scale_to_zero: bool = True) -> tuple[list[ServedEntityInput], TrafficConfig | None]:
+def endpoint_entities(
+    model_name: str,
+    champion: str,
+    challenger: str | None = None,
+    challenger_percent: int = 0,
+    workload_size: str = "Small",
+    scale_to_zero: bool = True,
+) -> tuple[list[ServedEntityInput], TrafficConfig | None]:
     """Served entities for the champion (and the challenger) of `model_name` (`catalog.schema.model`), and the
     traffic split when the challenger gets `challenger_percent` of the requests (None: the champion gets all)."""
     if len(str(model_name).split(".")) != 3 or not all(str(model_name).split(".")):
@@ -59,9 +66,13 @@ def endpoint_entities(model_name: str, champion: str, challenger: str | None = N
     champion = _version(champion, "champion")
 
     def entity(version: str) -> ServedEntityInput:
-        return ServedEntityInput(name=served_entity_name(model_name, version), entity_name=model_name,
-                                 entity_version=version, workload_size=workload_size,
-                                 scale_to_zero_enabled=scale_to_zero)
+        return ServedEntityInput(
+            name=served_entity_name(model_name, version),
+            entity_name=model_name,
+            entity_version=version,
+            workload_size=workload_size,
+            scale_to_zero_enabled=scale_to_zero,
+        )
 
     if challenger is None:
         if challenger_percent:
@@ -70,13 +81,20 @@ def endpoint_entities(model_name: str, champion: str, challenger: str | None = N
     challenger = _version(challenger, "challenger")
     if challenger == champion:
         raise ValueError(f"the challenger is the champion (version {champion}); give another version or none")
-    if isinstance(challenger_percent, bool) or not isinstance(challenger_percent, int) \
-            or not 0 < challenger_percent < 100:
-        raise ValueError(f"challenger_percent must be an integer with 0 < percent < 100 (the champion keeps the "
-                         f"rest), got {challenger_percent!r}")
+    if (
+        isinstance(challenger_percent, bool)
+        or not isinstance(challenger_percent, int)
+        or not 0 < challenger_percent < 100
+    ):
+        raise ValueError(
+            f"challenger_percent must be an integer with 0 < percent < 100 (the champion keeps the "
+            f"rest), got {challenger_percent!r}"
+        )
     entities = [entity(champion), entity(challenger)]
-    routes = [Route(served_entity_name=entities[0].name, traffic_percentage=100 - challenger_percent),
-              Route(served_entity_name=entities[1].name, traffic_percentage=challenger_percent)]
+    routes = [
+        Route(served_entity_name=entities[0].name, traffic_percentage=100 - challenger_percent),
+        Route(served_entity_name=entities[1].name, traffic_percentage=challenger_percent),
+    ]
     return entities, TrafficConfig(routes=routes)
 
 
@@ -89,21 +107,35 @@ def _version(version: object, what: str) -> str:
 
 def inference_tables(catalog: str, schema: str, endpoint_name: str) -> AiGatewayConfig:
     """AI Gateway config logging every request of the endpoint to `<catalog>.<schema>.<prefix>_payload`."""
-    return AiGatewayConfig(inference_table_config=AiGatewayInferenceTableConfig(
-        catalog_name=catalog, schema_name=schema, table_name_prefix=table_name_prefix(endpoint_name), enabled=True))
+    return AiGatewayConfig(
+        inference_table_config=AiGatewayInferenceTableConfig(
+            catalog_name=catalog, schema_name=schema, table_name_prefix=table_name_prefix(endpoint_name), enabled=True
+        )
+    )
 
 
-def sync_endpoint(client: WorkspaceClient, endpoint_name: str, model_name: str, champion: str, *, catalog: str,
-                  schema: str, challenger: str | None = None, challenger_percent: int = 0,
-                  workload_size: str = "Small", scale_to_zero: bool = True) -> str:
+def sync_endpoint(
+    client: WorkspaceClient,
+    endpoint_name: str,
+    model_name: str,
+    champion: str,
+    *,
+    catalog: str,
+    schema: str,
+    challenger: str | None = None,
+    challenger_percent: int = 0,
+    workload_size: str = "Small",
+    scale_to_zero: bool = True,
+) -> str:
     """Make `endpoint_name` serve `champion` (plus `challenger` on `challenger_percent` of the traffic) with
     inference tables in `catalog.schema`. Returns "created", "updated" or "unchanged"; does not wait for readiness.
 
     A rollback is the same call with the older version."""
     if not _ENDPOINT.match(str(endpoint_name)):
         raise ValueError(f"endpoint name {endpoint_name!r} must be 1 to {MAX_NAME} letters, digits, '-' or '_'")
-    entities, traffic = endpoint_entities(model_name, champion, challenger, challenger_percent, workload_size,
-                                          scale_to_zero)
+    entities, traffic = endpoint_entities(
+        model_name, champion, challenger, challenger_percent, workload_size, scale_to_zero
+    )
     if traffic is None:  # explicit, so that leaving a champion/challenger split sends all traffic back
         traffic = TrafficConfig(routes=[Route(served_entity_name=entities[0].name, traffic_percentage=100)])
     gateway = inference_tables(catalog, schema, endpoint_name)
@@ -115,26 +147,37 @@ def sync_endpoint(client: WorkspaceClient, endpoint_name: str, model_name: str, 
     except OSError as exc:  # DatabricksError and transport errors
         raise where.error("get", exc) from None
     if current is None:
-        where.call("create", lambda: client.serving_endpoints.create(  # a Wait: readiness is not awaited
-            endpoint_name, config=EndpointCoreConfigInput(name=endpoint_name, served_entities=entities,
-                                                          traffic_config=traffic), ai_gateway=gateway))
+        where.call(
+            "create",
+            lambda: client.serving_endpoints.create(  # a Wait: readiness is not awaited
+                endpoint_name,
+                config=EndpointCoreConfigInput(name=endpoint_name, served_entities=entities, traffic_config=traffic),
+                ai_gateway=gateway,
+            ),
+        )
         return CREATED
     changed = False
     if not _same_inference_table(current.ai_gateway, gateway.inference_table_config):
         _put_inference_table(client, where, current.ai_gateway, gateway.inference_table_config)
         changed = True
     if _served(current) != _wanted(entities, traffic):
-        where.call("update_config", lambda: client.serving_endpoints.update_config(
-            endpoint_name, served_entities=entities, traffic_config=traffic))
+        where.call(
+            "update_config",
+            lambda: client.serving_endpoints.update_config(
+                endpoint_name, served_entities=entities, traffic_config=traffic
+            ),
+        )
         changed = True
     return UPDATED if changed else UNCHANGED
 
 
 def _wanted(entities: list[ServedEntityInput], traffic: TrafficConfig | None) -> tuple:
-    served = frozenset((e.name, e.entity_name, str(e.entity_version), e.workload_size, e.scale_to_zero_enabled)
-                       for e in entities)
-    routes = {r.served_entity_name: r.traffic_percentage for r in traffic.routes} if traffic else \
-        {entities[0].name: 100}
+    served = frozenset(
+        (e.name, e.entity_name, str(e.entity_version), e.workload_size, e.scale_to_zero_enabled) for e in entities
+    )
+    routes = (
+        {r.served_entity_name: r.traffic_percentage for r in traffic.routes} if traffic else {entities[0].name: 100}
+    )
     return served, routes
 
 
@@ -142,10 +185,21 @@ def _served(endpoint: ServingEndpointDetailed) -> tuple:
     """What the endpoint serves (or is updating to), in the shape of `_wanted`."""
     config = endpoint.pending_config or endpoint.config
     entities = (config.served_entities if config else None) or []
-    served = frozenset((e.name, e.entity_name, str(e.entity_version) if e.entity_version is not None else None,
-                        e.workload_size, e.scale_to_zero_enabled) for e in entities)
-    routes = {r.served_entity_name: r.traffic_percentage for r in (config.traffic_config.routes or [])} \
-        if config and config.traffic_config else {}
+    served = frozenset(
+        (
+            e.name,
+            e.entity_name,
+            str(e.entity_version) if e.entity_version is not None else None,
+            e.workload_size,
+            e.scale_to_zero_enabled,
+        )
+        for e in entities
+    )
+    routes = (
+        {r.served_entity_name: r.traffic_percentage for r in (config.traffic_config.routes or [])}
+        if config and config.traffic_config
+        else {}
+    )
     if not routes and len(entities) == 1:
         routes = {entities[0].name: 100}  # no traffic config: the single entity gets everything
     return served, routes
@@ -155,13 +209,19 @@ def _same_inference_table(current: AiGatewayConfig | None, wanted: AiGatewayInfe
     have = current.inference_table_config if current else None
     if have is None or not have.enabled:
         return False
-    return all((a or "").lower() == (b or "").lower() for a, b in (
-        (have.catalog_name, wanted.catalog_name), (have.schema_name, wanted.schema_name),
-        (have.table_name_prefix, wanted.table_name_prefix)))
+    return all(
+        (a or "").lower() == (b or "").lower()
+        for a, b in (
+            (have.catalog_name, wanted.catalog_name),
+            (have.schema_name, wanted.schema_name),
+            (have.table_name_prefix, wanted.table_name_prefix),
+        )
+    )
 
 
-def _put_inference_table(client: WorkspaceClient, where: _Where, current: AiGatewayConfig | None,
-                         wanted: AiGatewayInferenceTableConfig) -> None:
+def _put_inference_table(
+    client: WorkspaceClient, where: _Where, current: AiGatewayConfig | None, wanted: AiGatewayInferenceTableConfig
+) -> None:
     """Set the inference table, keeping the rest of the AI Gateway config (a PUT replaces all of it). An enabled
     table elsewhere is disabled first: Databricks only moves an inference table that way."""
     keep = current or AiGatewayConfig()
@@ -169,13 +229,18 @@ def _put_inference_table(client: WorkspaceClient, where: _Where, current: AiGate
 
     def put(config: AiGatewayInferenceTableConfig):
         return lambda: client.serving_endpoints.put_ai_gateway(
-            where.endpoint, inference_table_config=config, fallback_config=keep.fallback_config,
-            guardrails=keep.guardrails, rate_limits=keep.rate_limits,
-            usage_tracking_config=keep.usage_tracking_config)
+            where.endpoint,
+            inference_table_config=config,
+            fallback_config=keep.fallback_config,
+            guardrails=keep.guardrails,
+            rate_limits=keep.rate_limits,
+            usage_tracking_config=keep.usage_tracking_config,
+        )
 
     if have is not None and have.enabled:
-        where.call("put_ai_gateway (disable the old inference table)", put(AiGatewayInferenceTableConfig(
-            enabled=False)))
+        where.call(
+            "put_ai_gateway (disable the old inference table)", put(AiGatewayInferenceTableConfig(enabled=False))
+        )
     where.call("put_ai_gateway", put(wanted))
 
 
@@ -194,23 +259,31 @@ class _Where:
     def error(self, operation: str, exc: BaseException) -> ServingSyncError:
         code = getattr(exc, "error_code", None)
         detail = f"{code or type(exc).__name__}: {server_message(exc).rstrip('. ')}"
-        permissions = (f"check that you have CAN_MANAGE on serving endpoint {self.endpoint!r} (creating it needs "
-                       f"the right to create serving endpoints), EXECUTE on model {self.model}, and USE CATALOG "
-                       f"on {self.catalog}, USE SCHEMA and CREATE TABLE on {self.catalog}.{self.schema} for the "
-                       "inference tables")
+        permissions = (
+            f"check that you have CAN_MANAGE on serving endpoint {self.endpoint!r} (creating it needs "
+            f"the right to create serving endpoints), EXECUTE on model {self.model}, and USE CATALOG "
+            f"on {self.catalog}, USE SCHEMA and CREATE TABLE on {self.catalog}.{self.schema} for the "
+            "inference tables"
+        )
         if isinstance(exc, ResourceConflict):
-            hint = ("another configuration update of the endpoint is in progress: wait until it finishes (or "
-                    "fails) and sync again")
+            hint = (
+                "another configuration update of the endpoint is in progress: wait until it finishes (or "
+                "fails) and sync again"
+            )
         elif isinstance(exc, Unauthenticated):
-            hint = ("the workspace did not accept the credentials: check DATABRICKS_HOST and DATABRICKS_TOKEN (or the "
-                    "OAuth client / config profile) the client was built from")
+            hint = (
+                "the workspace did not accept the credentials: check DATABRICKS_HOST and DATABRICKS_TOKEN (or the "
+                "OAuth client / config profile) the client was built from"
+            )
         elif isinstance(exc, PermissionDenied):
             hint = permissions
         elif not isinstance(exc, DatabricksError):
             hint = "the workspace could not be reached: check DATABRICKS_HOST and the network, then sync again"
         elif isinstance(exc, NotFound):
-            hint = (f"check that model {self.model} and the versions exist in Unity Catalog and that catalog "
-                    f"{self.catalog} and schema {self.catalog}.{self.schema} exist; {permissions}")
+            hint = (
+                f"check that model {self.model} and the versions exist in Unity Catalog and that catalog "
+                f"{self.catalog} and schema {self.catalog}.{self.schema} exist; {permissions}"
+            )
         else:
             hint = permissions
         return ServingSyncError(f"serving endpoint {self.endpoint!r}: {operation} failed: {detail}. Hint: {hint}")

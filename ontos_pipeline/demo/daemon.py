@@ -41,14 +41,19 @@ class DaemonProcess:
 
     def __enter__(self) -> DaemonProcess:
         bin_dir = Path(sys.executable).parent
-        env = {**os.environ, "ONTOS_HOME": str(self.settings.home), "DAGSTER_HOME": str(self.settings.dagster_home),
-               "ONTOS_SENSOR_INTERVAL": str(self.sensor_interval),
-               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "ONTOS_HOME": str(self.settings.home),
+            "DAGSTER_HOME": str(self.settings.dagster_home),
+            "ONTOS_SENSOR_INTERVAL": str(self.sensor_interval),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w") as out:
             command = [str(bin_dir / "dagster-daemon"), "run", "-m", "ontos_pipeline.definitions"]
-            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     def check(self) -> None:
@@ -72,9 +77,15 @@ def sensor_runs(instance, since: datetime, sensor_name: str = RETRAIN_SENSOR) ->
     return list(reversed(runs))  # the storage lists newest first
 
 
-def wait_for_sensor_runs(instance, daemon: DaemonProcess, since: datetime, partitions: Iterable[str],
-                         timeout: float, on_change: Callable[[object], None] | None = None,
-                         poll_seconds: float = 2.0) -> dict[str, object]:
+def wait_for_sensor_runs(
+    instance,
+    daemon: DaemonProcess,
+    since: datetime,
+    partitions: Iterable[str],
+    timeout: float,
+    on_change: Callable[[object], None] | None = None,
+    poll_seconds: float = 2.0,
+) -> dict[str, object]:
     """Wait until the sensor launched a run for each partition and all of them finished; partition -> last run."""
     wanted, seen, deadline = set(partitions), {}, time.monotonic() + timeout
     while True:
@@ -89,8 +100,10 @@ def wait_for_sensor_runs(instance, daemon: DaemonProcess, since: datetime, parti
             return {k: runs[k] for k in wanted}
         if time.monotonic() > deadline:
             missing = sorted(wanted - set(runs))
-            raise TimeoutError(f"after {timeout:.0f} s the retrain sensor had not finished runs for "
-                               f"{', '.join(sorted(wanted - done))}" + (f" (never requested: {', '.join(missing)})"
-                                                                         if missing else "") +
-                               f"; see {daemon.log}")
+            raise TimeoutError(
+                f"after {timeout:.0f} s the retrain sensor had not finished runs for "
+                f"{', '.join(sorted(wanted - done))}"
+                + (f" (never requested: {', '.join(missing)})" if missing else "")
+                + f"; see {daemon.log}"
+            )
         time.sleep(poll_seconds)

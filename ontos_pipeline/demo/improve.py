@@ -18,8 +18,14 @@ RETRAIN_TIMEOUT = 3600.0
 GATE_STEP = "model_evaluation"  # a run that stops only here on a failed promotion_gate kept its model out: no error
 
 
-def improve_loop(settings: Settings, pool: RunPool, instance, specs: list[UseCaseSpec],
-                 held_out: dict[str, pd.DataFrame], run_config: dict) -> tuple[list[list[object]], int]:
+def improve_loop(
+    settings: Settings,
+    pool: RunPool,
+    instance,
+    specs: list[UseCaseSpec],
+    held_out: dict[str, pd.DataFrame],
+    run_config: dict,
+) -> tuple[list[list[object]], int]:
     """Run the sensor through the daemon, wait for its retrains, materialize gaps and tasks; summary rows."""
     from ontos_pipeline.improve.retrain import evaluate_retrains, parse_cursor
     from ontos_pipeline.pipeline import IMPROVE
@@ -45,9 +51,12 @@ def improve_loop(settings: Settings, pool: RunPool, instance, specs: list[UseCas
 
     print("\n5/5 gap reports and annotation tasks", flush=True)
     quiet = {k: v for k, v in run_config.items() if k != "ops"}  # the pipeline's op config is not this job's
-    finished = pool.run([RunRequest(IMPROVE, spec.name, quiet, {"ontos/command": "demo"}) for spec in specs],
-                        lambda f: print(f"  {f.request.partition}: {'ok' if f.result.success else 'FAILED'} (run "
-                                        f"{f.result.run_id[:8]})", flush=True))
+    finished = pool.run(
+        [RunRequest(IMPROVE, spec.name, quiet, {"ontos/command": "demo"}) for spec in specs],
+        lambda f: print(
+            f"  {f.request.partition}: {'ok' if f.result.success else 'FAILED'} (run {f.result.run_id[:8]})", flush=True
+        ),
+    )
     failed += sum(not f.result.success for f in finished)
 
     rows = []
@@ -57,16 +66,26 @@ def improve_loop(settings: Settings, pool: RunPool, instance, specs: list[UseCas
         run = runs.get(spec.name)
         used = "-" if run is None else run.tags.get("ontos/actionable_feedback", "-")
         labels = _feedback_labels(lakehouse, spec)
-        rows.append([spec.name, spec.training.gate.metric, *scores, f"{used} ({labels} labels)",
-                     _served(first[spec.name], now), _open_tasks(lakehouse, spec.name),
-                     outcomes.get(spec.name, "not requested")])
+        rows.append(
+            [
+                spec.name,
+                spec.training.gate.metric,
+                *scores,
+                f"{used} ({labels} labels)",
+                _served(first[spec.name], now),
+                _open_tasks(lakehouse, spec.name),
+                outcomes.get(spec.name, "not requested"),
+            ]
+        )
     return rows, failed
 
 
 def _progress(run) -> None:
-    print(f"  {run.tags.get('dagster/partition')}: retrain run {run.run_id[:8]} requested by the sensor "
-          f"({run.tags.get('ontos/actionable_feedback')} actionable feedback) -- {run.status.value.lower()}",
-          flush=True)
+    print(
+        f"  {run.tags.get('dagster/partition')}: retrain run {run.run_id[:8]} requested by the sensor "
+        f"({run.tags.get('ontos/actionable_feedback')} actionable feedback) -- {run.status.value.lower()}",
+        flush=True,
+    )
 
 
 def _outcome(instance, run, lakehouse, spec: UseCaseSpec) -> str:
@@ -75,14 +94,15 @@ def _outcome(instance, run, lakehouse, spec: UseCaseSpec) -> str:
 
     from ontos_pipeline.deploy.endpoints import history
 
-    events = [e for e in history(lakehouse, spec.name)
-              if e["actor"] == f"dagster run {run.run_id}"]
+    events = [e for e in history(lakehouse, spec.name) if e["actor"] == f"dagster run {run.run_id}"]
     if run.status == DagsterRunStatus.SUCCESS and events:
         e = events[-1]
         return f"deployed v{e['served_version']}" if e["event"] == "deploy" else f"kept: {e['reason']}"
     failures = {r.step_key for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)}
-    evaluations = sorted(lakehouse.records("model_evaluations", {"use_case": spec.name, "dagster_run_id": run.run_id}),
-                         key=lambda r: r["created_at"])
+    evaluations = sorted(
+        lakehouse.records("model_evaluations", {"use_case": spec.name, "dagster_run_id": run.run_id}),
+        key=lambda r: r["created_at"],
+    )
     if failures == {GATE_STEP} and evaluations and not evaluations[-1]["gate_passed"]:
         rules = json.loads(evaluations[-1]["gate_details"]) if evaluations else []
         why = "; ".join(f"{r['rule']}: {r['detail']}" for r in rules if not r["passed"])
@@ -96,8 +116,11 @@ def _drifted_scores(store, spec: UseCaseSpec, frame: pd.DataFrame | None, first,
         return ["-", "-", "-", "-"]
     base = headline(spec, store.load(baseline_uri(store, spec.name, first.version)), frame)
     before = headline(spec, store.load(store.version_uri(spec.name, first.version)), frame)
-    after = before if now.version == first.version else \
-        headline(spec, store.load(store.version_uri(spec.name, now.version)), frame)
+    after = (
+        before
+        if now.version == first.version
+        else headline(spec, store.load(store.version_uri(spec.name, now.version)), frame)
+    )
     return [str(len(frame)), _num(base), _num(before), _num(after)]
 
 
@@ -130,8 +153,9 @@ def headline(spec: UseCaseSpec, model, frame) -> float | None:
     from ontos_pipeline.train.trainer.scoring import score
 
     prediction = model.predict_frame(frame.drop(columns=[TRUTH]))
-    value = score(spec.template.response_kind, frame[TRUTH].tolist(), prediction,
-                  model.template.response_schema).get(spec.training.gate.metric)
+    value = score(spec.template.response_kind, frame[TRUTH].tolist(), prediction, model.template.response_schema).get(
+        spec.training.gate.metric
+    )
     return None if value is None else float(value)
 
 

@@ -51,8 +51,12 @@ def _execute(request: RunRequest) -> tuple[str, float]:
 
     started = time.perf_counter()
     result = _DEFINITIONS.resolve_job_def(request.job).execute_in_process(
-        partition_key=request.partition, instance=DagsterInstance.get(), run_config=request.run_config,
-        raise_on_error=False, tags=request.tags)
+        partition_key=request.partition,
+        instance=DagsterInstance.get(),
+        run_config=request.run_config,
+        raise_on_error=False,
+        tags=request.tags,
+    )
     return result.run_id, time.perf_counter() - started
 
 
@@ -69,8 +73,12 @@ class RunPool:
 
     def __init__(self, definitions, instance, workers: int, verbose: bool = False):
         self.definitions, self.instance = definitions, instance
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(verbose,))
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(verbose,),
+        )
 
     def __enter__(self) -> RunPool:
         return self
@@ -78,8 +86,9 @@ class RunPool:
     def __exit__(self, *exc) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, requests: Sequence[RunRequest],
-            on_finish: Callable[[FinishedRun], None] | None = None) -> list[FinishedRun]:
+    def run(
+        self, requests: Sequence[RunRequest], on_finish: Callable[[FinishedRun], None] | None = None
+    ) -> list[FinishedRun]:
         """Execute `requests` (at most `workers` at once); the finished runs in the order of `requests`."""
         futures = {self.executor.submit(_execute, r): i for i, r in enumerate(requests)}
         done: dict[int, FinishedRun] = {}

@@ -65,8 +65,10 @@ def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: s
         sources = read_sources(spark, lakehouse, spec)
         primary, labels = spec.primary_table, spec.labels.import_table
         if labels is None or not lakehouse.exists(f"{primary}_drifted"):
-            raise ValueError(f"{spec.name} has no drifted batch ({lakehouse.name(primary + '_drifted')}); it comes "
-                             "with the synthetic demo data")
+            raise ValueError(
+                f"{spec.name} has no drifted batch ({lakehouse.name(primary + '_drifted')}); it comes "
+                "with the synthetic demo data"
+            )
         sources = {**sources, spec.sheet.primary: lakehouse.read(spark, f"{primary}_drifted")}
         truth = lakehouse.read(spark, f"{labels}_drifted").select(ITEM_KEY, F.col("label_data").alias(TRUTH))
         rows = assemble_sheet(spec, sources).join(truth.dropDuplicates([ITEM_KEY]), ITEM_KEY)
@@ -100,14 +102,24 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def send(url: str, spec: UseCaseSpec, frame: pd.DataFrame, feedback_rate: float, correction_share: float = 0.5,
-         error_share: float = 0.02, concurrency: int = 4, seed: int = 0) -> TrafficResult:
+def send(
+    url: str,
+    spec: UseCaseSpec,
+    frame: pd.DataFrame,
+    feedback_rate: float,
+    correction_share: float = 0.5,
+    error_share: float = 0.02,
+    concurrency: int = 4,
+    seed: int = 0,
+) -> TrafficResult:
     """One request per item to `url` (the serving process root), then feedback for a share of the answers."""
     rng = random.Random(seed)
     endpoint = f"{url}/serving-endpoints/{spec.serving.endpoint_name}/invocations"
     records = [{k: _jsonable(v) for k, v in r.items() if k != TRUTH} for r in frame.to_dict("records")]
-    plans = [(rec, truth, rng.random() < error_share, rng.random() < feedback_rate, rng.random() < correction_share)
-             for rec, truth in zip(records, frame[TRUTH], strict=True)]
+    plans = [
+        (rec, truth, rng.random() < error_share, rng.random() < feedback_rate, rng.random() < correction_share)
+        for rec, truth in zip(records, frame[TRUTH], strict=True)
+    ]
     result = TrafficResult()
     session = requests.Session()
     lock = threading.Lock()
@@ -129,8 +141,11 @@ def send(url: str, spec: UseCaseSpec, frame: pd.DataFrame, feedback_rate: float,
                 result.correct += right
         if r.status_code != 200 or not give_feedback:
             return
-        body = {"request_id": r.headers["x-request-id"], "rating": "up" if right else "down",
-                "author": "simulate-traffic"}
+        body = {
+            "request_id": r.headers["x-request-id"],
+            "rating": "up" if right else "down",
+            "author": "simulate-traffic",
+        }
         if not right and correct_it:
             body["correction"] = truth
         with lock:
@@ -140,7 +155,7 @@ def send(url: str, spec: UseCaseSpec, frame: pd.DataFrame, feedback_rate: float,
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, plans))
     for start in range(0, len(feedback), FEEDBACK_BATCH):  # as a client app would send them: in batches
-        chunk = feedback[start:start + FEEDBACK_BATCH]
+        chunk = feedback[start : start + FEEDBACK_BATCH]
         f = session.post(f"{url}/feedback", json=chunk, timeout=120)
         stored = f.json().get("feedback", []) if f.status_code == 201 else []
         for body, row in zip(chunk, stored, strict=False):

@@ -13,28 +13,53 @@ from ontos_pipeline.steps import Step
 from ontos_pipeline.train.evaluation import GateResult, stored_evaluation
 
 
-def serving_endpoint(context: AssetExecutionContext, lakehouse: LakehouseResource, use_cases: UseCasesResource,
-                     mlflow_store: ModelStoreResource, serving: ServingResource) -> MaterializeResult:
+def serving_endpoint(
+    context: AssetExecutionContext,
+    lakehouse: LakehouseResource,
+    use_cases: UseCasesResource,
+    mlflow_store: ModelStoreResource,
+    serving: ServingResource,
+) -> MaterializeResult:
     spec, lh, store = use_cases.get(context.partition_key), lakehouse.get(), mlflow_store.get()
     challenger = store.version(spec.name, CHALLENGER)
     stored = challenger and stored_evaluation(lh, spec.name, challenger.version)
     gate = GateResult.from_rules(bool(stored["gate_passed"]), json.loads(stored["gate_details"])) if stored else None
-    event = endpoints.deploy(store, lh, spec.name, spec.serving.endpoint_name, None if gate is None else gate.passed,
-                             gate.summary() if gate else "", f"dagster run {context.run_id}")
+    event = endpoints.deploy(
+        store,
+        lh,
+        spec.name,
+        spec.serving.endpoint_name,
+        None if gate is None else gate.passed,
+        gate.summary() if gate else "",
+        f"dagster run {context.run_id}",
+    )
     serving.publish(spec, event)
     if event.event == "keep":
         context.log.warning(f"{spec.serving.endpoint_name}: {event.reason}")
-    return MaterializeResult(data_version=DataVersion(f"{event.endpoint_name}@{event.served_version}"), metadata={
-        "endpoint": event.endpoint_name, "event": event.event,
-        "served_version": event.served_version or "none", "previous_version": event.previous_version or "none",
-        "reason": event.reason, "actor": event.actor, "deployed_at": event.created_at.isoformat(),
-        "url": serving.url(spec),
-        "try_it": f"uv run ontos serve  # then: curl -s {serving.url(spec)} -H 'Content-Type: application/json' "
-                  "-d '{\"dataframe_records\": [{...item columns...}]}'"})
+    return MaterializeResult(
+        data_version=DataVersion(f"{event.endpoint_name}@{event.served_version}"),
+        metadata={
+            "endpoint": event.endpoint_name,
+            "event": event.event,
+            "served_version": event.served_version or "none",
+            "previous_version": event.previous_version or "none",
+            "reason": event.reason,
+            "actor": event.actor,
+            "deployed_at": event.created_at.isoformat(),
+            "url": serving.url(spec),
+            "try_it": f"uv run ontos serve  # then: curl -s {serving.url(spec)} -H 'Content-Type: application/json' "
+            "-d '{\"dataframe_records\": [{...item columns...}]}'",
+        },
+    )
 
 
 SERVING_ENDPOINT = Step(
-    "serving_endpoint", serving_endpoint, group="deploy", deps=("model_evaluation",), kinds=frozenset({"mlflow"}),
+    "serving_endpoint",
+    serving_endpoint,
+    group="deploy",
+    deps=("model_evaluation",),
+    kinds=frozenset({"mlflow"}),
     description="The endpoint serves the champion: a challenger that passed the promotion gate becomes champion; "
-                "otherwise the champion stays and the metadata says why. Every decision is an event in "
-                "serving_endpoints.")
+    "otherwise the champion stays and the metadata says why. Every decision is an event in "
+    "serving_endpoints.",
+)

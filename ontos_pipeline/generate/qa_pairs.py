@@ -22,9 +22,15 @@ def training_sheet_version(lakehouse: Lakehouse, training_sheet_id: str) -> str 
     return rows[0]["version"] if rows else None
 
 
-def training_sheet_rows(lakehouse: Lakehouse, training_sheet_id: str, *, status: str | None = None,
-                        items: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-                        limit: int | None = None) -> list[dict]:
+def training_sheet_rows(
+    lakehouse: Lakehouse,
+    training_sheet_id: str,
+    *,
+    status: str | None = None,
+    items: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[dict]:
     """Rows of a training sheet ordered by item, optionally only those with `status` or among `items`; with a
     `limit`, the first items are chosen on the item column alone before the other columns are read."""
     where: dict[str, object] = {"training_sheet_id": training_sheet_id}

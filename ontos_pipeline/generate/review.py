@@ -64,39 +64,64 @@ def read_decisions(path: Path, default_decision: str | None = None) -> list[Deci
     return out
 
 
-def record_decisions(lakehouse: Lakehouse, spec: UseCaseSpec, decisions: Sequence[Decision], reviewer: str,
-                     based_on_version: str | None = None) -> list[str]:
+def record_decisions(
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    decisions: Sequence[Decision],
+    reviewer: str,
+    based_on_version: str | None = None,
+) -> list[str]:
     """Validate every decision against the current training sheet, then append them all in one commit."""
     if not decisions:
         raise ReviewError("no decisions given")
     sheet_id = spec.training_sheet_id
     version = training_sheet_version(lakehouse, sheet_id)
     if version is None:
-        raise ReviewError(f"training sheet {sheet_id} does not exist yet; materialize the training_sheet asset "
-                          f"for {spec.name} first")
+        raise ReviewError(
+            f"training sheet {sheet_id} does not exist yet; materialize the training_sheet asset for {spec.name} first"
+        )
     if based_on_version and based_on_version != version:
-        raise ReviewError(f"stale decision: you reviewed version {based_on_version} of {sheet_id}, the current "
-                          f"version is {version}; look at the items again (`ontos review show`) and decide on "
-                          "the current version")
+        raise ReviewError(
+            f"stale decision: you reviewed version {based_on_version} of {sheet_id}, the current "
+            f"version is {version}; look at the items again (`ontos review show`) and decide on "
+            "the current version"
+        )
     refs = sorted({d.item_ref for d in decisions})
-    rows = {r[ITEM_KEY]: r for r in training_sheet_rows(lakehouse, sheet_id, items=refs,
-                                                        columns=["response", "status"])}
+    rows = {
+        r[ITEM_KEY]: r for r in training_sheet_rows(lakehouse, sheet_id, items=refs, columns=["response", "status"])
+    }
     validator = response_validator(spec.template.response_schema)
     now = datetime.now(UTC)
     out = []
     kind = spec.template.response_kind
-    decisions = [Decision(d.item_ref, d.decision, normalize_label(d.label, kind), d.comment, d.where)
-                 if d.label is not None else d for d in decisions]
+    decisions = [
+        Decision(d.item_ref, d.decision, normalize_label(d.label, kind), d.comment, d.where)
+        if d.label is not None
+        else d
+        for d in decisions
+    ]
     for d in decisions:
         problem = _problem(d, rows, validator, sheet_id)
         if problem:
             raise ReviewError(f"{d.where}: item {d.item_ref!r}: {problem}; nothing was recorded")
         label = validate_label(validator, d.label)[1] if d.decision == "edit" else None
-        review_id = hashlib.sha256(f"{sheet_id}|{d.item_ref}|{d.decision}|{label}|{reviewer}|{now.isoformat()}"
-                                   .encode()).hexdigest()[:24]
-        out.append({"review_id": review_id, "training_sheet_id": sheet_id, ITEM_KEY: d.item_ref,
-                    "label_type": spec.labels.label_type, "decision": d.decision, "label_data": label,
-                    "comment": d.comment, "reviewer": reviewer, "based_on_version": version, "created_at": now})
+        review_id = hashlib.sha256(
+            f"{sheet_id}|{d.item_ref}|{d.decision}|{label}|{reviewer}|{now.isoformat()}".encode()
+        ).hexdigest()[:24]
+        out.append(
+            {
+                "review_id": review_id,
+                "training_sheet_id": sheet_id,
+                ITEM_KEY: d.item_ref,
+                "label_type": spec.labels.label_type,
+                "decision": d.decision,
+                "label_data": label,
+                "comment": d.comment,
+                "reviewer": reviewer,
+                "based_on_version": version,
+                "created_at": now,
+            }
+        )
     lakehouse.append_records(REVIEWS, out)
     return [r["review_id"] for r in out]
 

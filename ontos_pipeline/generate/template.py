@@ -29,8 +29,14 @@ from ontos_pipeline.specs import UseCaseSpec
 TABLE = tables.TEMPLATES
 PARTS = ("system_prompt", "prompt")
 NULL_TEXT = "n/a"
-PLACEHOLDERS: dict[str, Any] = {"string": "x", "integer": 1, "double": 1.0, "boolean": True,
-                                "date": date(2024, 1, 1), "timestamp": datetime(2024, 1, 1, tzinfo=UTC)}
+PLACEHOLDERS: dict[str, Any] = {
+    "string": "x",
+    "integer": 1,
+    "double": 1.0,
+    "boolean": True,
+    "date": date(2024, 1, 1),
+    "timestamp": datetime(2024, 1, 1, tzinfo=UTC),
+}
 
 
 class TemplateError(ValueError):
@@ -97,9 +103,13 @@ class Renderer:
             try:
                 context[var] = row[column]
             except KeyError:
-                raise TemplateError(self.compiled.name, self._path, None, None,
-                                    f"the row has no column {column!r} (template variable {var!r}); "
-                                    "pass a full sheet row") from None
+                raise TemplateError(
+                    self.compiled.name,
+                    self._path,
+                    None,
+                    None,
+                    f"the row has no column {column!r} (template variable {var!r}); pass a full sheet row",
+                ) from None
         return self._render("system_prompt", context, row), self._render("prompt", context, row)
 
     def messages(self, row: Mapping[str, object]) -> list[dict]:
@@ -111,8 +121,13 @@ class Renderer:
         try:
             return self._templates[part].render(context)
         except Exception as exc:
-            where = ("on a sample row of typed placeholder values" if row is None else
-                     f"on row item_ref={row['item_ref']!r}" if "item_ref" in row else "on a row")
+            where = (
+                "on a sample row of typed placeholder values"
+                if row is None
+                else f"on row item_ref={row['item_ref']!r}"
+                if "item_ref" in row
+                else "on a row"
+            )
             line, text = _template_line(exc.__traceback__, f"<{part}>"), str(exc).rstrip(".")
             if isinstance(exc, SecurityError):
                 problem = f"blocked by the sandbox {where}: {text}; templates may only read the row's values"
@@ -136,22 +151,30 @@ def compile_template(spec: UseCaseSpec, sheet_columns: Sequence[str] | None = No
     for part in PARTS:
         ast, _ = _load(t.name, spec.path, part, getattr(t, part))
         used = meta.find_undeclared_variables(ast) | {  # globals (range, dict...) shadowed by a sheet column
-            n.name for n in ast.find_all(nodes.Name)
-            if n.ctx == "load" and n.name in _ENV.globals and (n.name in t.variables or n.name in columns)}
+            n.name
+            for n in ast.find_all(nodes.Name)
+            if n.ctx == "load" and n.name in _ENV.globals and (n.name in t.variables or n.name in columns)
+        }
         for var in sorted(used):
             column = t.variables.get(var, var)
             if column not in columns:
                 mapped = f"is mapped to column {column!r}" if var in t.variables else "names no sheet column"
-                raise TemplateError(t.name, spec.path, part, _name_line(ast, var),
-                                    f"variable {var!r} {mapped}: the sheet has no column {column!r} (sheet columns: "
-                                    f"{', '.join(columns)}); use a sheet column or map the variable to one under "
-                                    "template.variables")
+                raise TemplateError(
+                    t.name,
+                    spec.path,
+                    part,
+                    _name_line(ast, var),
+                    f"variable {var!r} {mapped}: the sheet has no column {column!r} (sheet columns: "
+                    f"{', '.join(columns)}); use a sheet column or map the variable to one under "
+                    "template.variables",
+                )
             variables[var] = column
     variables = dict(sorted(variables.items()))
     schema = json.loads(json.dumps(t.response_schema))
     version = _version(t.name, t.system_prompt, t.prompt, schema, variables, spec.labels.label_type)
-    compiled = CompiledTemplate(t.name, spec.name, version, spec.labels.label_type, t.system_prompt, t.prompt,
-                                schema, variables)
+    compiled = CompiledTemplate(
+        t.name, spec.name, version, spec.labels.label_type, t.system_prompt, t.prompt, schema, variables
+    )
     types = {c.name: c.type for c in spec.sheet.columns}
     sample = {var: PLACEHOLDERS[types.get(column, "string")] for var, column in variables.items()}
     renderer = Renderer(compiled, spec.path)
@@ -166,13 +189,25 @@ def register_template(lakehouse: Lakehouse, compiled: CompiledTemplate, run_id: 
     Other published rows of the same template id or use case are archived. Registering the published version
     again writes nothing; registering an archived version publishes it again (keeping its first `created_at`).
     """
-    row = {"template_id": compiled.name, "use_case": compiled.use_case, "version": compiled.version,
-           "label_type": compiled.label_type, "system_prompt": compiled.system_prompt, "prompt": compiled.prompt,
-           "response_schema": json.dumps(compiled.response_schema, sort_keys=True),
-           "variables": json.dumps(compiled.variables, sort_keys=True), "created_at": datetime.now(UTC),
-           "dagster_run_id": run_id}
-    return publish_version(lakehouse, TABLE, row, keys=["template_id", "version"],
-                           scope=lambda r: r["template_id"] == compiled.name or r["use_case"] == compiled.use_case)
+    row = {
+        "template_id": compiled.name,
+        "use_case": compiled.use_case,
+        "version": compiled.version,
+        "label_type": compiled.label_type,
+        "system_prompt": compiled.system_prompt,
+        "prompt": compiled.prompt,
+        "response_schema": json.dumps(compiled.response_schema, sort_keys=True),
+        "variables": json.dumps(compiled.variables, sort_keys=True),
+        "created_at": datetime.now(UTC),
+        "dagster_run_id": run_id,
+    }
+    return publish_version(
+        lakehouse,
+        TABLE,
+        row,
+        keys=["template_id", "version"],
+        scope=lambda r: r["template_id"] == compiled.name or r["use_case"] == compiled.use_case,
+    )
 
 
 def current_template(lakehouse: Lakehouse, use_case: str) -> CompiledTemplate | None:
@@ -180,9 +215,16 @@ def current_template(lakehouse: Lakehouse, use_case: str) -> CompiledTemplate | 
     row = latest_published(lakehouse, TABLE, {"use_case": use_case})
     if row is None:
         return None
-    return CompiledTemplate(row["template_id"], row["use_case"], row["version"], row["label_type"],
-                            row["system_prompt"] or "", row["prompt"], json.loads(row["response_schema"]),
-                            json.loads(row["variables"] or "{}"))
+    return CompiledTemplate(
+        row["template_id"],
+        row["use_case"],
+        row["version"],
+        row["label_type"],
+        row["system_prompt"] or "",
+        row["prompt"],
+        json.loads(row["response_schema"]),
+        json.loads(row["variables"] or "{}"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -192,9 +234,14 @@ def _load(name: str, path: Path | str | None, part: str, source: str) -> tuple[n
         ast = _ENV.parse(source)
         for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):  # before compiling (const folding)
             if attr := _private_name(node):
-                raise TemplateError(name, path, part, node.lineno,
-                                    f"access to {attr!r} is not allowed: names starting with '_' are Python "
-                                    "internals that templates cannot reach; use the row's values and Jinja filters")
+                raise TemplateError(
+                    name,
+                    path,
+                    part,
+                    node.lineno,
+                    f"access to {attr!r} is not allowed: names starting with '_' are Python "
+                    "internals that templates cannot reach; use the row's values and Jinja filters",
+                )
         code = _ENV.compile(source, filename=f"<{part}>")
     except TemplateSyntaxError as exc:
         problem = (exc.message or "invalid template").rstrip(".")
@@ -229,8 +276,13 @@ def _template_line(tb: TracebackType | None, filename: str) -> int | None:
     return line
 
 
-def _version(name: str, system_prompt: str, prompt: str, response_schema: dict, variables: dict[str, str],
-             label_type: str) -> str:
-    payload = json.dumps([name, system_prompt, prompt, response_schema, variables, label_type], sort_keys=True,
-                         separators=(",", ":"), ensure_ascii=False)
+def _version(
+    name: str, system_prompt: str, prompt: str, response_schema: dict, variables: dict[str, str], label_type: str
+) -> str:
+    payload = json.dumps(
+        [name, system_prompt, prompt, response_schema, variables, label_type],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]

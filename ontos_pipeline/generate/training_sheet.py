@@ -51,19 +51,27 @@ class TrainingSheetResult:
 def render_messages(sheet_df: DataFrame, template: CompiledTemplate) -> DataFrame:
     """item_ref -> messages (JSON text), rendered on the executors; the template is compiled once per partition."""
     columns = sorted(set(template.variables.values()))
-    integers = {f.name: "Int64" for f in sheet_df.schema if f.name in columns and f.dataType.typeName() in (
-        "long", "integer", "short", "byte")}
+    integers = {
+        f.name: "Int64"
+        for f in sheet_df.schema
+        if f.name in columns and f.dataType.typeName() in ("long", "integer", "short", "byte")
+    }
 
     def render(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         renderer = template.renderer()
         for batch in batches:
             batch = batch.astype(integers)  # a null makes pandas hold integers as floats: 12 would render 12.0
             rows = batch.astype(object).where(batch.notna(), None).to_dict("records")
-            yield pd.DataFrame({ITEM_KEY: batch[ITEM_KEY],
-                                "messages": [json.dumps(renderer.messages(r), ensure_ascii=False) for r in rows]})
+            yield pd.DataFrame(
+                {
+                    ITEM_KEY: batch[ITEM_KEY],
+                    "messages": [json.dumps(renderer.messages(r), ensure_ascii=False) for r in rows],
+                }
+            )
 
     return sheet_df.select(ITEM_KEY, *[c for c in columns if c != ITEM_KEY]).mapInPandas(
-        render, f"{ITEM_KEY} string, messages string")
+        render, f"{ITEM_KEY} string, messages string"
+    )
 
 
 def split_column(spec: UseCaseSpec):
@@ -77,52 +85,88 @@ def split_column(spec: UseCaseSpec):
 def latest_reviews(spark: SparkSession, lakehouse: Lakehouse, training_sheet_id: str) -> DataFrame:
     reviews = lakehouse.read(spark, REVIEWS).filter(F.col("training_sheet_id") == training_sheet_id)
     order = Window.partitionBy(ITEM_KEY).orderBy(F.col("created_at").desc(), F.col("review_id").desc())
-    return (reviews.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") == 1)
-            .select(ITEM_KEY, F.col("decision").alias("review_decision"),
-                    F.col("label_data").alias("review_label")))
+    return (
+        reviews.withColumn("_rank", F.row_number().over(order))
+        .filter(F.col("_rank") == 1)
+        .select(ITEM_KEY, F.col("decision").alias("review_decision"), F.col("label_data").alias("review_label"))
+    )
 
 
-def assemble_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, snapshot: SheetSnapshot,
-                            template: CompiledTemplate, proposer: Proposer | None = None) -> DataFrame:
+def assemble_training_sheet(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    snapshot: SheetSnapshot,
+    template: CompiledTemplate,
+    proposer: Proposer | None = None,
+) -> DataFrame:
     """The qa rows of the training sheet (every column of `qa_pairs` but version and updated_at)."""
     sheet_df = lakehouse.read(spark, snapshot.table)
     labels = current_labels(spark, lakehouse, snapshot.sheet_id, spec.labels.label_type).select(
-        ITEM_KEY, F.col("label_id").alias("canonical_label_id"), F.col("label_data").alias("label"),
-        "conflict", F.col("allowed_uses").alias("label_allowed"), F.col("prohibited_uses").alias("label_prohibited"))
-    df = (render_messages(sheet_df, template)
-          .join(labels, ITEM_KEY, "left")
-          .join(latest_reviews(spark, lakehouse, spec.training_sheet_id), ITEM_KEY, "left")
-          .join(item_usage(sheet_df, spec, snapshot), ITEM_KEY, "left"))
+        ITEM_KEY,
+        F.col("label_id").alias("canonical_label_id"),
+        F.col("label_data").alias("label"),
+        "conflict",
+        F.col("allowed_uses").alias("label_allowed"),
+        F.col("prohibited_uses").alias("label_prohibited"),
+    )
+    df = (
+        render_messages(sheet_df, template)
+        .join(labels, ITEM_KEY, "left")
+        .join(latest_reviews(spark, lakehouse, spec.training_sheet_id), ITEM_KEY, "left")
+        .join(item_usage(sheet_df, spec, snapshot), ITEM_KEY, "left")
+    )
     if proposer is not None:
         df = df.join(proposer(sheet_df).select(ITEM_KEY, F.col("response").alias("proposal")), ITEM_KEY, "left")
     else:
         df = df.withColumn("proposal", F.lit(None).cast("string"))
 
     labelled = F.col("label").isNotNull()
-    base_status = F.when(labelled & F.col("conflict"), "flagged").when(labelled, "auto_approved") \
-        .otherwise("pending")
+    base_status = F.when(labelled & F.col("conflict"), "flagged").when(labelled, "auto_approved").otherwise("pending")
     base_source = F.when(labelled, "canonical_label").when(F.col("proposal").isNotNull(), "model")
     decision = F.col("review_decision")
     status = base_status
     for name, reviewed in DECISION_STATUS.items():
         status = F.when(decision == name, F.lit(reviewed)).otherwise(status)
-    df = (df.withColumn("status", status)
-          .withColumn("response", F.when(decision == "edit", F.col("review_label"))
-                      .otherwise(F.coalesce(F.col("label"), F.col("proposal"))))
-          .withColumn("response_source", F.when(decision == "edit", F.lit("review")).otherwise(base_source))
-          .withColumn("allowed_uses", F.col("label_allowed"))
-          .withColumn("prohibited_uses", F.col("label_prohibited")))
-    df = apply_usage(df.withColumn("sheet_prohibited", F.when(labelled, F.array().cast("array<string>"))
-                                   .otherwise(F.col("sheet_prohibited"))))
+    df = (
+        df.withColumn("status", status)
+        .withColumn(
+            "response",
+            F.when(decision == "edit", F.col("review_label")).otherwise(F.coalesce(F.col("label"), F.col("proposal"))),
+        )
+        .withColumn("response_source", F.when(decision == "edit", F.lit("review")).otherwise(base_source))
+        .withColumn("allowed_uses", F.col("label_allowed"))
+        .withColumn("prohibited_uses", F.col("label_prohibited"))
+    )
+    df = apply_usage(
+        df.withColumn(
+            "sheet_prohibited", F.when(labelled, F.array().cast("array<string>")).otherwise(F.col("sheet_prohibited"))
+        )
+    )
     return df.select(
-        F.lit(spec.training_sheet_id).alias("training_sheet_id"), ITEM_KEY, "messages", "response", "status",
-        "response_source", "canonical_label_id", split_column(spec).alias("split"), "allowed_uses",
-        "prohibited_uses", F.lit(snapshot.version).alias("sheet_version"),
-        F.lit(template.version).alias("template_version"))
+        F.lit(spec.training_sheet_id).alias("training_sheet_id"),
+        ITEM_KEY,
+        "messages",
+        "response",
+        "status",
+        "response_source",
+        "canonical_label_id",
+        split_column(spec).alias("split"),
+        "allowed_uses",
+        "prohibited_uses",
+        F.lit(snapshot.version).alias("sheet_version"),
+        F.lit(template.version).alias("template_version"),
+    )
 
 
-def build_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, snapshot: SheetSnapshot,
-                         template: CompiledTemplate, proposer: Proposer | None = None) -> TrainingSheetResult:
+def build_training_sheet(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    snapshot: SheetSnapshot,
+    template: CompiledTemplate,
+    proposer: Proposer | None = None,
+) -> TrainingSheetResult:
     """Assemble, version by content and replace this training sheet's rows in `qa_pairs` (once per version)."""
     rows = assemble_training_sheet(spark, lakehouse, spec, snapshot, template, proposer).cache()
     try:
@@ -131,14 +175,18 @@ def build_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCas
         created = current != version
         if created:
             out = rows.withColumn("version", F.lit(version)).withColumn(
-                "updated_at", F.lit(datetime.now(UTC)).cast("timestamp"))
+                "updated_at", F.lit(datetime.now(UTC)).cast("timestamp")
+            )
             lakehouse.ensure(QA)
             lakehouse.replace(spark, QA, out, where={"training_sheet_id": spec.training_sheet_id})
     finally:
         rows.unpersist()
     stored = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
-    counts = stored.groupBy("status", "split", F.coalesce("response_source", F.lit("none")).alias("source")) \
-        .count().collect()
+    counts = (
+        stored.groupBy("status", "split", F.coalesce("response_source", F.lit("none")).alias("source"))
+        .count()
+        .collect()
+    )
 
     def total(key: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -146,8 +194,15 @@ def build_training_sheet(spark: SparkSession, lakehouse: Lakehouse, spec: UseCas
             out[r[key]] = out.get(r[key], 0) + r["count"]
         return dict(sorted(out.items()))
 
-    return TrainingSheetResult(spec.training_sheet_id, version, sum(r["count"] for r in counts), created,
-                               total("status"), total("split"), total("source"))
+    return TrainingSheetResult(
+        spec.training_sheet_id,
+        version,
+        sum(r["count"] for r in counts),
+        created,
+        total("status"),
+        total("split"),
+        total("source"),
+    )
 
 
 def current_training_sheet(spark: SparkSession, lakehouse: Lakehouse, training_sheet_id: str) -> DataFrame:
@@ -157,11 +212,16 @@ def current_training_sheet(spark: SparkSession, lakehouse: Lakehouse, training_s
 # -- the dual quality gate --------------------------------------------------------------------------------------
 def usable_condition(use: str):
     """Quality approved and usage constraints allowing `use` (training, evaluation, serving), as a Column."""
+
     def mentions(column: str):
         return F.coalesce(F.array_contains(F.col(column), use), F.lit(False))
 
-    return (F.col("status").isin(*TRAINABLE_STATUSES) & F.col("response").isNotNull()
-            & ~mentions("prohibited_uses") & (F.col("allowed_uses").isNull() | mentions("allowed_uses")))
+    return (
+        F.col("status").isin(*TRAINABLE_STATUSES)
+        & F.col("response").isNotNull()
+        & ~mentions("prohibited_uses")
+        & (F.col("allowed_uses").isNull() | mentions("allowed_uses"))
+    )
 
 
 def usable(qa: DataFrame, use: str) -> DataFrame:

@@ -67,8 +67,10 @@ def parse_cursor(text: str | None) -> dict[str, CursorEntry]:
     if not text:
         return {}
     raw = json.loads(text)
-    return {k: CursorEntry(int(v.get("seq", 0)), int(v.get("reviewed", 0)), int(v.get("observed", 0)))
-            for k, v in raw.items()}
+    return {
+        k: CursorEntry(int(v.get("seq", 0)), int(v.get("reviewed", 0)), int(v.get("observed", 0)))
+        for k, v in raw.items()
+    }
 
 
 def dump_cursor(cursor: Mapping[str, CursorEntry]) -> str:
@@ -82,8 +84,11 @@ def is_actionable(row: Mapping[str, object]) -> bool:
 
 def arrivals(lakehouse: Lakehouse, spec: UseCaseSpec, after: CursorEntry) -> Arrivals:
     """Feedback after `after.seq` and the reviewed-label counter, read from one snapshot of each table."""
-    rows = [r for r in lakehouse.records(FEEDBACK, {"use_case": spec.name},
-                                         columns=["seq", "rating", "correction", "status"]) if r["seq"] > after.seq]
+    rows = [
+        r
+        for r in lakehouse.records(FEEDBACK, {"use_case": spec.name}, columns=["seq", "rating", "correction", "status"])
+        if r["seq"] > after.seq
+    ]
     last = max((r["seq"] for r in rows), default=after.seq)
     return Arrivals(spec.name, last, sum(is_actionable(r) for r in rows), len(rows), reviewed_labels(lakehouse, spec))
 
@@ -91,8 +96,9 @@ def arrivals(lakehouse: Lakehouse, spec: UseCaseSpec, after: CursorEntry) -> Arr
 def reviewed_labels(lakehouse: Lakehouse, spec: UseCaseSpec) -> int:
     """Review decisions on the use case's training sheet plus label rows in its inbox (both only ever grow)."""
     reviews = len(lakehouse.records(REVIEWS, {"training_sheet_id": spec.training_sheet_id}, columns=["review_id"]))
-    return reviews + sum(_label_rows(p) for p in sorted(Path(inbox_dir(lakehouse, spec.name)).iterdir())
-                         if p.suffix in INBOX_SUFFIXES)
+    return reviews + sum(
+        _label_rows(p) for p in sorted(Path(inbox_dir(lakehouse, spec.name)).iterdir()) if p.suffix in INBOX_SUFFIXES
+    )
 
 
 def _label_rows(path: Path) -> int:
@@ -113,24 +119,42 @@ def decide(spec: UseCaseSpec, cursor: CursorEntry, seen: Arrivals) -> RetrainDec
         cursor, reviewed_new = CursorEntry(cursor.seq, seen.reviewed_total, cursor.observed), 0
     need = spec.retrain
     if seen.actionable < need.min_actionable_feedback and reviewed_new < need.min_reviewed_labels:
-        reason = (f"{spec.name}: {seen.actionable}/{need.min_actionable_feedback} actionable feedback since seq "
-                  f"{cursor.seq} and {reviewed_new}/{need.min_reviewed_labels} new reviewed labels")
+        reason = (
+            f"{spec.name}: {seen.actionable}/{need.min_actionable_feedback} actionable feedback since seq "
+            f"{cursor.seq} and {reviewed_new}/{need.min_reviewed_labels} new reviewed labels"
+        )
         kept = CursorEntry(cursor.seq, cursor.reviewed, seen.last_seq)
         return RetrainDecision(spec.name, None, reason, kept, {}, seen, observe)
     after = CursorEntry(seen.last_seq, seen.reviewed_total, seen.last_seq)
-    tags = {"ontos/trigger": "feedback", "ontos/feedback_seq_from": str(cursor.seq + 1),
-            "ontos/feedback_seq_to": str(seen.last_seq), "ontos/actionable_feedback": str(seen.actionable),
-            "ontos/new_feedback": str(seen.feedback), "ontos/new_reviewed_labels": str(reviewed_new)}
-    reason = (f"{spec.name}: {seen.actionable} actionable feedback (seq {cursor.seq + 1}..{seen.last_seq}) and "
-              f"{reviewed_new} new reviewed labels")
-    return RetrainDecision(spec.name, f"{RETRAIN_JOB}:{spec.name}:seq{seen.last_seq}:reviewed{seen.reviewed_total}",
-                           reason, after, tags, seen, observe)
+    tags = {
+        "ontos/trigger": "feedback",
+        "ontos/feedback_seq_from": str(cursor.seq + 1),
+        "ontos/feedback_seq_to": str(seen.last_seq),
+        "ontos/actionable_feedback": str(seen.actionable),
+        "ontos/new_feedback": str(seen.feedback),
+        "ontos/new_reviewed_labels": str(reviewed_new),
+    }
+    reason = (
+        f"{spec.name}: {seen.actionable} actionable feedback (seq {cursor.seq + 1}..{seen.last_seq}) and "
+        f"{reviewed_new} new reviewed labels"
+    )
+    return RetrainDecision(
+        spec.name,
+        f"{RETRAIN_JOB}:{spec.name}:seq{seen.last_seq}:reviewed{seen.reviewed_total}",
+        reason,
+        after,
+        tags,
+        seen,
+        observe,
+    )
 
 
-def evaluate_retrains(lakehouse: Lakehouse, specs: Mapping[str, UseCaseSpec],
-                      cursor: Mapping[str, CursorEntry]) -> tuple[list[RetrainDecision], dict[str, CursorEntry]]:
+def evaluate_retrains(
+    lakehouse: Lakehouse, specs: Mapping[str, UseCaseSpec], cursor: Mapping[str, CursorEntry]
+) -> tuple[list[RetrainDecision], dict[str, CursorEntry]]:
     """One tick: a decision per use case and the cursor to store after it."""
-    decisions = [decide(spec, cursor.get(name, CursorEntry()),
-                        arrivals(lakehouse, spec, cursor.get(name, CursorEntry())))
-                 for name, spec in specs.items()]
+    decisions = [
+        decide(spec, cursor.get(name, CursorEntry()), arrivals(lakehouse, spec, cursor.get(name, CursorEntry())))
+        for name, spec in specs.items()
+    ]
     return decisions, {**cursor, **{d.use_case: d.cursor for d in decisions}}

@@ -27,24 +27,38 @@ def feedback_retrain_sensor(job, interval_seconds: int):
     requested, and the run key names the marks: see `improve.retrain` for why nothing is counted twice or missed.
     """
 
-    @sensor(name=RETRAIN_SENSOR, job=job, minimum_interval_seconds=interval_seconds,
-            default_status=DefaultSensorStatus.RUNNING,
-            description="Requests a retrain (labels -> training sheet -> model -> evaluation -> endpoint) of a use "
-                        "case when its new actionable feedback or reviewed labels reach the spec's retrain "
-                        "thresholds.")
+    @sensor(
+        name=RETRAIN_SENSOR,
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Requests a retrain (labels -> training sheet -> model -> evaluation -> endpoint) of a use "
+        "case when its new actionable feedback or reviewed labels reach the spec's retrain "
+        "thresholds.",
+    )
     def _sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource, use_cases: UseCasesResource):
         decisions, cursor = evaluate_retrains(lakehouse.get(), use_cases.all(), parse_cursor(context.cursor))
-        requests = [RunRequest(run_key=d.run_key, partition_key=d.use_case, tags=dict(d.tags))
-                    for d in decisions if d.run_key]
-        observations = [AssetObservation(asset_key=FEEDBACK, partition=d.use_case,
-                                         tags={DATA_VERSION_TAG: d.data_version},
-                                         metadata={"feedback_seq": d.seen.last_seq})
-                        for d in decisions if d.observe]
+        requests = [
+            RunRequest(run_key=d.run_key, partition_key=d.use_case, tags=dict(d.tags)) for d in decisions if d.run_key
+        ]
+        observations = [
+            AssetObservation(
+                asset_key=FEEDBACK,
+                partition=d.use_case,
+                tags={DATA_VERSION_TAG: d.data_version},
+                metadata={"feedback_seq": d.seen.last_seq},
+            )
+            for d in decisions
+            if d.observe
+        ]
         for d in decisions:
             context.log.info(d.reason)
         if not requests:
-            return SensorResult(skip_reason=SkipReason("; ".join(d.reason for d in decisions)),
-                                asset_events=observations, cursor=dump_cursor(cursor))
+            return SensorResult(
+                skip_reason=SkipReason("; ".join(d.reason for d in decisions)),
+                asset_events=observations,
+                cursor=dump_cursor(cursor),
+            )
         return SensorResult(run_requests=requests, asset_events=observations, cursor=dump_cursor(cursor))
 
     return _sensor

@@ -56,7 +56,8 @@ def choose_items(scored: pd.DataFrame, region: dict | None, exclude: set[str], l
         return sorted(frame[ITEM_KEY], key=order.__getitem__)[:limit]
     settled = ~frame[DISPUTED].astype(bool) if DISPUTED in frame else False
     ordered = frame.assign(_settled=settled, _pos=range(len(frame))).sort_values(
-        [CONFIDENCE, "_settled", "_pos"], na_position="last", kind="stable")
+        [CONFIDENCE, "_settled", "_pos"], na_position="last", kind="stable"
+    )
     return ordered[ITEM_KEY].head(limit).tolist()
 
 
@@ -65,8 +66,11 @@ def _answer_format(spec: UseCaseSpec) -> str:
     if kind == "enum":
         return "one of " + ", ".join(str(v) for v in schema["enum"])
     if kind == "number":
-        return "a number" + (f" between {schema['minimum']} and {schema['maximum']}"
-                             if "minimum" in schema and "maximum" in schema else "")
+        return "a number" + (
+            f" between {schema['minimum']} and {schema['maximum']}"
+            if "minimum" in schema and "maximum" in schema
+            else ""
+        )
     if kind == "object":
         return "a JSON object with " + ", ".join(schema.get("properties", {}))
     return "free text"
@@ -74,16 +78,24 @@ def _answer_format(spec: UseCaseSpec) -> str:
 
 def instructions(spec: UseCaseSpec, gap: dict, items: int) -> str:
     """What to do, why (the gap and its numbers) and how to submit the labels."""
-    return (f"Label these {items} item(s) of {spec.name} ({spec.labels.label_type}); they are listed most uncertain "
-            f"first. Why: {gap['description']}. Suggested: {gap['suggested_action']}. Each label is "
-            f"{_answer_format(spec)}. Submit a CSV with header item_ref,label (or JSONL "
-            f"{{\"item_ref\": ..., \"label\": ...}}) with `ontos labels import FILE --use-case {spec.name}`, or "
-            f"edit items with `ontos review edit {spec.name} ITEM_REF --label JSON`; the labels reach the model "
-            "through canonical_labels and the next retrain.")
+    return (
+        f"Label these {items} item(s) of {spec.name} ({spec.labels.label_type}); they are listed most uncertain "
+        f"first. Why: {gap['description']}. Suggested: {gap['suggested_action']}. Each label is "
+        f"{_answer_format(spec)}. Submit a CSV with header item_ref,label (or JSONL "
+        f'{{"item_ref": ..., "label": ...}}) with `ontos labels import FILE --use-case {spec.name}`, or '
+        f"edit items with `ontos review edit {spec.name} ITEM_REF --label JSON`; the labels reach the model "
+        "through canonical_labels and the next retrain."
+    )
 
 
-def plan_tasks(spec: UseCaseSpec, gaps: Sequence[dict], scored: pd.DataFrame, existing: Sequence[dict],
-               now: datetime | None = None, limit: int = TASK_ITEMS) -> Plan:
+def plan_tasks(
+    spec: UseCaseSpec,
+    gaps: Sequence[dict],
+    scored: pd.DataFrame,
+    existing: Sequence[dict],
+    now: datetime | None = None,
+    limit: int = TASK_ITEMS,
+) -> Plan:
     """New tasks for `gaps` (stored gap rows, evidence parsed) given the `existing` tasks of the use case."""
     from ontos_pipeline.improve.gaps import CONFIDENCE, PRIORITY
 
@@ -101,18 +113,29 @@ def plan_tasks(spec: UseCaseSpec, gaps: Sequence[dict], scored: pd.DataFrame, ex
         items = choose_items(scored, gap["evidence"].get("region"), busy, limit)
         if not items:
             unscored = scored.empty or scored[CONFIDENCE].isna().all()
-            skipped[gap["gap_id"]] = "no unlabelled or disputed item in its region" + \
-                (" (no model scored the items)" if unscored else "")
+            skipped[gap["gap_id"]] = "no unlabelled or disputed item in its region" + (
+                " (no model scored the items)" if unscored else ""
+            )
             continue
         busy.update(items)
-        tasks.append({"task_id": task_id(gap["gap_id"], count.get(gap["gap_id"], 0) + 1), "gap_id": gap["gap_id"],
-                      "use_case": spec.name, "instructions": instructions(spec, gap, len(items)), "item_refs": items,
-                      "priority": PRIORITY.get(gap["severity"], 3), "status": "pending", "created_at": now})
+        tasks.append(
+            {
+                "task_id": task_id(gap["gap_id"], count.get(gap["gap_id"], 0) + 1),
+                "gap_id": gap["gap_id"],
+                "use_case": spec.name,
+                "instructions": instructions(spec, gap, len(items)),
+                "item_refs": items,
+                "priority": PRIORITY.get(gap["severity"], 3),
+                "status": "pending",
+                "created_at": now,
+            }
+        )
     return Plan(tasks, skipped)
 
 
-def record_tasks(lakehouse: Lakehouse, spec: UseCaseSpec, gaps: Sequence[dict], scored: pd.DataFrame,
-                 limit: int = TASK_ITEMS) -> Plan:
+def record_tasks(
+    lakehouse: Lakehouse, spec: UseCaseSpec, gaps: Sequence[dict], scored: pd.DataFrame, limit: int = TASK_ITEMS
+) -> Plan:
     """Plan against the stored tasks and append the new ones, under the table lock (no duplicate open task)."""
     with lakehouse.locked(TASKS):
         plan = plan_tasks(spec, gaps, scored, lakehouse.records(TASKS, {"use_case": spec.name}), limit=limit)
@@ -131,8 +154,11 @@ def get_task(lakehouse: Lakehouse, task: str) -> dict:
     """One task by id or unique id prefix."""
     found = [t for t in lakehouse.records(TASKS) if t["task_id"].startswith(task)] if task else []
     if len(found) != 1:
-        raise TaskError(f"no task {task!r}; `ontos tasks list` shows the tasks" if not found else
-                        f"{task!r} matches {len(found)} tasks; give more of the id")
+        raise TaskError(
+            f"no task {task!r}; `ontos tasks list` shows the tasks"
+            if not found
+            else f"{task!r} matches {len(found)} tasks; give more of the id"
+        )
     return found[0]
 
 
@@ -143,10 +169,14 @@ def transition(lakehouse: Lakehouse, task: str, to: str, assignee: str | None = 
     with lakehouse.locked(TASKS):
         current = get_task(lakehouse, task)
         if current["status"] not in TRANSITIONS[to]:
-            raise TaskError(f"task {current['task_id']} is {current['status']}; only "
-                            f"{' or '.join(TRANSITIONS[to])} tasks can become {to}")
-        values: dict[str, object] = {"status": to, f"{'started' if to == 'in_progress' else 'completed'}_at":
-                                     datetime.now(UTC)}
+            raise TaskError(
+                f"task {current['task_id']} is {current['status']}; only "
+                f"{' or '.join(TRANSITIONS[to])} tasks can become {to}"
+            )
+        values: dict[str, object] = {
+            "status": to,
+            f"{'started' if to == 'in_progress' else 'completed'}_at": datetime.now(UTC),
+        }
         if assignee:
             values["assignee"] = assignee
         lakehouse.update_records(TASKS, {"task_id": current["task_id"]}, values)
@@ -156,10 +186,16 @@ def transition(lakehouse: Lakehouse, task: str, to: str, assignee: str | None = 
 def label_progress(lakehouse: Lakehouse, spec: UseCaseSpec, task: dict) -> dict:
     """How many of the task's items have a canonical label now, and how many got one since the task was created."""
     wanted = set(task["item_refs"] or [])
-    rows = lakehouse.records(tables.CANONICAL_LABELS, {"sheet_id": spec.name, "label_type": spec.labels.label_type},
-                             columns=[ITEM_KEY, "created_at"])
+    rows = lakehouse.records(
+        tables.CANONICAL_LABELS,
+        {"sheet_id": spec.name, "label_type": spec.labels.label_type},
+        columns=[ITEM_KEY, "created_at"],
+    )
     labelled = {r[ITEM_KEY] for r in rows if r[ITEM_KEY] in wanted}
     since = {r[ITEM_KEY] for r in rows if r[ITEM_KEY] in wanted and r["created_at"] >= task["created_at"]}
-    return {"items": len(wanted), "labelled": len(labelled), "labelled_since_created": len(since),
-            "missing": sorted(wanted - labelled)}
-
+    return {
+        "items": len(wanted),
+        "labelled": len(labelled),
+        "labelled_since_created": len(since),
+        "missing": sorted(wanted - labelled),
+    }

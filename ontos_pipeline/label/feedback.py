@@ -62,8 +62,15 @@ def parse_feedback(body: object, use_case: str) -> Feedback:
         raise FeedbackError(f"field 'rating' must be 'up' or 'down', got {rating!r}")
     if rating is None and body.get("correction") is None:
         raise FeedbackError("give a rating ('up' or 'down') or a correction")
-    return Feedback(use_case, body.get("request_id") or None, body.get("item_ref") or None, rating,
-                    body.get("correction"), body.get("comment"), body.get("author"))
+    return Feedback(
+        use_case,
+        body.get("request_id") or None,
+        body.get("item_ref") or None,
+        rating,
+        body.get("correction"),
+        body.get("comment"),
+        body.get("author"),
+    )
 
 
 def logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | None] | None:
@@ -78,8 +85,9 @@ def logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | No
     return rows[0]["endpoint_name"], refs.pop() if len(refs) == 1 else None
 
 
-def record_feedback(lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Feedback],
-                    problems: Sequence[str | None] | None = None) -> list[dict]:
+def record_feedback(
+    lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Feedback], problems: Sequence[str | None] | None = None
+) -> list[dict]:
     """Append feedback rows in one commit; each row says whether it was accepted (`new`) or `rejected` and why.
 
     `problems` (one per item, optional) are reasons found by the caller, e.g. an unknown request id.
@@ -90,10 +98,21 @@ def record_feedback(lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Fee
     for f, problem in zip(items, problems or [None] * len(items), strict=True):
         correction = None if f.correction is None else json.dumps(f.correction, sort_keys=True, ensure_ascii=False)
         reason = problem or (None if correction is None else validate_label(validator, correction)[0])
-        rows.append({"feedback_id": uuid.uuid4().hex, "use_case": spec.name, "request_id": f.request_id,
-                     "item_ref": f.item_ref, "rating": f.rating, "correction": correction, "comment": f.comment,
-                     "author": f.author, "status": "rejected" if reason else "new",
-                     "reason": reason if problem or not reason else f"correction {reason}", "created_at": now})
+        rows.append(
+            {
+                "feedback_id": uuid.uuid4().hex,
+                "use_case": spec.name,
+                "request_id": f.request_id,
+                "item_ref": f.item_ref,
+                "rating": f.rating,
+                "correction": correction,
+                "comment": f.comment,
+                "author": f.author,
+                "status": "rejected" if reason else "new",
+                "reason": reason if problem or not reason else f"correction {reason}",
+                "created_at": now,
+            }
+        )
     with lakehouse.locked(FEEDBACK):
         last = lakehouse.max_value(FEEDBACK, "seq") or 0
         for i, row in enumerate(rows, start=1):
@@ -119,29 +138,58 @@ class FeedbackSource:
         if not lakehouse.exists(FEEDBACK):
             return None
         accepted = lakehouse.read(spark, FEEDBACK).filter(
-            (F.col("use_case") == spec.name) & (F.col("status") != "rejected"))
-        frames = [accepted.filter(F.col("correction").isNotNull()).select(
-            "*", F.col("correction").alias("label_data"), F.lit(spec.retrain.correction_confidence).alias("conf"))]
+            (F.col("use_case") == spec.name) & (F.col("status") != "rejected")
+        )
+        frames = [
+            accepted.filter(F.col("correction").isNotNull()).select(
+                "*", F.col("correction").alias("label_data"), F.lit(spec.retrain.correction_confidence).alias("conf")
+            )
+        ]
         if spec.retrain.confirm_thumbs_up and lakehouse.exists(INFERENCE_LOG):
-            served = lakehouse.read(spark, INFERENCE_LOG).filter(F.col("status_code") == 200).select(
-                "request_id", F.udf(lambda r: _single_answer(r), T.StringType())(F.col("response")).alias("label_data"))
-            ups = accepted.filter((F.col("rating") == "up") & F.col("correction").isNull()
-                                  & F.col("request_id").isNotNull())
-            frames.append(ups.join(served, "request_id", "left").select(
-                *accepted.columns, "label_data", F.lit(spec.retrain.confirm_confidence).alias("conf")))
+            served = (
+                lakehouse.read(spark, INFERENCE_LOG)
+                .filter(F.col("status_code") == 200)
+                .select(
+                    "request_id",
+                    F.udf(lambda r: _single_answer(r), T.StringType())(F.col("response")).alias("label_data"),
+                )
+            )
+            ups = accepted.filter(
+                (F.col("rating") == "up") & F.col("correction").isNull() & F.col("request_id").isNotNull()
+            )
+            frames.append(
+                ups.join(served, "request_id", "left").select(
+                    *accepted.columns, "label_data", F.lit(spec.retrain.confirm_confidence).alias("conf")
+                )
+            )
         rows = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
-        error = (F.when(F.col(ITEM_KEY).isNull(), F.concat(F.lit("feedback "), F.col("feedback_id"), F.lit(
-            ": no item_ref (the request held several records); send the feedback with the item_ref")))
-                 .when(F.col("label_data").isNull(), F.concat(F.lit("feedback "), F.col("feedback_id"), F.lit(
-                     ": thumbs-up for a request whose answer is not in the inference log (or held several)")))
-                 )
+        error = F.when(
+            F.col(ITEM_KEY).isNull(),
+            F.concat(
+                F.lit("feedback "),
+                F.col("feedback_id"),
+                F.lit(": no item_ref (the request held several records); send the feedback with the item_ref"),
+            ),
+        ).when(
+            F.col("label_data").isNull(),
+            F.concat(
+                F.lit("feedback "),
+                F.col("feedback_id"),
+                F.lit(": thumbs-up for a request whose answer is not in the inference log (or held several)"),
+            ),
+        )
         return rows.select(
-            F.col(ITEM_KEY), F.col("label_data"), F.col("conf").cast("double").alias("confidence"),
-            F.lit("feedback").alias("source"), F.concat(F.lit("feedback:"), F.col("feedback_id")).alias("source_ref"),
+            F.col(ITEM_KEY),
+            F.col("label_data"),
+            F.col("conf").cast("double").alias("confidence"),
+            F.lit("feedback").alias("source"),
+            F.concat(F.lit("feedback:"), F.col("feedback_id")).alias("source_ref"),
             F.coalesce(F.col("author"), F.lit("feedback")).alias("labeled_by"),
             F.lit(None).cast("array<string>").alias("allowed_uses"),
-            F.lit(None).cast("array<string>").alias("prohibited_uses"), F.col("created_at"),
-            error.alias("error")).select(*CANDIDATE_SCHEMA.fieldNames())
+            F.lit(None).cast("array<string>").alias("prohibited_uses"),
+            F.col("created_at"),
+            error.alias("error"),
+        ).select(*CANDIDATE_SCHEMA.fieldNames())
 
 
 def _single_answer(response: str | None) -> str | None:

@@ -36,7 +36,6 @@ def inbox_dir(lakehouse: Lakehouse, use_case: str) -> Path:
     return Path(lakehouse.volume_path("inbox", use_case))
 
 
-
 def parse_label_file(path: Path, kind: str) -> list[dict]:
     """Parse a CSV (header: item_ref,label[,confidence,labeled_by,allowed_uses,prohibited_uses]) or JSONL file."""
     import csv
@@ -69,8 +68,13 @@ def parse_label_file(path: Path, kind: str) -> list[dict]:
 
 
 def _unusable(where: str, reason: str, created_at: datetime) -> dict:
-    return {**dict.fromkeys(CANDIDATE_COLUMNS), "source": "expert", "source_ref": where,
-            "error": f"{where}: {reason}", "created_at": created_at}
+    return {
+        **dict.fromkeys(CANDIDATE_COLUMNS),
+        "source": "expert",
+        "source_ref": where,
+        "error": f"{where}: {reason}",
+        "created_at": created_at,
+    }
 
 
 def normalize_label(value: object, kind: str) -> str:

@@ -32,11 +32,19 @@ from ontos_pipeline.platform import tables
 from ontos_pipeline.platform.lakehouse import Lakehouse, python_rows
 from ontos_pipeline.specs import ITEM_KEY, USES, UseCaseSpec
 
-LABELS, REJECTS, CONFLICTS, REVIEWS = (tables.CANONICAL_LABELS, tables.LABEL_REJECTS, tables.LABEL_CONFLICTS,
-                                       tables.LABEL_REVIEWS)
+LABELS, REJECTS, CONFLICTS, REVIEWS = (
+    tables.CANONICAL_LABELS,
+    tables.LABEL_REJECTS,
+    tables.LABEL_CONFLICTS,
+    tables.LABEL_REVIEWS,
+)
 PRECEDENCE = {"review": 4, "expert": 3, "feedback": 2, "import": 1}
-_TYPES = {"string": T.StringType(), "double": T.DoubleType(), "timestamp": T.TimestampType(),
-          "array<string>": T.ArrayType(T.StringType())}
+_TYPES = {
+    "string": T.StringType(),
+    "double": T.DoubleType(),
+    "timestamp": T.TimestampType(),
+    "array<string>": T.ArrayType(T.StringType()),
+}
 CANDIDATE_SCHEMA = T.StructType([T.StructField(name, _TYPES[kind]) for name, kind in CANDIDATE_FIELDS])
 
 
@@ -62,10 +70,17 @@ class ImportTableSource:
         ref = f"{lakehouse.name(table)}@v{lakehouse.version(table)}"
         df = lakehouse.read(spark, table)
         return df.select(
-            F.col(ITEM_KEY).cast("string"), F.col("label_data").cast("string"), F.col("confidence").cast("double"),
-            F.lit("import").alias("source"), F.lit(ref).alias("source_ref"), F.col("labeled_by").cast("string"),
-            F.col("allowed_uses"), F.col("prohibited_uses"), F.col("labeled_at").alias("created_at"),
-            F.lit(None).cast("string").alias("error"))
+            F.col(ITEM_KEY).cast("string"),
+            F.col("label_data").cast("string"),
+            F.col("confidence").cast("double"),
+            F.lit("import").alias("source"),
+            F.lit(ref).alias("source_ref"),
+            F.col("labeled_by").cast("string"),
+            F.col("allowed_uses"),
+            F.col("prohibited_uses"),
+            F.col("labeled_at").alias("created_at"),
+            F.lit(None).cast("string").alias("error"),
+        )
 
 
 @dataclass(frozen=True)
@@ -94,14 +109,22 @@ class ReviewSource:
         if not lakehouse.exists(REVIEWS):
             return None
         edits = lakehouse.read(spark, REVIEWS).filter(
-            (F.col("training_sheet_id") == spec.training_sheet_id) & (F.col("label_type") == spec.labels.label_type)
-            & (F.col("decision") == "edit"))
+            (F.col("training_sheet_id") == spec.training_sheet_id)
+            & (F.col("label_type") == spec.labels.label_type)
+            & (F.col("decision") == "edit")
+        )
         return edits.select(
-            ITEM_KEY, F.col("label_data"), F.lit(1.0).alias("confidence"), F.lit("review").alias("source"),
-            F.col("review_id").alias("source_ref"), F.col("reviewer").alias("labeled_by"),
+            ITEM_KEY,
+            F.col("label_data"),
+            F.lit(1.0).alias("confidence"),
+            F.lit("review").alias("source"),
+            F.col("review_id").alias("source_ref"),
+            F.col("reviewer").alias("labeled_by"),
             F.lit(None).cast("array<string>").alias("allowed_uses"),
-            F.lit(None).cast("array<string>").alias("prohibited_uses"), F.col("created_at"),
-            F.lit(None).cast("string").alias("error"))
+            F.lit(None).cast("array<string>").alias("prohibited_uses"),
+            F.col("created_at"),
+            F.lit(None).cast("string").alias("error"),
+        )
 
 
 DEFAULT_SOURCES: tuple[LabelSource, ...] = (ImportTableSource(), InboxSource(), ReviewSource())
@@ -133,19 +156,30 @@ def item_usage(sheet_df: DataFrame, spec: UseCaseSpec, snapshot: SheetSnapshot) 
         blocked = ~F.coalesce(F.col(consent), F.lit(False))
     else:
         blocked = F.lit(True)
-    return sheet_df.select(ITEM_KEY, F.when(blocked, F.array(F.lit("training")))
-                           .otherwise(F.array().cast("array<string>")).alias("sheet_prohibited"))
+    return sheet_df.select(
+        ITEM_KEY,
+        F.when(blocked, F.array(F.lit("training")))
+        .otherwise(F.array().cast("array<string>"))
+        .alias("sheet_prohibited"),
+    )
 
 
 def apply_usage(df: DataFrame) -> DataFrame:
     """allowed = (declared or all uses) minus prohibited; prohibited = declared plus the sheet's prohibitions."""
-    prohibited = F.array_sort(F.array_distinct(F.concat(
-        F.coalesce(F.col("prohibited_uses"), F.array().cast("array<string>")),
-        F.coalesce(F.col("sheet_prohibited"), F.array().cast("array<string>")))))
+    prohibited = F.array_sort(
+        F.array_distinct(
+            F.concat(
+                F.coalesce(F.col("prohibited_uses"), F.array().cast("array<string>")),
+                F.coalesce(F.col("sheet_prohibited"), F.array().cast("array<string>")),
+            )
+        )
+    )
     allowed = F.coalesce(F.col("allowed_uses"), F.array(*[F.lit(u) for u in USES]))
-    return (df.withColumn("prohibited_uses", prohibited)
-            .withColumn("allowed_uses", F.array_sort(F.array_except(allowed, F.col("prohibited_uses"))))
-            .drop("sheet_prohibited"))
+    return (
+        df.withColumn("prohibited_uses", prohibited)
+        .withColumn("allowed_uses", F.array_sort(F.array_except(allowed, F.col("prohibited_uses"))))
+        .drop("sheet_prohibited")
+    )
 
 
 # -- merge ------------------------------------------------------------------------------------------------------
@@ -165,13 +199,19 @@ class LabelsResult:
         return self.labelled / self.items if self.items else 0.0
 
 
-def merge_labels(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, snapshot: SheetSnapshot,
-                 sources: Sequence[LabelSource] = DEFAULT_SOURCES) -> LabelsResult:
+def merge_labels(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    snapshot: SheetSnapshot,
+    sources: Sequence[LabelSource] = DEFAULT_SOURCES,
+) -> LabelsResult:
     """Merge every source into canonical labels, append what changed, record rejects and conflicts."""
     sheet_id, label_type = snapshot.sheet_id, spec.labels.label_type
     sheet_df = lakehouse.read(spark, snapshot.table)
-    frames = [f.select(*CANDIDATE_SCHEMA.fieldNames()) for s in sources
-              if (f := s.read(spark, lakehouse, spec)) is not None]
+    frames = [
+        f.select(*CANDIDATE_SCHEMA.fieldNames()) for s in sources if (f := s.read(spark, lakehouse, spec)) is not None
+    ]
     if not frames:
         frames = [spark.createDataFrame([], CANDIDATE_SCHEMA)]
     candidates = frames[0]
@@ -179,23 +219,50 @@ def merge_labels(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, s
         candidates = candidates.unionByName(frame)
 
     known = sheet_df.select(ITEM_KEY, F.lit(True).alias("_known"))
-    checked = (candidates.join(known, ITEM_KEY, "left")
-               .withColumn("_v", validation_udf(spec.template.response_schema)(F.col("label_data")))
-               .withColumn("reason", F.coalesce(
-                   F.col("error"),
-                   F.when(F.col("_known").isNull(), F.lit(f"unknown item_ref: not in sheet {sheet_id} "
-                                                          f"version {snapshot.version}")),
-                   F.col("_v.reason")))
-               .withColumn("label_data", F.coalesce(F.col("_v.canonical"), F.col("label_data")))
-               .drop("_known", "error", "_v").cache())
+    checked = (
+        candidates.join(known, ITEM_KEY, "left")
+        .withColumn("_v", validation_udf(spec.template.response_schema)(F.col("label_data")))
+        .withColumn(
+            "reason",
+            F.coalesce(
+                F.col("error"),
+                F.when(
+                    F.col("_known").isNull(),
+                    F.lit(f"unknown item_ref: not in sheet {sheet_id} version {snapshot.version}"),
+                ),
+                F.col("_v.reason"),
+            ),
+        )
+        .withColumn("label_data", F.coalesce(F.col("_v.canonical"), F.col("label_data")))
+        .drop("_known", "error", "_v")
+        .cache()
+    )
     try:
-        rejects = _record_rejects(spark, lakehouse, checked.filter(F.col("reason").isNotNull()), sheet_id,
-                                  label_type)
-        valid = apply_usage(checked.filter(F.col("reason").isNull()).drop("reason")
-                            .join(item_usage(sheet_df, spec, snapshot), ITEM_KEY, "left"))
-        valid = valid.withColumn("label_id", F.substring(F.sha2(F.concat_ws(
-            "|", F.lit(sheet_id), F.col(ITEM_KEY), F.lit(label_type), F.col("source"), F.col("source_ref"),
-            F.col("label_data")), 256), 1, 24)).withColumn("precedence", _precedence())
+        rejects = _record_rejects(spark, lakehouse, checked.filter(F.col("reason").isNotNull()), sheet_id, label_type)
+        valid = apply_usage(
+            checked.filter(F.col("reason").isNull())
+            .drop("reason")
+            .join(item_usage(sheet_df, spec, snapshot), ITEM_KEY, "left")
+        )
+        valid = valid.withColumn(
+            "label_id",
+            F.substring(
+                F.sha2(
+                    F.concat_ws(
+                        "|",
+                        F.lit(sheet_id),
+                        F.col(ITEM_KEY),
+                        F.lit(label_type),
+                        F.col("source"),
+                        F.col("source_ref"),
+                        F.col("label_data"),
+                    ),
+                    256,
+                ),
+                1,
+                24,
+            ),
+        ).withColumn("precedence", _precedence())
         conflicts = _record_conflicts(spark, lakehouse, valid, sheet_id, label_type)
         appended, version = _append_winners(spark, lakehouse, valid, sheet_id, label_type)
     finally:
@@ -213,9 +280,12 @@ def merge_labels(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, s
 
 def label_coverage(items: DataFrame, current: DataFrame) -> tuple[int, int]:
     """(items, items with a current label) of a sheet, in one Spark job."""
-    counts = items.select(ITEM_KEY).join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY,
-                                         "left").agg(F.count(F.lit(1)).alias("items"),
-                                                     F.count("_labelled").alias("labelled")).first()
+    counts = (
+        items.select(ITEM_KEY)
+        .join(current.select(ITEM_KEY, F.lit(1).alias("_labelled")), ITEM_KEY, "left")
+        .agg(F.count(F.lit(1)).alias("items"), F.count("_labelled").alias("labelled"))
+        .first()
+    )
     return int(counts["items"]), int(counts["labelled"])
 
 
@@ -228,12 +298,30 @@ def _precedence():
 
 def _record_rejects(spark, lakehouse: Lakehouse, rejected: DataFrame, sheet_id: str, label_type: str) -> int:
     rows = rejected.select(
-        F.substring(F.sha2(F.concat_ws("|", F.lit(sheet_id), F.col("source"), F.col("source_ref"),
-                                       F.coalesce(F.col(ITEM_KEY), F.lit("")),
-                                       F.coalesce(F.col("label_data"), F.lit(""))), 256), 1, 24).alias("reject_id"),
-        F.lit(sheet_id).alias("sheet_id"), F.col(ITEM_KEY), F.lit(label_type).alias("label_type"), "source",
-        "source_ref", F.col("label_data").alias("payload"), "reason",
-        F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"))
+        F.substring(
+            F.sha2(
+                F.concat_ws(
+                    "|",
+                    F.lit(sheet_id),
+                    F.col("source"),
+                    F.col("source_ref"),
+                    F.coalesce(F.col(ITEM_KEY), F.lit("")),
+                    F.coalesce(F.col("label_data"), F.lit("")),
+                ),
+                256,
+            ),
+            1,
+            24,
+        ).alias("reject_id"),
+        F.lit(sheet_id).alias("sheet_id"),
+        F.col(ITEM_KEY),
+        F.lit(label_type).alias("label_type"),
+        "source",
+        "source_ref",
+        F.col("label_data").alias("payload"),
+        "reason",
+        F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"),
+    )
     found = python_rows(rows.toArrow())  # the rejected candidates: a record table, written without Spark
     if found:
         lakehouse.upsert_records(REJECTS, found, keys=["reject_id"])
@@ -242,56 +330,90 @@ def _record_rejects(spark, lakehouse: Lakehouse, rejected: DataFrame, sheet_id: 
 
 def _record_conflicts(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str, label_type: str) -> int:
     """Keys whose top-precedence candidates disagree: replace this label type's open conflicts."""
-    top = valid.withColumn("_top", F.max("precedence").over(Window.partitionBy(ITEM_KEY))) \
-        .filter(F.col("precedence") == F.col("_top"))
-    conflicts = (top.groupBy(ITEM_KEY)
-                 .agg(F.array_sort(F.collect_set("label_id")).alias("label_ids"),
-                      F.array_sort(F.collect_set("label_data")).alias("values"),
-                      F.max("created_at").alias("detected_at"))
-                 .filter(F.size("values") > 1)
-                 .select(F.lit(sheet_id).alias("sheet_id"), ITEM_KEY, F.lit(label_type).alias("label_type"),
-                         "label_ids", F.to_json("values").alias("label_values"), F.lit("open").alias("status"),
-                         "detected_at"))
+    top = valid.withColumn("_top", F.max("precedence").over(Window.partitionBy(ITEM_KEY))).filter(
+        F.col("precedence") == F.col("_top")
+    )
+    conflicts = (
+        top.groupBy(ITEM_KEY)
+        .agg(
+            F.array_sort(F.collect_set("label_id")).alias("label_ids"),
+            F.array_sort(F.collect_set("label_data")).alias("values"),
+            F.max("created_at").alias("detected_at"),
+        )
+        .filter(F.size("values") > 1)
+        .select(
+            F.lit(sheet_id).alias("sheet_id"),
+            ITEM_KEY,
+            F.lit(label_type).alias("label_type"),
+            "label_ids",
+            F.to_json("values").alias("label_values"),
+            F.lit("open").alias("status"),
+            "detected_at",
+        )
+    )
     found = python_rows(conflicts.toArrow())  # a record table: a few disputed items, written without Spark
     lakehouse.replace_records(CONFLICTS, found, where={"sheet_id": sheet_id, "label_type": label_type})
     return len(found)
 
 
-def _append_winners(spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str,
-                    label_type: str) -> tuple[int, int | None]:
+def _append_winners(
+    spark, lakehouse: Lakehouse, valid: DataFrame, sheet_id: str, label_type: str
+) -> tuple[int, int | None]:
     """Append the winning label of each key as a new version when it differs from the current one."""
-    order = Window.partitionBy(ITEM_KEY).orderBy(F.col("precedence").desc(), F.col("created_at").desc(),
-                                                 F.col("confidence").desc_nulls_last(), F.col("label_data"))
+    order = Window.partitionBy(ITEM_KEY).orderBy(
+        F.col("precedence").desc(),
+        F.col("created_at").desc(),
+        F.col("confidence").desc_nulls_last(),
+        F.col("label_data"),
+    )
     winners = valid.withColumn("_rank", F.row_number().over(order)).filter(F.col("_rank") == 1)
     lakehouse.ensure(LABELS)
     current = current_labels(spark, lakehouse, sheet_id, label_type, with_conflicts=False).select(
-        ITEM_KEY, *[F.col(c).alias(f"cur_{c}") for c in ("version", "label_data", "source", "allowed_uses",
-                                                          "prohibited_uses")])
+        ITEM_KEY,
+        *[F.col(c).alias(f"cur_{c}") for c in ("version", "label_data", "source", "allowed_uses", "prohibited_uses")],
+    )
     same = F.lit(True)
     for c in ("label_data", "source", "allowed_uses", "prohibited_uses"):
         same = same & F.col(c).eqNullSafe(F.col(f"cur_{c}"))
     changed = winners.join(current, ITEM_KEY, "left").filter(F.col("cur_version").isNull() | ~same)
     rows = changed.select(
-        "label_id", F.lit(sheet_id).alias("sheet_id"), ITEM_KEY, F.lit(label_type).alias("label_type"),
-        "label_data", "confidence", "source", "source_ref", "labeled_by",
-        (F.coalesce(F.col("cur_version"), F.lit(0)) + 1).cast("long").alias("version"), "allowed_uses",
-        "prohibited_uses", F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"))
+        "label_id",
+        F.lit(sheet_id).alias("sheet_id"),
+        ITEM_KEY,
+        F.lit(label_type).alias("label_type"),
+        "label_data",
+        "confidence",
+        "source",
+        "source_ref",
+        "labeled_by",
+        (F.coalesce(F.col("cur_version"), F.lit(0)) + 1).cast("long").alias("version"),
+        "allowed_uses",
+        "prohibited_uses",
+        F.coalesce(F.col("created_at"), F.current_timestamp()).alias("created_at"),
+    )
     version, count = lakehouse.append(LABELS, rows)
     return count, version
 
 
-def current_labels(spark: SparkSession, lakehouse: Lakehouse, sheet_id: str, label_type: str,
-                   with_conflicts: bool = True) -> DataFrame:
+def current_labels(
+    spark: SparkSession, lakehouse: Lakehouse, sheet_id: str, label_type: str, with_conflicts: bool = True
+) -> DataFrame:
     """The latest version of each label of (sheet_id, label_type); `conflict` flags open conflicts."""
     history = lakehouse.read(spark, LABELS).filter(
-        (F.col("sheet_id") == sheet_id) & (F.col("label_type") == label_type))
-    latest = history.withColumn("_rank", F.row_number().over(
-        Window.partitionBy(ITEM_KEY).orderBy(F.col("version").desc()))).filter(F.col("_rank") == 1).drop("_rank")
+        (F.col("sheet_id") == sheet_id) & (F.col("label_type") == label_type)
+    )
+    latest = (
+        history.withColumn("_rank", F.row_number().over(Window.partitionBy(ITEM_KEY).orderBy(F.col("version").desc())))
+        .filter(F.col("_rank") == 1)
+        .drop("_rank")
+    )
     if not with_conflicts:
         return latest
-    open_conflicts = lakehouse.read(spark, CONFLICTS).filter(
-        (F.col("sheet_id") == sheet_id) & (F.col("label_type") == label_type) & (F.col("status") == "open")) \
+    open_conflicts = (
+        lakehouse.read(spark, CONFLICTS)
+        .filter((F.col("sheet_id") == sheet_id) & (F.col("label_type") == label_type) & (F.col("status") == "open"))
         .select(ITEM_KEY, F.lit(True).alias("conflict"))
+    )
     return latest.join(open_conflicts, ITEM_KEY, "left").withColumn("conflict", F.coalesce("conflict", F.lit(False)))
 
 
@@ -300,8 +422,13 @@ def label_distribution(current: DataFrame, spec: UseCaseSpec, top: int = 12) -> 
     kind = spec.template.response_kind
     if kind == "number":
         value = F.get_json_object("label_data", "$").cast("double")
-        row = current.agg(F.count(value).alias("count"), F.min(value).alias("min"), F.mean(value).alias("mean"),
-                          F.percentile_approx(value, 0.5).alias("median"), F.max(value).alias("max")).first()
+        row = current.agg(
+            F.count(value).alias("count"),
+            F.min(value).alias("min"),
+            F.mean(value).alias("mean"),
+            F.percentile_approx(value, 0.5).alias("median"),
+            F.max(value).alias("max"),
+        ).first()
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.asDict().items()}
     if kind == "object":
         fields = list(spec.template.response_schema.get("properties", {}))
@@ -310,4 +437,3 @@ def label_distribution(current: DataFrame, spec: UseCaseSpec, top: int = 12) -> 
     value = F.get_json_object("label_data", "$")
     counts = current.groupBy(value.alias("value")).count().orderBy(F.col("count").desc()).limit(top).collect()
     return {r["value"]: r["count"] for r in counts}
-

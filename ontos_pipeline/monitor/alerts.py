@@ -41,14 +41,28 @@ class Breach:
 def raise_alerts(lakehouse: Lakehouse, use_case: str, breaches: list[Breach], report_id: str) -> list[dict]:
     """Open an alert for each breach that has no active alert yet; returns the alerts opened."""
     with lakehouse.locked(ALERTS):
-        active = {json.loads(a["evidence"] or "{}").get("metric") for a in
-                  lakehouse.records(ALERTS, {"use_case": use_case}) if a["status"] in ACTIVE}
+        active = {
+            json.loads(a["evidence"] or "{}").get("metric")
+            for a in lakehouse.records(ALERTS, {"use_case": use_case})
+            if a["status"] in ACTIVE
+        }
         now = datetime.now(UTC)
-        new = [{"alert_id": uuid.uuid4().hex[:12], "use_case": use_case, "kind": b.kind, "severity": "error",
-                "message": b.message, "status": "open", "created_at": now,
-                "evidence": json.dumps({"metric": b.metric, "value": b.value, "threshold": b.threshold,
-                                        "report_id": report_id})}
-               for b in breaches if b.metric not in active]
+        new = [
+            {
+                "alert_id": uuid.uuid4().hex[:12],
+                "use_case": use_case,
+                "kind": b.kind,
+                "severity": "error",
+                "message": b.message,
+                "status": "open",
+                "created_at": now,
+                "evidence": json.dumps(
+                    {"metric": b.metric, "value": b.value, "threshold": b.threshold, "report_id": report_id}
+                ),
+            }
+            for b in breaches
+            if b.metric not in active
+        ]
         if new:
             lakehouse.append_records(ALERTS, new)
     return new
@@ -66,12 +80,17 @@ def transition(lakehouse: Lakehouse, alert_id: str, to: str, actor: str) -> dict
     with lakehouse.locked(ALERTS):
         found = [a for a in lakehouse.records(ALERTS) if a["alert_id"].startswith(alert_id)]
         if len(found) != 1:
-            raise AlertError(f"no alert {alert_id!r}" if not found else
-                             f"{alert_id!r} matches {len(found)} alerts; give more of the id")
+            raise AlertError(
+                f"no alert {alert_id!r}"
+                if not found
+                else f"{alert_id!r} matches {len(found)} alerts; give more of the id"
+            )
         alert = found[0]
         if alert["status"] not in TRANSITIONS[to]:
-            raise AlertError(f"alert {alert['alert_id']} is {alert['status']}; only "
-                             f"{' or '.join(TRANSITIONS[to])} alerts can become {to}")
+            raise AlertError(
+                f"alert {alert['alert_id']} is {alert['status']}; only "
+                f"{' or '.join(TRANSITIONS[to])} alerts can become {to}"
+            )
         stamp = "acknowledged_at" if to == "acknowledged" else "resolved_at"
         values = {"status": to, "actor": actor, stamp: datetime.now(UTC)}
         lakehouse.update_records(ALERTS, {"alert_id": alert["alert_id"]}, values)

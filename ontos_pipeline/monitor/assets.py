@@ -24,9 +24,13 @@ from ontos_pipeline.steps import Check, Step, step_inputs
 from ontos_pipeline.train.tracking import PACK
 
 INFERENCE_LOG_ASSET = AssetSpec(
-    "inference_log", group_name="monitor", deps=["serving_endpoint"], kinds={"delta"},
+    "inference_log",
+    group_name="monitor",
+    deps=["serving_endpoint"],
+    kinds={"delta"},
     description="Every request the serving process answered (`ontos serve`), failures included: the local twin of "
-                "Databricks inference tables. Written by the serving process, not by a Dagster run.")
+    "Databricks inference tables. Written by the serving process, not by a Dagster run.",
+)
 
 
 class MonitoringConfig(Config):
@@ -47,8 +51,9 @@ def _window(config: MonitoringConfig, minutes: int) -> monitoring_stage.Window:
     end = parse(config.until, "until") if config.until else datetime.now(UTC)
     start = parse(config.since, "since") if config.since else end - timedelta(minutes=minutes)
     if start >= end:
-        raise ValueError(f"monitoring_report window is empty: since {start.isoformat()} is not before until "
-                         f"{end.isoformat()}")
+        raise ValueError(
+            f"monitoring_report window is empty: since {start.isoformat()} is not before until {end.isoformat()}"
+        )
     return monitoring_stage.Window(start, end)
 
 
@@ -56,24 +61,37 @@ def _ms(value) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
 
-def monitoring_thresholds(context: AssetExecutionContext, lakehouse: LakehouseResource,
-                          use_cases: UseCasesResource) -> AssetCheckResult:
+def monitoring_thresholds(
+    context: AssetExecutionContext, lakehouse: LakehouseResource, use_cases: UseCasesResource
+) -> AssetCheckResult:
     spec = use_cases.get(context.partition_key)
     report = monitoring_stage.latest_report(lakehouse.get(), spec, context.run_id)  # the one this step wrote
     if report is None:
-        return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                description=f"no monitoring report for {spec.name} yet")
+        return AssetCheckResult(
+            passed=False, severity=AssetCheckSeverity.WARN, description=f"no monitoring report for {spec.name} yet"
+        )
     found = monitoring_stage.breaches(report, spec)
     return AssetCheckResult(
-        passed=not found, severity=AssetCheckSeverity.ERROR,
+        passed=not found,
+        severity=AssetCheckSeverity.ERROR,
         description="; ".join(b.message for b in found) or "all metrics within thresholds",
-        metadata={"report_id": report.report_id, "breaches": MetadataValue.json(
-            [{"metric": b.metric, "value": b.value, "threshold": b.threshold} for b in found])})
+        metadata={
+            "report_id": report.report_id,
+            "breaches": MetadataValue.json(
+                [{"metric": b.metric, "value": b.value, "threshold": b.threshold} for b in found]
+            ),
+        },
+    )
 
 
-def monitoring_report(context: AssetExecutionContext, config: MonitoringConfig, spark: SparkResource,
-                      lakehouse: LakehouseResource, use_cases: UseCasesResource,
-                      mlflow_store: ModelStoreResource) -> MaterializeResult:
+def monitoring_report(
+    context: AssetExecutionContext,
+    config: MonitoringConfig,
+    spark: SparkResource,
+    lakehouse: LakehouseResource,
+    use_cases: UseCasesResource,
+    mlflow_store: ModelStoreResource,
+) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     store = mlflow_store.get()
     window = _window(config, spec.monitoring.window_minutes)
@@ -87,41 +105,72 @@ def monitoring_report(context: AssetExecutionContext, config: MonitoringConfig, 
     breaches = monitoring_stage.breaches(report, spec)
     opened = raise_alerts(lh, spec.name, breaches, report.report_id)
     drift_rows = [d.record() for d in report.drift]
-    return MaterializeResult(metadata={
-        "report_id": report.report_id, "endpoint": report.endpoint_name,
-        "served_version": str(champion.version) if champion else "none (no champion)",
-        "window": f"{window.start.isoformat(timespec='seconds')} .. {window.end.isoformat(timespec='seconds')}",
-        "requests": report.request_count, "records": report.records,
-        "error_rate": report.error_rate if report.error_rate is not None else "n/a",
-        "status_codes": md_counts(report.status_counts),
-        "latency_p50": _ms(report.latency_ms["p50"]), "latency_p95": _ms(report.latency_ms["p95"]),
-        "latency_p99": _ms(report.latency_ms["p99"]),
-        "positive_feedback_rate": report.positive_feedback_rate if report.positive_feedback_rate is not None
-        else "n/a",
-        "accuracy": report.accuracy if report.accuracy is not None else "n/a",
-        "feedback_judged": report.feedback_count,
-        "response_distribution": MetadataValue.json(report.response_distribution),
-        "drifted": ", ".join(report.drifted) or "none",
-        "drift": _drift_table(drift_rows) if drift_rows else MetadataValue.md(
-                                  "not assessed: no champion, so no training rows to compare with"
-                                  if reference is None else f"not assessed: {report.records} records < "
-                                  f"min_rows {spec.monitoring.min_rows}"),
-        "breaches": MetadataValue.json([b.message for b in breaches]),
-        "alerts_opened": len(opened)})
+    return MaterializeResult(
+        metadata={
+            "report_id": report.report_id,
+            "endpoint": report.endpoint_name,
+            "served_version": str(champion.version) if champion else "none (no champion)",
+            "window": f"{window.start.isoformat(timespec='seconds')} .. {window.end.isoformat(timespec='seconds')}",
+            "requests": report.request_count,
+            "records": report.records,
+            "error_rate": report.error_rate if report.error_rate is not None else "n/a",
+            "status_codes": md_counts(report.status_counts),
+            "latency_p50": _ms(report.latency_ms["p50"]),
+            "latency_p95": _ms(report.latency_ms["p95"]),
+            "latency_p99": _ms(report.latency_ms["p99"]),
+            "positive_feedback_rate": report.positive_feedback_rate
+            if report.positive_feedback_rate is not None
+            else "n/a",
+            "accuracy": report.accuracy if report.accuracy is not None else "n/a",
+            "feedback_judged": report.feedback_count,
+            "response_distribution": MetadataValue.json(report.response_distribution),
+            "drifted": ", ".join(report.drifted) or "none",
+            "drift": _drift_table(drift_rows)
+            if drift_rows
+            else MetadataValue.md(
+                "not assessed: no champion, so no training rows to compare with"
+                if reference is None
+                else f"not assessed: {report.records} records < min_rows {spec.monitoring.min_rows}"
+            ),
+            "breaches": MetadataValue.json([b.message for b in breaches]),
+            "alerts_opened": len(opened),
+        }
+    )
 
 
 def _drift_table(rows: list[dict]) -> MetadataValue:
-    return md_table([{**r, "psi": f"{r['psi']:.3f}", "statistic": f"{r['statistic']:.3f}",
-                      "p_value": f"{r['p_value']:.3g}", "drifted": "**yes**" if r["drifted"] else "no"}
-                     for r in rows], ["column", "kind", "psi", "test", "statistic", "p_value", "drifted"])
+    return md_table(
+        [
+            {
+                **r,
+                "psi": f"{r['psi']:.3f}",
+                "statistic": f"{r['statistic']:.3f}",
+                "p_value": f"{r['p_value']:.3g}",
+                "drifted": "**yes**" if r["drifted"] else "no",
+            }
+            for r in rows
+        ],
+        ["column", "kind", "psi", "test", "statistic", "p_value", "drifted"],
+    )
 
 
 MONITORING_REPORT = Step(
-    "monitoring_report", monitoring_report, group="monitor", deps=("serving_endpoint", "inference_log"),
-    kinds=frozenset({"spark", "delta"}), config=MonitoringConfig,
+    "monitoring_report",
+    monitoring_report,
+    group="monitor",
+    deps=("serving_endpoint", "inference_log"),
+    kinds=frozenset({"spark", "delta"}),
+    config=MonitoringConfig,
     description="Requests, error rate, latency percentiles, response distribution, feedback rate and accuracy, and "
-                "drift of every input feature and of the predictions against the served model's training rows, for "
-                "one time window; breaches open alerts.",
-    checks=(Check("monitoring_thresholds",
-                  "no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds in the "
-                  "report of this materialization", monitoring_thresholds, blocking=False),))
+    "drift of every input feature and of the predictions against the served model's training rows, for "
+    "one time window; breaches open alerts.",
+    checks=(
+        Check(
+            "monitoring_thresholds",
+            "no drift, error rate, latency, accuracy or feedback metric beyond the spec's thresholds in the "
+            "report of this materialization",
+            monitoring_thresholds,
+            blocking=False,
+        ),
+    ),
+)

@@ -47,8 +47,9 @@ def psi(reference: Sequence[float], current: Sequence[float]) -> float:
     return value
 
 
-def numeric_drift(column: str, reference: Sequence[int], current: Sequence[int], psi_threshold: float,
-                  level: float) -> Drift:
+def numeric_drift(
+    column: str, reference: Sequence[int], current: Sequence[int], psi_threshold: float, level: float
+) -> Drift:
     """`reference`/`current`: counts in the reference's 20-quantile bins (plus under/overflow bins at the ends)."""
     n, m = sum(reference), sum(current)
     deciles_r, deciles_c = _merge_pairs(reference), _merge_pairs(current)
@@ -62,8 +63,9 @@ def numeric_drift(column: str, reference: Sequence[int], current: Sequence[int],
     return Drift(column, "numeric", value, "ks", d, p, n, m, value >= psi_threshold and p < level)
 
 
-def categorical_drift(column: str, reference: Mapping[str, int], current: Mapping[str, int], psi_threshold: float,
-                      level: float) -> Drift:
+def categorical_drift(
+    column: str, reference: Mapping[str, int], current: Mapping[str, int], psi_threshold: float, level: float
+) -> Drift:
     keys = sorted(set(reference) | set(current), key=str)
     r, c = [reference.get(k, 0) for k in keys], [current.get(k, 0) for k in keys]
     n, m = sum(r), sum(c)

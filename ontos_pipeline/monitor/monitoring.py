@@ -31,8 +31,9 @@ REPORTS = tables.MONITORING_REPORTS
 PREDICTION = "prediction"
 QUANTILES = [i / 20 for i in range(21)]
 _RECORDS = T.ArrayType(T.MapType(T.StringType(), T.StringType()))
-_ANSWERS = T.ArrayType(T.StructType([T.StructField("response", T.StringType()),
-                                     T.StructField("confidence", T.DoubleType())]))
+_ANSWERS = T.ArrayType(
+    T.StructType([T.StructField("response", T.StringType()), T.StructField("confidence", T.DoubleType())])
+)
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,40 @@ class MonitoringReport:
     @classmethod
     def from_record(cls, row: dict) -> MonitoringReport:
         """A stored report (a `monitoring_reports` row) back as an object: the check re-reads the latest one."""
-        return cls(row["report_id"], row["use_case"], row["endpoint_name"],
-                   Window(row["window_start"], row["window_end"]), row["request_count"], row["error_rate"],
-                   {"p50": row["latency_p50_ms"], "p95": row["latency_p95_ms"], "p99": row["latency_p99_ms"]},
-                   0, row["positive_feedback_rate"], row["accuracy"], 0,
-                   json.loads(row["response_distribution"] or "{}"),
-                   [Drift(**d) for d in json.loads(row["drift"] or "[]")])
+        return cls(
+            row["report_id"],
+            row["use_case"],
+            row["endpoint_name"],
+            Window(row["window_start"], row["window_end"]),
+            row["request_count"],
+            row["error_rate"],
+            {"p50": row["latency_p50_ms"], "p95": row["latency_p95_ms"], "p99": row["latency_p99_ms"]},
+            0,
+            row["positive_feedback_rate"],
+            row["accuracy"],
+            0,
+            json.loads(row["response_distribution"] or "{}"),
+            [Drift(**d) for d in json.loads(row["drift"] or "[]")],
+        )
 
     def record(self) -> dict:
-        return {"report_id": self.report_id, "use_case": self.use_case, "endpoint_name": self.endpoint_name,
-                "window_start": self.window.start, "window_end": self.window.end,
-                "request_count": self.request_count, "error_rate": self.error_rate,
-                "latency_p50_ms": self.latency_ms["p50"], "latency_p95_ms": self.latency_ms["p95"],
-                "latency_p99_ms": self.latency_ms["p99"], "positive_feedback_rate": self.positive_feedback_rate,
-                "accuracy": self.accuracy, "response_distribution": json.dumps(self.response_distribution),
-                "drift": json.dumps([d.record() for d in self.drift]), "created_at": datetime.now(UTC)}
+        return {
+            "report_id": self.report_id,
+            "use_case": self.use_case,
+            "endpoint_name": self.endpoint_name,
+            "window_start": self.window.start,
+            "window_end": self.window.end,
+            "request_count": self.request_count,
+            "error_rate": self.error_rate,
+            "latency_p50_ms": self.latency_ms["p50"],
+            "latency_p95_ms": self.latency_ms["p95"],
+            "latency_p99_ms": self.latency_ms["p99"],
+            "positive_feedback_rate": self.positive_feedback_rate,
+            "accuracy": self.accuracy,
+            "response_distribution": json.dumps(self.response_distribution),
+            "drift": json.dumps([d.record() for d in self.drift]),
+            "created_at": datetime.now(UTC),
+        }
 
 
 def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
@@ -104,19 +124,33 @@ def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
 
 def window_requests(spark: SparkSession, lakehouse: Lakehouse, endpoint: str, window: Window) -> DataFrame:
     return lakehouse.read(spark, INFERENCE_LOG).filter(
-        (F.col("endpoint_name") == endpoint) & (F.col("request_time") >= F.lit(window.start))
-        & (F.col("request_time") < F.lit(window.end)))
+        (F.col("endpoint_name") == endpoint)
+        & (F.col("request_time") >= F.lit(window.start))
+        & (F.col("request_time") < F.lit(window.end))
+    )
 
 
 def served_records(requests: DataFrame) -> DataFrame:
     """One row per answered record: its input columns (as text), the prediction (JSON scalar as text), request id."""
     ok = requests.filter(F.col("status_code") == 200).select(
-        "request_id", "request_time", F.from_json("inputs", _RECORDS).alias("records"),
-        F.from_json("response", _ANSWERS).alias("answers"))
-    return ok.select("request_id", "request_time", F.size("records").alias("batch"),
-                     F.explode(F.arrays_zip("records", "answers")).alias("r")).select(
-        "request_id", "request_time", "batch", F.col("r.records").alias("inputs"),
-        F.col("r.answers.response").alias(PREDICTION), F.col("r.answers.confidence").alias("confidence"))
+        "request_id",
+        "request_time",
+        F.from_json("inputs", _RECORDS).alias("records"),
+        F.from_json("response", _ANSWERS).alias("answers"),
+    )
+    return ok.select(
+        "request_id",
+        "request_time",
+        F.size("records").alias("batch"),
+        F.explode(F.arrays_zip("records", "answers")).alias("r"),
+    ).select(
+        "request_id",
+        "request_time",
+        "batch",
+        F.col("r.records").alias("inputs"),
+        F.col("r.answers.response").alias(PREDICTION),
+        F.col("r.answers.confidence").alias("confidence"),
+    )
 
 
 def scalar_text(column: Column) -> Column:
@@ -129,19 +163,28 @@ def report_id(use_case: str, run_id: str | None = None) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"ontos-monitoring/{use_case}/{run_id}").hex if run_id else uuid.uuid4().hex
 
 
-def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window: Window,
-            reference: DataFrame | None, run_id: str | None = None) -> MonitoringReport:
+def monitor(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    window: Window,
+    reference: DataFrame | None,
+    run_id: str | None = None,
+) -> MonitoringReport:
     """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response),
     None when no model is served (no drift then)."""
     m = spec.monitoring
     requests = window_requests(spark, lakehouse, spec.serving.endpoint_name, window).cache()
     try:
         ops = requests.agg(
-            F.count(F.lit(1)).alias("n"), F.sum((F.col("status_code") != 200).cast("int")).alias("errors"),
-            F.percentile("latency_ms", [0.5, 0.95, 0.99]).alias("p")).first()
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.col("status_code") != 200).cast("int")).alias("errors"),
+            F.percentile("latency_ms", [0.5, 0.95, 0.99]).alias("p"),
+        ).first()
         n = int(ops["n"])
-        status_counts = {str(r["status_code"]): int(r["count"]) for r in
-                         requests.groupBy("status_code").count().collect()}
+        status_counts = {
+            str(r["status_code"]): int(r["count"]) for r in requests.groupBy("status_code").count().collect()
+        }
         records = served_records(requests)
         columns = [c.name for c in spec.sheet.columns if c.category != "metadata" or c.type == "boolean"]
         current = records.select(*[F.col("inputs")[c].alias(c) for c in columns], PREDICTION).cache()
@@ -149,8 +192,9 @@ def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window
         distribution = response_distribution(current, spec.template.response_kind)
         drift = []
         if reference is not None and count >= m.min_rows:
-            ref = reference.select(*[F.col(c).cast("string").alias(c) for c in columns],
-                                   scalar_text(F.col("response")).alias(PREDICTION))
+            ref = reference.select(
+                *[F.col(c).cast("string").alias(c) for c in columns], scalar_text(F.col("response")).alias(PREDICTION)
+            )
             drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value)
         current.unpersist()
         positive, accuracy, judged = feedback_metrics(spark, lakehouse, spec, records, window)
@@ -158,26 +202,41 @@ def monitor(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, window
         requests.unpersist()
     p = ops["p"] or [None, None, None]
     return MonitoringReport(
-        report_id(spec.name, run_id), spec.name, spec.serving.endpoint_name, window, n,
+        report_id(spec.name, run_id),
+        spec.name,
+        spec.serving.endpoint_name,
+        window,
+        n,
         None if n == 0 else int(ops["errors"]) / n,
-        {"p50": p[0], "p95": p[1], "p99": p[2]}, count, positive, accuracy, judged, distribution, drift,
-        status_counts)
+        {"p50": p[0], "p95": p[1], "p99": p[2]},
+        count,
+        positive,
+        accuracy,
+        judged,
+        distribution,
+        drift,
+        status_counts,
+    )
 
 
 def response_distribution(current: DataFrame, kind: str) -> dict:
     if kind == "enum":
         return {r[PREDICTION]: int(r["count"]) for r in current.groupBy(PREDICTION).count().collect()}
     if kind == "number":
-        row = current.agg(F.percentile(F.col(PREDICTION).try_cast("double"), [0.0, 0.25, 0.5, 0.75, 1.0])
-                          .alias("q")).first()
+        row = current.agg(
+            F.percentile(F.col(PREDICTION).try_cast("double"), [0.0, 0.25, 0.5, 0.75, 1.0]).alias("q")
+        ).first()
         return dict(zip(["min", "p25", "p50", "p75", "max"], row["q"] or [], strict=False))
     top = current.groupBy(PREDICTION).count().orderBy(F.desc("count"), PREDICTION).limit(5).collect()
-    return {"distinct": current.select(PREDICTION).distinct().count(),
-            "top": {r[PREDICTION][:80]: int(r["count"]) for r in top}}
+    return {
+        "distinct": current.select(PREDICTION).distinct().count(),
+        "top": {r[PREDICTION][:80]: int(r["count"]) for r in top},
+    }
 
 
-def drift_of(spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_threshold: float,
-             level: float) -> list[Drift]:
+def drift_of(
+    spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_threshold: float, level: float
+) -> list[Drift]:
     feats = features(spec)
     numeric = {name: expr for name, (kind, expr) in feats.items() if kind == "numeric"}
     edges = _edges(reference, numeric)
@@ -189,8 +248,9 @@ def drift_of(spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_th
             if name not in edges:
                 continue
             keys = [str(i) for i in range(len(QUANTILES) + 1)]
-            out.append(numeric_drift(name, [r.get(k, 0) for k in keys], [c.get(k, 0) for k in keys],
-                                     psi_threshold, level))
+            out.append(
+                numeric_drift(name, [r.get(k, 0) for k in keys], [c.get(k, 0) for k in keys], psi_threshold, level)
+            )
         else:
             out.append(categorical_drift(name, r, c, psi_threshold, level))
     return out
@@ -214,11 +274,19 @@ def _bins(frame: DataFrame, feats: dict[str, tuple[str, Column]], edges: dict[st
             e = edges[name]
             inner = sum((expr >= F.lit(x)).cast("int") for x in e[1:-1])
             bucket = F.when(expr < F.lit(e[0]), 0).when(expr > F.lit(e[-1]), len(e)).otherwise(1 + inner)
-            cells.append(F.struct(F.lit(name).alias("feature"), bucket.cast("string").alias("bin"),
-                                  expr.isNull().alias("missing")))
+            cells.append(
+                F.struct(
+                    F.lit(name).alias("feature"), bucket.cast("string").alias("bin"), expr.isNull().alias("missing")
+                )
+            )
         else:
-            cells.append(F.struct(F.lit(name).alias("feature"), F.coalesce(expr, F.lit("(null)")).alias("bin"),
-                                  F.lit(False).alias("missing")))
+            cells.append(
+                F.struct(
+                    F.lit(name).alias("feature"),
+                    F.coalesce(expr, F.lit("(null)")).alias("bin"),
+                    F.lit(False).alias("missing"),
+                )
+            )
     long = frame.select(F.explode(F.array(*cells)).alias("c")).filter(~F.col("c.missing"))
     out: dict[str, dict[str, int]] = {}
     for row in long.groupBy("c.feature", "c.bin").count().collect():
@@ -226,31 +294,36 @@ def _bins(frame: DataFrame, feats: dict[str, tuple[str, Column]], edges: dict[st
     return out
 
 
-def feedback_metrics(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, records: DataFrame,
-                     window: Window) -> tuple[float | None, float | None, int]:
+def feedback_metrics(
+    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, records: DataFrame, window: Window
+) -> tuple[float | None, float | None, int]:
     """(positive-feedback rate, accuracy, records judged) for the window's answered records.
 
     The latest accepted feedback per (request, item) counts. A correction is the ground truth (correct when it
     equals the prediction); otherwise thumbs up means correct and thumbs down wrong.
     """
     feedback = lakehouse.read(spark, FEEDBACK).filter(
-        (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull())
+        (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull()
+    )
     by_answer = SparkWindow.partitionBy("request_id", "item_ref").orderBy(F.desc("seq"))
     latest = feedback.withColumn("rank", F.row_number().over(by_answer)).filter(F.col("rank") == 1)
     answered = records.select("request_id", "batch", F.col("inputs")[ITEM_KEY].alias("record_ref"), PREDICTION)
     joined = latest.join(answered, "request_id").filter(
-        (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref")))
+        (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref"))
+    )
     canonical = _canonical(spec.template.response_kind)
-    correct = (F.when(F.col("correction").isNotNull(),
-                      canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False)))
-               .otherwise(F.col("rating") == "up"))
-    row = joined.agg(F.count(F.lit(1)).alias("judged"),
-                     F.sum((F.col("rating") == "up").cast("int")).alias("up"),
-                     F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
-                     F.sum(correct.cast("int")).alias("correct")).first()
+    correct = F.when(
+        F.col("correction").isNotNull(),
+        canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False)),
+    ).otherwise(F.col("rating") == "up")
+    row = joined.agg(
+        F.count(F.lit(1)).alias("judged"),
+        F.sum((F.col("rating") == "up").cast("int")).alias("up"),
+        F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
+        F.sum(correct.cast("int")).alias("correct"),
+    ).first()
     judged, rated = int(row["judged"]), int(row["rated"] or 0)
-    return ((row["up"] or 0) / rated if rated else None, (row["correct"] or 0) / judged if judged else None,
-            judged)
+    return ((row["up"] or 0) / rated if rated else None, (row["correct"] or 0) / judged if judged else None, judged)
 
 
 def _canonical(kind: str):
@@ -289,9 +362,9 @@ def breaches(report: MonitoringReport, spec: UseCaseSpec) -> list[Breach]:
 def training_reference(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, pack: dict) -> DataFrame:
     """The train split a model learned from (its pack's `qa_pairs` version and sheet snapshot, time travel)."""
     data = pack["data"]
-    qa = (lakehouse.read(spark, QA, version=int(data["qa_pairs_table_version"]))
-          .filter((F.col("training_sheet_id") == data["training_sheet_id"])
-                  & (F.col("version") == data["training_sheet_version"])))
+    qa = lakehouse.read(spark, QA, version=int(data["qa_pairs_table_version"])).filter(
+        (F.col("training_sheet_id") == data["training_sheet_id"]) & (F.col("version") == data["training_sheet_version"])
+    )
     return model_rows(spark, lakehouse, spec, qa, data["sheet_table"], "training").filter(F.col(SPLIT) == "train")
 
 

@@ -10,8 +10,13 @@ MONITORING_CRON = "0 * * * *"  # hourly; each report covers the spec's window_mi
 def monitoring_schedule(job, use_cases: list[str]):
     """Every hour, one monitoring run per use case (run key: use case + tick, so a tick never runs twice)."""
 
-    @schedule(name="monitoring_schedule", cron_schedule=MONITORING_CRON, job=job,
-              default_status=DefaultScheduleStatus.RUNNING, execution_timezone="UTC")
+    @schedule(
+        name="monitoring_schedule",
+        cron_schedule=MONITORING_CRON,
+        job=job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        execution_timezone="UTC",
+    )
     def _schedule(context: ScheduleEvaluationContext):
         tick = context.scheduled_execution_time.isoformat()
         for name in use_cases:

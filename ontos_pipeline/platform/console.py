@@ -14,15 +14,17 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(lines + [fmt.format(*r) for r in cells[1:]])
 
 
-def markdown_table(rows: Sequence[Sequence[object]], columns: Sequence[str], width: int = 120,
-                   empty: str = "(none)") -> str:
+def markdown_table(
+    rows: Sequence[Sequence[object]], columns: Sequence[str], width: int = 120, empty: str = "(none)"
+) -> str:
     """A markdown table; cells are flattened to one line, `|` escaped and cut to `width` characters."""
     if not rows:
         return empty
 
     def cell(value: object) -> str:
-        text = "" if value is None else (json.dumps(value, default=str) if isinstance(value, dict | list)
-                                         else str(value))
+        text = (
+            "" if value is None else (json.dumps(value, default=str) if isinstance(value, dict | list) else str(value))
+        )
         text = text.replace("\n", " ").replace("|", "\\|")
         return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -42,8 +42,14 @@ _SCALARS: dict[str, tuple[str, pa.DataType]] = {
     "DATE": ("DateType", pa.date32()),
     "TIMESTAMP": ("TimestampType", pa.timestamp("us", tz="UTC")),
 }
-SPEC_TYPES = {"string": "STRING", "integer": "BIGINT", "double": "DOUBLE", "boolean": "BOOLEAN", "date": "DATE",
-              "timestamp": "TIMESTAMP"}
+SPEC_TYPES = {
+    "string": "STRING",
+    "integer": "BIGINT",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
 
 
 class DDLError(ValueError):
@@ -110,15 +116,18 @@ class TableDDL:
     def render(self, catalog: str, schema: str) -> str:
         """The statement with the placeholders filled in (identifiers validated), for Unity Catalog."""
         return self.sql.replace("{catalog}", validate_identifier(catalog, what="catalog")).replace(
-            "{schema}", validate_identifier(schema, what="schema"))
+            "{schema}", validate_identifier(schema, what="schema")
+        )
 
 
 def parse_ddl(text: str, *, source: str = "<ddl>") -> TableDDL:
     body = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--")).strip()
     m = _STATEMENT.match(body)
     if not m:
-        raise DDLError(f"{source}: expected one 'CREATE TABLE IF NOT EXISTS {{catalog}}.{{schema}}.<name> (...) "
-                       "USING DELTA' statement")
+        raise DDLError(
+            f"{source}: expected one 'CREATE TABLE IF NOT EXISTS {{catalog}}.{{schema}}.<name> (...) "
+            "USING DELTA' statement"
+        )
     name, cols, comment = m.group(1), m.group(2), m.group(3) or ""
     columns = []
     for i, line in enumerate(x.strip().rstrip(",") for x in cols.strip().splitlines()):

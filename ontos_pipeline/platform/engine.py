@@ -50,8 +50,9 @@ SERVER_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # Delta readers expect micros, not INT96
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-    "spark.sql.sources.commitProtocolClass":
-        "org.apache.spark.sql.execution.datasources.SQLHadoopMapReduceCommitProtocol",
+    "spark.sql.sources.commitProtocolClass": (
+        "org.apache.spark.sql.execution.datasources.SQLHadoopMapReduceCommitProtocol"
+    ),
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
     "spark.sql.adaptive.enabled": "true",
@@ -90,9 +91,11 @@ class Engine:
         return _is_server(self.pid) and _listening(self.port)
 
     def describe(self) -> str:
-        return (f"Spark {self.spark_version} engine pid {self.pid} on 127.0.0.1:{self.port} ({self.cores} cores, "
-                f"{self.memory} memory, workers on {self.python}), started {self.started_at}, state in "
-                f"{self.directory}")
+        return (
+            f"Spark {self.spark_version} engine pid {self.pid} on 127.0.0.1:{self.port} ({self.cores} cores, "
+            f"{self.memory} memory, workers on {self.python}), started {self.started_at}, state in "
+            f"{self.directory}"
+        )
 
 
 def engine_home(env: dict[str, str] | None = None) -> Path:
@@ -226,8 +229,7 @@ def _is_server(pid: int) -> bool:
     except OSError:
         pass
     try:  # no /proc (macOS): ask ps
-        out = subprocess.run(["ps", "-ww", "-p", str(pid), "-o", "command="], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(["ps", "-ww", "-p", str(pid), "-o", "command="], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and SERVER_CLASS in out.stdout
@@ -258,16 +260,18 @@ class JavaNotFoundError(RuntimeError):
     """Java 17+ is needed by PySpark 4 and was not found."""
 
 
-
 def java_major_version() -> int:
     """Major version of the `java` PySpark will use (JAVA_HOME first, then PATH)."""
     home = os.environ.get("JAVA_HOME")
     java = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    hint = ("PySpark needs Java 17 or newer: install it (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`, "
-            "macOS: `brew install openjdk@17`) and put `java` on PATH or set JAVA_HOME")
+    hint = (
+        "PySpark needs Java 17 or newer: install it (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`, "
+        "macOS: `brew install openjdk@17`) and put `java` on PATH or set JAVA_HOME"
+    )
     if not java or not os.path.exists(java):
-        raise JavaNotFoundError(f"no Java runtime found ({'JAVA_HOME=' + home if home else 'java not on PATH'}). "
-                                + hint)
+        raise JavaNotFoundError(
+            f"no Java runtime found ({'JAVA_HOME=' + home if home else 'java not on PATH'}). " + hint
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
     if not m:
@@ -283,20 +287,41 @@ def _start(directory: Path) -> Engine:
     spark_home = _spark_home()
     port, token = _free_port(), secrets.token_hex(24)
     n_cores, mem = cores(), memory()
-    conf = {**SERVER_CONF, "spark.connect.grpc.binding.port": str(port),
-            "spark.sql.warehouse.dir": str(directory / "warehouse"), "spark.local.dir": str(directory / "tmp"),
-            "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={LOG4J} -Dderby.system.home={directory}",
-            "spark.sql.shuffle.partitions": str(max(2, 2 * n_cores)), **extra_conf()}
-    command = [str(spark_home / "bin" / "spark-submit"), "--class", SERVER_CLASS, "--name", "ontos-engine",
-               "--master", f"local[{n_cores}]", "--driver-memory", mem]
+    conf = {
+        **SERVER_CONF,
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.sql.warehouse.dir": str(directory / "warehouse"),
+        "spark.local.dir": str(directory / "tmp"),
+        "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={LOG4J} -Dderby.system.home={directory}",
+        "spark.sql.shuffle.partitions": str(max(2, 2 * n_cores)),
+        **extra_conf(),
+    }
+    command = [
+        str(spark_home / "bin" / "spark-submit"),
+        "--class",
+        SERVER_CLASS,
+        "--name",
+        "ontos-engine",
+        "--master",
+        f"local[{n_cores}]",
+        "--driver-memory",
+        mem,
+    ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command.append("spark-internal")
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_CONNECT_AUTHENTICATE_TOKEN": token,  # in the environment, not on the command line (ps shows it)
-           # UDF workers: one thread each (Spark runs one worker per core)
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_CONNECT_AUTHENTICATE_TOKEN": token,  # in the environment, not on the command line (ps shows it)
+        # UDF workers: one thread each (Spark runs one worker per core)
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "PYSPARK_SUBMIT_ARGS"):
         env.pop(name, None)
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
@@ -304,21 +329,36 @@ def _start(directory: Path) -> Engine:
     with open(log_path, "ab") as log:
         log.write(f"\n--- starting the engine at {datetime.now(UTC).isoformat()} on port {port}\n".encode())
         log.flush()
-        process = subprocess.Popen(command, cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # outlives this process
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # outlives this process
     deadline = time.monotonic() + READY_TIMEOUT
     while not _listening(port):
         if process.poll() is not None:
-            raise EngineError(f"the local Spark engine exited with {process.returncode} while starting; see "
-                              f"{log_path}")
+            raise EngineError(f"the local Spark engine exited with {process.returncode} while starting; see {log_path}")
         if time.monotonic() > deadline:
             _terminate(process.pid)
-            raise EngineError(f"the local Spark engine did not answer on port {port} within {READY_TIMEOUT:.0f} s; "
-                              f"see {log_path}")
+            raise EngineError(
+                f"the local Spark engine did not answer on port {port} within {READY_TIMEOUT:.0f} s; see {log_path}"
+            )
         time.sleep(0.2)
-    engine = Engine(pid=process.pid, port=port, token=token, python=sys.executable, spark_version=spark_version(),
-                    cores=n_cores, memory=mem, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                    directory=str(directory))
+    engine = Engine(
+        pid=process.pid,
+        port=port,
+        token=token,
+        python=sys.executable,
+        spark_version=spark_version(),
+        cores=n_cores,
+        memory=mem,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        directory=str(directory),
+    )
     tmp = directory / f".{STATE}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token: readable by its owner only
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

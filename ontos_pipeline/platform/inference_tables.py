@@ -33,8 +33,17 @@ from ontos_pipeline.platform.ddl import load_ddl
 from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_of
 from ontos_pipeline.platform.tables import INFERENCE_LOG
 
-USED_COLUMNS = ("databricks_request_id", "client_request_id", "request_time", "status_code", "execution_duration_ms",
-                "request", "response", "served_entity_id", "logging_error_codes")
+USED_COLUMNS = (
+    "databricks_request_id",
+    "client_request_id",
+    "request_time",
+    "status_code",
+    "execution_duration_ms",
+    "request",
+    "response",
+    "served_entity_id",
+    "logging_error_codes",
+)
 
 
 def request_records(body: str | None) -> str | None:
@@ -53,8 +62,9 @@ def _inputs_of(bodies: pd.Series) -> pd.Series:
     return bodies.map(request_records, na_action="ignore")
 
 
-def payload_as_inference_log(payload: DataFrame, endpoint_name: str,
-                             versions: Mapping[str, str] | None = None) -> DataFrame:
+def payload_as_inference_log(
+    payload: DataFrame, endpoint_name: str, versions: Mapping[str, str] | None = None
+) -> DataFrame:
     """The payload table of `endpoint_name` as `inference_log` rows (same columns, order and types)."""
     missing = [c for c in USED_COLUMNS if c not in payload.columns]
     if missing:
@@ -63,9 +73,12 @@ def payload_as_inference_log(payload: DataFrame, endpoint_name: str,
     ok = status == 200
     response = F.col("response")
     codes = F.array_join(F.col("logging_error_codes"), ", ")
-    error = F.coalesce(F.get_json_object(response, "$.message"), response,
-                       F.when(codes != "", F.concat(F.lit("not logged: "), codes)),
-                       F.concat(F.lit("HTTP "), status.cast("string")))
+    error = F.coalesce(
+        F.get_json_object(response, "$.message"),
+        response,
+        F.when(codes != "", F.concat(F.lit("not logged: "), codes)),
+        F.concat(F.lit("HTTP "), status.cast("string")),
+    )
     values: dict[str, Column] = {
         "request_id": F.coalesce(F.col("databricks_request_id"), F.col("client_request_id")),
         "request_time": F.col("request_time"),

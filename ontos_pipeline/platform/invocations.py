@@ -35,8 +35,9 @@ def parse_json(body: bytes) -> object:
     except UnicodeDecodeError:
         raise BadRequest(400, "the body is not UTF-8 text; send JSON") from None
     except json.JSONDecodeError as exc:
-        raise BadRequest(400, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-                         "MALFORMED_REQUEST") from None
+        raise BadRequest(
+            400, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", "MALFORMED_REQUEST"
+        ) from None
 
 
 def records_of(payload: object, max_rows: int) -> list[dict]:
@@ -60,8 +61,11 @@ def records_of(payload: object, max_rows: int) -> list[dict]:
     if not records:
         raise BadRequest(400, f"'{shape}' holds no records")
     if len(records) > max_rows:
-        raise BadRequest(413, f"{len(records)} records in one request; the limit is {max_rows}: split the batch",
-                         "REQUEST_LIMIT_EXCEEDED")
+        raise BadRequest(
+            413,
+            f"{len(records)} records in one request; the limit is {max_rows}: split the batch",
+            "REQUEST_LIMIT_EXCEEDED",
+        )
     for i, r in enumerate(records):
         if not isinstance(r, Mapping):
             raise BadRequest(400, f"record {i} of '{shape}' is not an object of column -> value")
@@ -69,15 +73,17 @@ def records_of(payload: object, max_rows: int) -> list[dict]:
 
 
 def _split(value: object) -> list[dict]:
-    if not isinstance(value, Mapping) or not isinstance(value.get("columns"), list) \
-            or not isinstance(value.get("data"), list):
+    if (
+        not isinstance(value, Mapping)
+        or not isinstance(value.get("columns"), list)
+        or not isinstance(value.get("data"), list)
+    ):
         raise BadRequest(400, "'dataframe_split' must be an object with 'columns' (a list) and 'data' (rows)")
     columns = value["columns"]
     out = []
     for i, row in enumerate(value["data"]):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise BadRequest(400, f"'dataframe_split' row {i} must be a list of {len(columns)} values (one per "
-                                  "column)")
+            raise BadRequest(400, f"'dataframe_split' row {i} must be a list of {len(columns)} values (one per column)")
         out.append(dict(zip(columns, row, strict=True)))
     return out
 
@@ -92,15 +98,15 @@ def _columnar(value: Mapping) -> list[dict]:
     return [{k: v[i] for k, v in value.items()} for i in range(n)]
 
 
-def validate_records(records: Sequence[dict], required: Sequence[str],
-                     columns: Mapping[str, ColumnSpec]) -> list[dict]:
+def validate_records(records: Sequence[dict], required: Sequence[str], columns: Mapping[str, ColumnSpec]) -> list[dict]:
     """Check every required column is present with its spec type; returns typed copies (dates parsed)."""
     out = []
     for i, record in enumerate(records):
         missing = [c for c in required if c not in record]
         if missing:
-            raise BadRequest(400, f"record {i}: missing column(s) {', '.join(missing)}; the model needs "
-                                  f"{', '.join(required)}")
+            raise BadRequest(
+                400, f"record {i}: missing column(s) {', '.join(missing)}; the model needs {', '.join(required)}"
+            )
         typed = dict(record)
         for name in required:
             spec = columns.get(name)

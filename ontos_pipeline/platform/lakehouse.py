@@ -100,8 +100,13 @@ class Lakehouse(ABC):
         """Commit `df`; nothing is committed when a `required` column holds nulls (LakehouseError naming them)."""
 
     @abstractmethod
-    def write_batches(self, table: str | TableName, schema: pa.Schema,
-                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+    def write_batches(
+        self,
+        table: str | TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str = "overwrite",
+    ) -> int:
         """Stream Arrow batches (data made outside Spark, e.g. by the generator) into a table in one commit."""
 
     @abstractmethod
@@ -109,8 +114,13 @@ class Lakehouse(ABC):
 
     # -- small operational tables (endpoint events, feedback, alerts), without Spark ---------------------------
     @abstractmethod
-    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
+    def records(
+        self,
+        table: str | TableName,
+        where: Mapping[str, object] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
         """Rows of a table as dicts, filtered on `where` (column -> value, or a list/tuple/set of values: any of
         them), at most `limit` of them in no particular order; [] when the table does not exist."""
 
@@ -119,20 +129,21 @@ class Lakehouse(ABC):
         """Append rows (dicts; missing columns are null) in one atomic commit; returns the new version."""
 
     @abstractmethod
-    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                       keys: Sequence[str]) -> int:
+    def upsert_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], keys: Sequence[str]
+    ) -> int:
         """Replace the rows whose `keys` match a record, add the others, in one atomic commit (idempotent);
         returns the new version. Creates the table from its DDL when it does not exist."""
 
     @abstractmethod
-    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                        where: Mapping[str, object]) -> int:
+    def replace_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], where: Mapping[str, object]
+    ) -> int:
         """Replace every row matching `where` (column -> value) with `records` in one atomic commit (idempotent);
         returns the new version. Creates the table from its DDL when it does not exist."""
 
     @abstractmethod
-    def update_records(self, table: str | TableName, where: Mapping[str, object],
-                       values: Mapping[str, object]) -> int:
+    def update_records(self, table: str | TableName, where: Mapping[str, object], values: Mapping[str, object]) -> int:
         """Set `values` on the rows matching `where` in one atomic commit; returns the number of rows updated."""
 
     @abstractmethod
@@ -159,13 +170,13 @@ class Lakehouse(ABC):
             raise LakehouseError(f"{verb} {name}: only workbench tables (with DDL in schemas/) take records")
         unknown = sorted({k for r in records for k in r} - set(ddl.column_names))
         if unknown:
-            raise LakehouseError(f"{verb} {name}: unknown column(s) {', '.join(unknown)}; the table has "
-                                 f"{', '.join(ddl.column_names)}")
+            raise LakehouseError(
+                f"{verb} {name}: unknown column(s) {', '.join(unknown)}; the table has {', '.join(ddl.column_names)}"
+            )
         for i, r in enumerate(records):
             missing = [c for c in ddl.required if r.get(c) is None]
             if missing:
-                raise LakehouseError(f"{verb} {name}: row {i} has no value for required column(s) "
-                                     f"{', '.join(missing)}")
+                raise LakehouseError(f"{verb} {name}: row {i} has no value for required column(s) {', '.join(missing)}")
         return ddl
 
     def record_table(self, name: TableName, records: Sequence[Mapping[str, object]]) -> pa.Table:
@@ -260,17 +271,19 @@ class Lakehouse(ABC):
 def conform(df: DataFrame, ddl: TableDDL, table: str) -> DataFrame:
     """Select the DDL's columns in order with its types; unknown or missing columns are errors."""
     from pyspark.sql import functions as F
+
     unknown = [c for c in df.columns if c not in ddl.column_names]
     if unknown:
-        raise LakehouseError(f"{table}: columns {unknown} are not in its DDL (schemas/{ddl.name}.sql); "
-                             f"expected {ddl.column_names}")
+        raise LakehouseError(
+            f"{table}: columns {unknown} are not in its DDL (schemas/{ddl.name}.sql); expected {ddl.column_names}"
+        )
     missing = [c for c in ddl.required if c not in df.columns]
     if missing:
         raise LakehouseError(f"{table}: required columns {missing} are missing (NOT NULL in schemas/{ddl.name}.sql)")
     schema = ddl.spark_schema()
-    return df.select(*[
-        (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in schema
-    ])
+    return df.select(
+        *[(F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name) for f in schema]
+    )
 
 
 def check_required(df: DataFrame, required: Sequence[str], table: str) -> None:
@@ -292,8 +305,9 @@ def raise_on_nulls(nulls: Mapping[str, int], table: str) -> None:
 class LocalLakehouse(Lakehouse):
     """Delta tables on local disk: `<root>/<catalog>/<schema>/<table>`."""
 
-    def __init__(self, root: Path | str, catalog: str = "ontos", schema: str = "workbench",
-                 files_root: Path | str | None = None):
+    def __init__(
+        self, root: Path | str, catalog: str = "ontos", schema: str = "workbench", files_root: Path | str | None = None
+    ):
         super().__init__(catalog, schema)
         self.root = Path(root)
         self.files_root = Path(files_root) if files_root else self.root.parent / "files"
@@ -378,8 +392,13 @@ class LocalLakehouse(Lakehouse):
             raise
         return self._committed(path), rows
 
-    def write_batches(self, table: str | TableName, schema: pa.Schema,
-                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+    def write_batches(
+        self,
+        table: str | TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str = "overwrite",
+    ) -> int:
         if mode not in WRITE_MODES:
             raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
         name = self.name(table)
@@ -410,8 +429,13 @@ class LocalLakehouse(Lakehouse):
     def drop(self, table: str | TableName) -> None:
         shutil.rmtree(self.path(table), ignore_errors=True)
 
-    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
+    def records(
+        self,
+        table: str | TableName,
+        where: Mapping[str, object] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
         name = self.name(table)
         dt = self._table(name)
         if dt is None:
@@ -436,8 +460,9 @@ class LocalLakehouse(Lakehouse):
         # append, retried when a concurrent commit changed the protocol or metadata
         return self._transact(name, data.schema, lambda dt: write_deltalake(dt, data, mode="append"))
 
-    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                       keys: Sequence[str]) -> int:
+    def upsert_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], keys: Sequence[str]
+    ) -> int:
         name = self.name(table)
         data = self.record_table(name, records)
         missing = [k for k in keys if k not in data.column_names]
@@ -446,23 +471,31 @@ class LocalLakehouse(Lakehouse):
         on = " AND ".join(f"t.`{validate_identifier(k, what='key column')}` = s.`{k}`" for k in keys)
 
         def merge(dt: DeltaTable) -> None:
-            (dt.merge(data, predicate=on, source_alias="s", target_alias="t")
-             .when_matched_update_all().when_not_matched_insert_all().execute())
+            (
+                dt.merge(data, predicate=on, source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
 
         return self._transact(name, data.schema, merge)
 
-    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                        where: Mapping[str, object]) -> int:
+    def replace_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], where: Mapping[str, object]
+    ) -> int:
         name = self.name(table)
         data = self.record_table(name, records)
         if not where:
             raise LakehouseError(f"replace in {name}: say which rows to replace (where column = value)")
-        predicate = " AND ".join(f"`{validate_identifier(k, what='column')}` = {_sql_literal(v)}"
-                                 for k, v in where.items())
+        predicate = " AND ".join(
+            f"`{validate_identifier(k, what='column')}` = {_sql_literal(v)}" for k, v in where.items()
+        )
         outside = [i for i, r in enumerate(records) if any(r.get(k) != v for k, v in where.items())]
         if outside:
-            raise LakehouseError(f"replace in {name}: record {outside[0]} does not match {dict(where)}; it would "
-                                 "not be replaced by the next replace")
+            raise LakehouseError(
+                f"replace in {name}: record {outside[0]} does not match {dict(where)}; it would "
+                "not be replaced by the next replace"
+            )
 
         def overwrite(dt: DeltaTable) -> None:
             write_deltalake(dt, data, mode="overwrite", predicate=predicate)
@@ -486,11 +519,12 @@ class LocalLakehouse(Lakehouse):
             try:
                 commit(dt)
             except CommitFailedError:
-                time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
+                time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())
                 continue
             return self._committed(path)
-        raise LakehouseError(f"{name}: {COMMIT_ATTEMPTS} concurrent commits in a row won over this write; "
-                             "nothing was written, try again")
+        raise LakehouseError(
+            f"{name}: {COMMIT_ATTEMPTS} concurrent commits in a row won over this write; nothing was written, try again"
+        )
 
     def _committed(self, path: Path) -> int:
         """The new version; every CHECKPOINT_EVERY commits a checkpoint keeps opening the table cheap."""
@@ -500,14 +534,14 @@ class LocalLakehouse(Lakehouse):
             dt.create_checkpoint()
         return version
 
-    def update_records(self, table: str | TableName, where: Mapping[str, object],
-                       values: Mapping[str, object]) -> int:
+    def update_records(self, table: str | TableName, where: Mapping[str, object], values: Mapping[str, object]) -> int:
         name = self.name(table)
         dt = self._table(name)
         if dt is None:
             return 0
-        predicate = " AND ".join(f"{validate_identifier(k, what='column')} = {_sql_literal(v)}"
-                                 for k, v in where.items())
+        predicate = " AND ".join(
+            f"{validate_identifier(k, what='column')} = {_sql_literal(v)}" for k, v in where.items()
+        )
         updates = {validate_identifier(k, what="column"): _sql_literal(v) for k, v in values.items()}
         metrics = dt.update(updates=updates, predicate=predicate or None)
         return int(metrics.get("num_updated_rows", 0))
@@ -558,8 +592,17 @@ def arrow_table(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Tabl
         with pq.ParquetFile(uri.removeprefix("file://")) as handle:
             present = set(handle.schema_arrow.names)
             part = handle.read(columns=[c for c in schema.names if c in present], use_threads=False)
-        parts.append(pa.table({f.name: part[f.name].cast(f.type) if f.name in part.column_names
-                               else pa.nulls(part.num_rows, f.type) for f in schema}, schema=schema))
+        parts.append(
+            pa.table(
+                {
+                    f.name: part[f.name].cast(f.type)
+                    if f.name in part.column_names
+                    else pa.nulls(part.num_rows, f.type)
+                    for f in schema
+                },
+                schema=schema,
+            )
+        )
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
@@ -575,13 +618,18 @@ def python_rows(table: pa.Table) -> list[dict]:
         if pa.types.is_timestamp(field.type):
             scale, tz = _UNITS[field.type.unit], UTC if field.type.tz else None
             epoch = _EPOCH.replace(tzinfo=tz)
-            columns[field.name] = [None if v is None else epoch + timedelta(microseconds=int(v * scale))
-                                   for v in column.cast(pa.int64()).to_pylist()]
+            columns[field.name] = [
+                None if v is None else epoch + timedelta(microseconds=int(v * scale))
+                for v in column.cast(pa.int64()).to_pylist()
+            ]
         else:
             columns[field.name] = column.to_pylist()
     names = table.column_names
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)] \
-        if names else [{} for _ in range(table.num_rows)]
+    return (
+        [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        if names
+        else [{} for _ in range(table.num_rows)]
+    )
 
 
 def read_delta(path: Path | str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -616,8 +664,11 @@ def _null_counts(files: Sequence[Path], columns: Sequence[str]) -> dict[str, int
             top = {meta.schema.column(i).path.split(".")[0]: i for i in range(meta.num_columns)}
             for column in columns:
                 i = top.get(column)
-                stats = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)] \
-                    if i is not None and meta.schema.column(i).path == column else [None]
+                stats = (
+                    [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)]
+                    if i is not None and meta.schema.column(i).path == column
+                    else [None]
+                )
                 if all(s is not None and s.has_null_count for s in stats):
                     counts[column] += sum(s.null_count for s in stats)
                 else:
@@ -644,8 +695,9 @@ def _nullable(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_nullable(True) for f in schema])
 
 
-def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema, table: str,
-             errors: list[BaseException]) -> Iterator[pa.RecordBatch]:
+def _checked(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, table: str, errors: list[BaseException]
+) -> Iterator[pa.RecordBatch]:
     try:
         for batch in batches:
             if not batch.schema.equals(schema):

@@ -45,8 +45,10 @@ class ModelStore:
         Model Serving builds the model's environment from PyPI, where ontos-pipeline is not published)."""
         if not self.self_contained:
             return {"pip_requirements": PIP_REQUIREMENTS}
-        return {"pip_requirements": [r for r in PIP_REQUIREMENTS if r != "ontos-pipeline"],
-                "code_paths": [str(Path(__file__).resolve().parents[1])]}
+        return {
+            "pip_requirements": [r for r in PIP_REQUIREMENTS if r != "ontos-pipeline"],
+            "code_paths": [str(Path(__file__).resolve().parents[1])],
+        }
 
     def activate(self) -> ModelStore:
         mlflow = _mlflow()
@@ -92,8 +94,9 @@ class ModelStore:
 
 def databricks_store(catalog: str, schema: str) -> ModelStore:
     """The workspace tracking server and the Unity Catalog registry (`<catalog>.<schema>.<use case>` models)."""
-    return ModelStore("databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/",
-                      self_contained=True)
+    return ModelStore(
+        "databricks", "databricks-uc", None, catalog, schema, experiment_root="/Shared/", self_contained=True
+    )
 
 
 def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:

@@ -87,6 +87,7 @@ def engine_lost(exc: BaseException) -> EngineLostError | None:
             return EngineLostError(
                 f"the local Spark engine (pid {engine.pid}, port {engine.port}) stopped while this step was "
                 f"running ({type(exc).__name__}); nothing of this step was committed. The next command starts a "
-                f"new engine by itself; its log is {engine.directory}/{local_engine.LOG}")
+                f"new engine by itself; its log is {engine.directory}/{local_engine.LOG}"
+            )
         chain, seen = chain.__cause__ or chain.__context__, seen + 1
     return None

@@ -67,8 +67,11 @@ class UnityCatalogLakehouse(Lakehouse):
         return [(e, t) for e, t in found if _spark().catalog.tableExists(t)]
 
     def _read(self, spark: SparkSession, name: TableName, version: int | None) -> DataFrame:
-        if name.table == INFERENCE_LOG and self.endpoints and (name.catalog, name.schema) == (self.catalog,
-                                                                                              self.schema):
+        if (
+            name.table == INFERENCE_LOG
+            and self.endpoints
+            and (name.catalog, name.schema) == (self.catalog, self.schema)
+        ):
             from ontos_pipeline.platform.inference_tables import payload_as_inference_log
 
             frames = [payload_as_inference_log(spark.table(t), endpoint) for endpoint, t in self._payload_tables()]
@@ -103,8 +106,13 @@ class UnityCatalogLakehouse(Lakehouse):
         df.write.format("delta").mode(mode).option("overwriteSchema", overwrite_schema).saveAsTable(str(name))
         return self.version(name)  # type: ignore[return-value]
 
-    def write_batches(self, table: str | TableName, schema: pa.Schema,
-                      batches: Callable[[], Iterator[pa.RecordBatch]], mode: str = "overwrite") -> int:
+    def write_batches(
+        self,
+        table: str | TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str = "overwrite",
+    ) -> int:
         if mode not in WRITE_MODES:
             raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
         data = pa.Table.from_batches(list(batches()), schema=schema)  # data made on the driver (the generator)
@@ -117,8 +125,10 @@ class UnityCatalogLakehouse(Lakehouse):
         df.createOrReplaceTempView(view)
         try:
             on = " AND ".join(f"t.`{validate_identifier(k, what='column')}` <=> s.`{k}`" for k in keys)
-            spark.sql(f"MERGE INTO {name} t USING {view} s ON {on} "
-                      "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+            spark.sql(
+                f"MERGE INTO {name} t USING {view} s ON {on} "
+                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            )
         finally:
             spark.catalog.dropTempView(view)
         return self.version(name)  # type: ignore[return-value]
@@ -131,16 +141,24 @@ class UnityCatalogLakehouse(Lakehouse):
     def drop(self, table: str | TableName) -> None:
         self._sql(f"DROP TABLE IF EXISTS {self.name(table)}")
 
-    def records(self, table: str | TableName, where: Mapping[str, object] | None = None,
-                columns: Sequence[str] | None = None, limit: int | None = None) -> list[dict]:
+    def records(
+        self,
+        table: str | TableName,
+        where: Mapping[str, object] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
         name = self.name(table)
         if not self.exists(name):
             return []
         df = self._read(_spark(), name, None)
         for key, value in (where or {}).items():
             column = F.col(validate_identifier(key, what="column"))
-            df = df.filter(column.isin(list(value)) if isinstance(value, list | tuple | set | frozenset)
-                           else column == F.lit(value))
+            df = df.filter(
+                column.isin(list(value))
+                if isinstance(value, list | tuple | set | frozenset)
+                else column == F.lit(value)
+            )
         if columns:
             df = df.select(*[validate_identifier(c, what="column") for c in columns])
         if limit is not None:
@@ -156,20 +174,21 @@ class UnityCatalogLakehouse(Lakehouse):
         name = self.name(table)
         return self.write(name, self._record_frame(name, records), mode="append")
 
-    def upsert_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                       keys: Sequence[str]) -> int:
+    def upsert_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], keys: Sequence[str]
+    ) -> int:
         """One `MERGE INTO` (Delta's optimistic concurrency on Databricks)."""
         name = self.name(table)
         return self.upsert(_spark(), name, self._record_frame(name, records), keys)
 
-    def replace_records(self, table: str | TableName, records: Sequence[Mapping[str, object]],
-                        where: Mapping[str, object]) -> int:
+    def replace_records(
+        self, table: str | TableName, records: Sequence[Mapping[str, object]], where: Mapping[str, object]
+    ) -> int:
         """One `replaceWhere` overwrite."""
         name = self.name(table)
         return self.replace(_spark(), name, self._record_frame(name, records), where)
 
-    def update_records(self, table: str | TableName, where: Mapping[str, object],
-                       values: Mapping[str, object]) -> int:
+    def update_records(self, table: str | TableName, where: Mapping[str, object], values: Mapping[str, object]) -> int:
         name = self.name(table)
         if not self.exists(name):
             return 0
@@ -192,8 +211,12 @@ class UnityCatalogLakehouse(Lakehouse):
         return path
 
     def cli_env(self) -> dict[str, str]:
-        return {"ONTOS_TARGET": "databricks", "ONTOS_CATALOG": self.catalog, "ONTOS_SCHEMA": self.schema,
-                "ONTOS_DATABRICKS_VOLUME": self.volume}
+        return {
+            "ONTOS_TARGET": "databricks",
+            "ONTOS_CATALOG": self.catalog,
+            "ONTOS_SCHEMA": self.schema,
+            "ONTOS_DATABRICKS_VOLUME": self.volume,
+        }
 
 
 def _spark_schema(schema: pa.Schema):

@@ -9,8 +9,13 @@ from ontos_pipeline.platform.lakehouse import Lakehouse
 KEPT = ("created_at", "dagster_run_id")  # facts of a version's first registration
 
 
-def publish_version(lakehouse: Lakehouse, table: str, row: Mapping[str, object], keys: Sequence[str],
-                    scope: Callable[[Mapping[str, object]], bool]) -> bool:
+def publish_version(
+    lakehouse: Lakehouse,
+    table: str,
+    row: Mapping[str, object],
+    keys: Sequence[str],
+    scope: Callable[[Mapping[str, object]], bool],
+) -> bool:
     """Make `row` the published version among the rows for which `scope(row)` holds; True if the version is new.
 
     Other published rows in scope are archived. A version registered before keeps its `created_at` and

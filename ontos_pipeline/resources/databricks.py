@@ -57,5 +57,11 @@ class DatabricksServingResource(ServingResource):
         if event.served_version is None:  # nothing passed the gate yet: no endpoint to create
             return
         model = databricks_store(self.catalog, self.schema_name).model_name(spec.name)
-        sync_endpoint(self._client(), spec.serving.endpoint_name, model, event.served_version,
-                      catalog=self.catalog, schema=self.schema_name)
+        sync_endpoint(
+            self._client(),
+            spec.serving.endpoint_name,
+            model,
+            event.served_version,
+            catalog=self.catalog,
+            schema=self.schema_name,
+        )

@@ -21,9 +21,14 @@ def local_resources(settings: Settings) -> dict:
     home = str(settings.home)
     lakehouse = LocalLakehouseResource(home=home, catalog=settings.catalog, schema_name=settings.schema)
     mlflow_store = LocalMlflowResource(home=home, catalog=settings.catalog, schema_name=settings.schema)
-    return {**_shared(settings), "lakehouse": lakehouse, "mlflow_store": mlflow_store,
-            "serving": LocalServingResource(port=settings.serve_port),
-            "trainer": LocalTrainerResource(), "compute": InProcessCompute()}
+    return {
+        **_shared(settings),
+        "lakehouse": lakehouse,
+        "mlflow_store": mlflow_store,
+        "serving": LocalServingResource(port=settings.serve_port),
+        "trainer": LocalTrainerResource(),
+        "compute": InProcessCompute(),
+    }
 
 
 def databricks_resources(settings: Settings) -> dict:
@@ -40,12 +45,18 @@ def databricks_resources(settings: Settings) -> dict:
     shared = _shared(settings)
     volume = volume_from_env(settings.catalog, settings.schema, os.environ)
     endpoints = [spec.serving.endpoint_name for spec in shared["use_cases"].all().values()]
-    lakehouse = UnityCatalogLakehouseResource(catalog=settings.catalog, schema_name=settings.schema, volume=volume,
-                                              endpoints=endpoints)
+    lakehouse = UnityCatalogLakehouseResource(
+        catalog=settings.catalog, schema_name=settings.schema, volume=volume, endpoints=endpoints
+    )
     mlflow_store = DatabricksMlflowResource(catalog=settings.catalog, schema_name=settings.schema)
-    return {**shared, "lakehouse": lakehouse, "mlflow_store": mlflow_store,
-            "serving": DatabricksServingResource(catalog=settings.catalog, schema_name=settings.schema),
-            "trainer": LocalTrainerResource(), "compute": InProcessCompute()}
+    return {
+        **shared,
+        "lakehouse": lakehouse,
+        "mlflow_store": mlflow_store,
+        "serving": DatabricksServingResource(catalog=settings.catalog, schema_name=settings.schema),
+        "trainer": LocalTrainerResource(),
+        "compute": InProcessCompute(),
+    }
 
 
 TARGETS: dict[str, Callable[[Settings], dict]] = {"local": local_resources, "databricks": databricks_resources}

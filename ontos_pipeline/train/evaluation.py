@@ -68,17 +68,28 @@ class Evaluation:
     failures: list[dict] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)  # name -> PNG path
 
-
     def report(self) -> dict:
         """The whole evaluation as JSON-ready data (stored in MLflow; its metrics part in model_evaluations)."""
-        return {"metric": self.metric, "rows": self.rows, "challenger": self.challenger, "baseline": self.baseline,
-                "champion": self.champion, "champion_version": self.champion_version,
-                "gate": {"passed": self.gate.passed, "rules": [asdict(r) for r in self.gate.rules]},
-                "worst_slices": self.slices, "worst_failures": self.failures}
+        return {
+            "metric": self.metric,
+            "rows": self.rows,
+            "challenger": self.challenger,
+            "baseline": self.baseline,
+            "champion": self.champion,
+            "champion_version": self.champion_version,
+            "gate": {"passed": self.gate.passed, "rules": [asdict(r) for r in self.gate.rules]},
+            "worst_slices": self.slices,
+            "worst_failures": self.failures,
+        }
 
 
-def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion: float | None,
-                   on_new: tuple[float, float, int] | None = None) -> GateResult:
+def promotion_gate(
+    gate: GateSpec,
+    challenger: float,
+    baseline: float,
+    champion: float | None,
+    on_new: tuple[float, float, int] | None = None,
+) -> GateResult:
     """Beats the baseline, meets the minimum, not worse than the champion beyond the tolerance, and — when the
     test split holds enough items that arrived since the champion was trained (`on_new`: challenger, champion,
     rows) — not worse than the champion on those, without tolerance: a retrain on new data (drift, feedback) must not
@@ -86,27 +97,46 @@ def promotion_gate(gate: GateSpec, challenger: float, baseline: float, champion:
     higher = metrics.HIGHER_IS_BETTER[gate.metric]
     sign = 1 if higher else -1
     m = gate.metric
-    rules = [GateRule("beats_baseline", sign * (challenger - baseline) > 0,
-                      f"{m} {challenger:.4f} vs baseline {baseline:.4f}", {"challenger": challenger,
-                                                                           "baseline": baseline}),
-             GateRule("meets_minimum", sign * (challenger - gate.minimum) >= 0,
-                      f"{m} {challenger:.4f} {'>=' if higher else '<='} {gate.minimum:g} required",
-                      {"challenger": challenger, "minimum": gate.minimum})]
+    rules = [
+        GateRule(
+            "beats_baseline",
+            sign * (challenger - baseline) > 0,
+            f"{m} {challenger:.4f} vs baseline {baseline:.4f}",
+            {"challenger": challenger, "baseline": baseline},
+        ),
+        GateRule(
+            "meets_minimum",
+            sign * (challenger - gate.minimum) >= 0,
+            f"{m} {challenger:.4f} {'>=' if higher else '<='} {gate.minimum:g} required",
+            {"challenger": challenger, "minimum": gate.minimum},
+        ),
+    ]
     if champion is not None:
-        rules.append(GateRule("not_worse_than_champion", sign * (challenger - champion) >= -gate.tolerance,
-                              f"{m} {challenger:.4f} vs champion {champion:.4f} (tolerance {gate.tolerance:g})",
-                              {"challenger": challenger, "champion": champion, "tolerance": gate.tolerance}))
+        rules.append(
+            GateRule(
+                "not_worse_than_champion",
+                sign * (challenger - champion) >= -gate.tolerance,
+                f"{m} {challenger:.4f} vs champion {champion:.4f} (tolerance {gate.tolerance:g})",
+                {"challenger": challenger, "champion": champion, "tolerance": gate.tolerance},
+            )
+        )
     if on_new is not None:
         ours, theirs, rows = on_new
-        rules.append(GateRule("not_worse_on_new_items", sign * (ours - theirs) >= 0,
-                              f"{m} {ours:.4f} vs champion {theirs:.4f} on {rows} test items new since the champion",
-                              {"challenger": ours, "champion": theirs, "rows": rows}))
+        rules.append(
+            GateRule(
+                "not_worse_on_new_items",
+                sign * (ours - theirs) >= 0,
+                f"{m} {ours:.4f} vs champion {theirs:.4f} on {rows} test items new since the champion",
+                {"challenger": ours, "champion": theirs, "rows": rows},
+            )
+        )
     return GateResult(all(r.passed for r in rules), rules)
 
 
 def _subset(p: Prediction, idx: np.ndarray) -> Prediction:
-    return Prediction([p.responses[i] for i in idx], p.confidence[idx],
-                      None if p.proba is None else p.proba[idx], p.classes)
+    return Prediction(
+        [p.responses[i] for i in idx], p.confidence[idx], None if p.proba is None else p.proba[idx], p.classes
+    )
 
 
 def _with_ci(kind: str, truths: list, p: Prediction, schema: dict, metric: str, seed: int) -> dict:
@@ -130,14 +160,24 @@ def slice_columns(spec: UseCaseSpec, frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def evaluate(spec: UseCaseSpec, test: pd.DataFrame, challenger: ResponseModel, baseline: ResponseModel,
-             champion: ResponseModel | None, champion_version: str | None, plots_dir: Path,
-             seed: int = 0, new_items: frozenset[str] | set[str] = frozenset()) -> Evaluation:
+def evaluate(
+    spec: UseCaseSpec,
+    test: pd.DataFrame,
+    challenger: ResponseModel,
+    baseline: ResponseModel,
+    champion: ResponseModel | None,
+    champion_version: str | None,
+    plots_dir: Path,
+    seed: int = 0,
+    new_items: frozenset[str] | set[str] = frozenset(),
+) -> Evaluation:
     """Score every model on the same `test` rows (item columns plus RESPONSE) and apply the promotion gate;
     `new_items` arrived since the champion was trained (judged on their own when there are enough)."""
     if test.empty:
-        raise ValueError(f"{spec.name}: the test split has no rows usable for evaluation; label and approve items "
-                         "of the test split first")
+        raise ValueError(
+            f"{spec.name}: the test split has no rows usable for evaluation; label and approve items "
+            "of the test split first"
+        )
     kind, metric, schema = spec.template.response_kind, spec.training.gate.metric, challenger.template.response_schema
     truths = test[RESPONSE].tolist()
     p = challenger.predict_frame(test)
@@ -150,29 +190,54 @@ def evaluate(spec: UseCaseSpec, test: pd.DataFrame, challenger: ResponseModel, b
         idx = np.flatnonzero(test[ITEM_KEY].isin(new_items).to_numpy())
         if len(idx) >= MIN_NEW_ROWS:
             sub = [truths[i] for i in idx]
-            on_new = (score(kind, sub, _subset(p, idx), schema)[metric],
-                           score(kind, sub, _subset(champion_p, idx), schema)[metric], len(idx))
-    gate = promotion_gate(spec.training.gate, result["headline"], base["headline"],
-                          None if champ is None else champ["headline"], on_new)
+            on_new = (
+                score(kind, sub, _subset(p, idx), schema)[metric],
+                score(kind, sub, _subset(champion_p, idx), schema)[metric],
+                len(idx),
+            )
+    gate = promotion_gate(
+        spec.training.gate, result["headline"], base["headline"], None if champ is None else champ["headline"], on_new
+    )
 
     row_score = metrics.row_scores(kind, truths, p.responses)
     frame = test.assign(_score=row_score)
     slices = metrics.worst_slices(frame, "_score", slice_columns(spec, test))
     worst = np.argsort(row_score, kind="stable")[:FAILURES]
-    failures = [{"item_ref": test[ITEM_KEY].iloc[i], "expected": truths[i], "predicted": p.responses[i],
-                 "confidence": round(float(p.confidence[i]), 4), "score": round(float(row_score[i]), 4)}
-                for i in worst if row_score[i] < (1.0 if kind != "number" else np.inf)]
-    return Evaluation(spec.name, metric, len(test), result, base, champ, champion_version, gate, slices, failures,
-                      _plots(kind, truths, p, row_score, result, plots_dir))
+    failures = [
+        {
+            "item_ref": test[ITEM_KEY].iloc[i],
+            "expected": truths[i],
+            "predicted": p.responses[i],
+            "confidence": round(float(p.confidence[i]), 4),
+            "score": round(float(row_score[i]), 4),
+        }
+        for i in worst
+        if row_score[i] < (1.0 if kind != "number" else np.inf)
+    ]
+    return Evaluation(
+        spec.name,
+        metric,
+        len(test),
+        result,
+        base,
+        champ,
+        champion_version,
+        gate,
+        slices,
+        failures,
+        _plots(kind, truths, p, row_score, result, plots_dir),
+    )
 
 
-def _plots(kind: str, truths: list, p: Prediction, row_score: np.ndarray, result: dict,
-           directory: Path) -> dict[str, str]:
+def _plots(
+    kind: str, truths: list, p: Prediction, row_score: np.ndarray, result: dict, directory: Path
+) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
     if kind == "enum":
-        out["confusion_matrix"] = metrics.confusion_matrix_png(result["confusion_matrix"], p.classes,
-                                                               directory / "confusion_matrix.png")
+        out["confusion_matrix"] = metrics.confusion_matrix_png(
+            result["confusion_matrix"], p.classes, directory / "confusion_matrix.png"
+        )
     if kind == "number":
         out["residuals"] = metrics.residuals_png(truths, p.responses, directory / "residuals.png")
     else:
@@ -183,19 +248,34 @@ def _plots(kind: str, truths: list, p: Prediction, row_score: np.ndarray, result
     return {k: str(v) for k, v in out.items()}
 
 
-def record_evaluation(lakehouse: Lakehouse, evaluation: Evaluation, model_name: str,
-                      model_version: str, mlflow_run_id: str, dagster_run_id: str | None) -> str:
+def record_evaluation(
+    lakehouse: Lakehouse,
+    evaluation: Evaluation,
+    model_name: str,
+    model_version: str,
+    mlflow_run_id: str,
+    dagster_run_id: str | None,
+) -> str:
     """Upsert the evaluation of this model version (one row per version; re-evaluation replaces it)."""
     evaluation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{model_name}/{model_version}"))
     report = evaluation.report()
     champion = evaluation.champion_version
-    row = {"evaluation_id": evaluation_id, "use_case": evaluation.use_case, "model_name": model_name,
-           "model_version": str(model_version), "champion_version": None if champion is None else str(champion),
-           "metrics": json.dumps({k: v for k, v in report.items()
-                                  if k in ("metric", "rows", "challenger", "baseline", "champion")}, default=str),
-           "gate_passed": evaluation.gate.passed,
-           "gate_details": json.dumps(report["gate"]["rules"]),
-           "mlflow_run_id": mlflow_run_id, "dagster_run_id": dagster_run_id, "created_at": datetime.now(UTC)}
+    row = {
+        "evaluation_id": evaluation_id,
+        "use_case": evaluation.use_case,
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "champion_version": None if champion is None else str(champion),
+        "metrics": json.dumps(
+            {k: v for k, v in report.items() if k in ("metric", "rows", "challenger", "baseline", "champion")},
+            default=str,
+        ),
+        "gate_passed": evaluation.gate.passed,
+        "gate_details": json.dumps(report["gate"]["rules"]),
+        "mlflow_run_id": mlflow_run_id,
+        "dagster_run_id": dagster_run_id,
+        "created_at": datetime.now(UTC),
+    }
     lakehouse.upsert_records(TABLE, [row], keys=["evaluation_id"])
     return evaluation_id
 
@@ -206,14 +286,17 @@ def stored_evaluation(lakehouse: Lakehouse, use_case: str, model_version: str | 
     return max(lakehouse.records(TABLE, where), key=lambda r: r["created_at"], default=None)
 
 
-
 def log_evaluation(store: ModelStore, run_id: str, evaluation: Evaluation, plots_dir: Path) -> dict[str, str]:
     """Attach test metrics, the report and the plots to the model's MLflow run; return where the plots are stored."""
     m = evaluation.metric
     low, high = evaluation.challenger["ci"]
-    values = {f"test_{m}": evaluation.challenger["headline"], f"test_{m}_ci_low": low, f"test_{m}_ci_high": high,
-              f"baseline_test_{m}": evaluation.baseline["headline"],
-              f"champion_test_{m}": evaluation.champion["headline"] if evaluation.champion else None}
+    values = {
+        f"test_{m}": evaluation.challenger["headline"],
+        f"test_{m}_ci_low": low,
+        f"test_{m}_ci_high": high,
+        f"baseline_test_{m}": evaluation.baseline["headline"],
+        f"champion_test_{m}": evaluation.champion["headline"] if evaluation.champion else None,
+    }
     client = store.client()
     for key, value in values.items():
         if value is not None:
@@ -223,5 +306,7 @@ def log_evaluation(store: ModelStore, run_id: str, evaluation: Evaluation, plots
     client.log_artifacts(run_id, str(plots_dir), "evaluation")
     root = client.get_run(run_id).info.artifact_uri
     local = Path(root.removeprefix("file://")) / "evaluation" if root.startswith("file://") else None
-    return {name: str(local / Path(path).name) if local else f"{root}/evaluation/{Path(path).name}"
-            for name, path in evaluation.plots.items()}
+    return {
+        name: str(local / Path(path).name) if local else f"{root}/evaluation/{Path(path).name}"
+        for name, path in evaluation.plots.items()
+    }

@@ -91,18 +91,24 @@ def _render(item_ref, split, messages, response, image_paths, multimodal):
         if not all(isinstance(m.get("content"), str) for m in msgs):
             raise ValueError("every message content must be a string")
         # an empty system prompt (a template without one) is left out rather than exported as an empty turn
-        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs
-                if m["role"] == "user" or m["content"].strip()]
+        msgs = [
+            {"role": m["role"], "content": m["content"]} for m in msgs if m["role"] == "user" or m["content"].strip()
+        ]
         *system, user = msgs
         _load(response, "response")
         assistant = {"role": "assistant", "content": assistant_text(response)}
-        out = [("chat", _dumps({"messages": [*msgs, assistant]})),
-               ("instruction", _dumps({"prompt": "\n\n".join(m["content"] for m in msgs),
-                                       "response": assistant["content"]})),
-               (INDEX, _dumps({"item_ref": item_ref}))]
+        out = [
+            ("chat", _dumps({"messages": [*msgs, assistant]})),
+            (
+                "instruction",
+                _dumps({"prompt": "\n\n".join(m["content"] for m in msgs), "response": assistant["content"]}),
+            ),
+            (INDEX, _dumps({"item_ref": item_ref})),
+        ]
         if multimodal:
             parts = [{"type": "text", "text": user["content"]}] + [
-                {"type": "image_url", "image_url": {"url": _data_url(p)}} for p in image_paths or []]
+                {"type": "image_url", "image_url": {"url": _data_url(p)}} for p in image_paths or []
+            ]
             out.append((MULTIMODAL, _dumps({"messages": [*system, {"role": "user", "content": parts}, assistant]})))
         return out
     except Exception as exc:  # reported by export_training_data with the item_ref
@@ -184,8 +190,12 @@ def _validate_index_line(line: str) -> str | None:
     return None if isinstance(obj, dict) and _nonempty(obj.get("item_ref")) else "no non-empty 'item_ref'"
 
 
-VALIDATORS = {"chat": validate_chat_line, "instruction": validate_instruction_line,
-              MULTIMODAL: validate_chat_line, INDEX: _validate_index_line}
+VALIDATORS = {
+    "chat": validate_chat_line,
+    "instruction": validate_instruction_line,
+    MULTIMODAL: validate_chat_line,
+    INDEX: _validate_index_line,
+}
 
 
 def _check(fmt, line):  # no type hints: Spark would try to infer a pandas UDF from them
@@ -204,8 +214,11 @@ class ExportManifest:
 
     def checksums(self) -> dict[str, str]:
         """{"<format>/<split>": sha256} of every file."""
-        return {f"{fmt}/{split}": info["sha256"] for fmt, splits in sorted(self.files.items())
-                for split, info in sorted(splits.items())}
+        return {
+            f"{fmt}/{split}": info["sha256"]
+            for fmt, splits in sorted(self.files.items())
+            for split, info in sorted(splits.items())
+        }
 
     @classmethod
     def read(cls, directory: str | Path) -> ExportManifest:
@@ -229,8 +242,10 @@ def export_training_data(spark: SparkSession, qa: DataFrame, directory: str | Pa
     """Write the trainable rows of `qa` to `directory` (replacing a previous export atomically)."""
     final = Path(directory).absolute()
     if final.exists() and not (final / MANIFEST).is_file() and (not final.is_dir() or any(final.iterdir())):
-        raise ExportError(f"{final} exists and is not a training export (no {MANIFEST}); refusing to replace it. "
-                          "Choose an empty or new directory.")
+        raise ExportError(
+            f"{final} exists and is not a training export (no {MANIFEST}); refusing to replace it. "
+            "Choose an empty or new directory."
+        )
     multimodal = "image_paths" in qa.columns
     formats = (*FORMATS, MULTIMODAL) if multimodal else FORMATS
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -254,25 +269,34 @@ def _write(spark: SparkSession, qa: DataFrame, tmp: Path, formats: tuple[str, ..
     """Render every line once (cached), then let Spark write one sorted file per (format, split)."""
     render = F.udf(partial(_render, multimodal=multimodal), "array<struct<format:string,line:string>>")
     images = F.col("image_paths") if multimodal else F.lit(None).cast("array<string>")
-    rendered = (trainable(qa)
-                .select("item_ref", "split", F.explode(render("item_ref", "split", "messages", "response", images))
-                        .alias("out"))
-                .select("item_ref", "split", "out.format", "out.line")
-                .persist())
+    rendered = (
+        trainable(qa)
+        .select(
+            "item_ref", "split", F.explode(render("item_ref", "split", "messages", "response", images)).alias("out")
+        )
+        .select("item_ref", "split", "out.format", "out.line")
+        .persist()
+    )
     try:
         errors = rendered.filter(F.col("format") == _ERRORS)  # scans every partition: fills the cache
         if shown := errors.orderBy("item_ref").limit(EXAMPLES).collect():
-            raise ExportError(f"{errors.count()} trainable rows cannot be exported: "
-                              + "; ".join(f"item_ref {r['item_ref']}: {r['line']}" for r in shown)
-                              + f". {_FIX}")
+            raise ExportError(
+                f"{errors.count()} trainable rows cannot be exported: "
+                + "; ".join(f"item_ref {r['item_ref']}: {r['line']}" for r in shown)
+                + f". {_FIX}"
+            )
         for fmt in (*formats, INDEX):
             (tmp / fmt).mkdir(parents=True)
             for split in SPLITS:
                 # one file per job and no partitionBy: a partitioned write may re-sort and drop the item_ref order
                 staging = tmp / "_spark" / f"{fmt}-{split}"
-                (rendered.filter((F.col("format") == fmt) & (F.col("split") == split))
-                 .coalesce(1)  # cheap: the rendering ran in parallel when the cache was filled
-                 .sortWithinPartitions("item_ref", "line").select("line").write.text(str(staging)))
+                (
+                    rendered.filter((F.col("format") == fmt) & (F.col("split") == split))
+                    .coalesce(1)  # cheap: the rendering ran in parallel when the cache was filled
+                    .sortWithinPartitions("item_ref", "line")
+                    .select("line")
+                    .write.text(str(staging))
+                )
                 parts = sorted(staging.glob("part-*"))
                 if len(parts) > 1:
                     raise ExportError(f"Spark wrote {len(parts)} files for {fmt}/{split}, expected one")
@@ -308,11 +332,16 @@ def _export_files(directory: Path) -> list[Path]:
 def _checked_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
     """format, split, line and the validator's reason (null when valid) of every line of `files`, in one read."""
     path = F.col("_metadata.file_path")
-    return (spark.read.text([str(p) for p in files])
-            .select(F.regexp_extract(path, r"([^/]+)/[^/]+\.jsonl$", 1).alias("format"),
-                    F.regexp_extract(path, r"([^/]+)\.jsonl$", 1).alias("split"),
-                    F.monotonically_increasing_id().alias("position"), F.col("value").alias("line"))
-            .withColumn("reason", F.udf(_check, "string")("format", "line")))
+    return (
+        spark.read.text([str(p) for p in files])
+        .select(
+            F.regexp_extract(path, r"([^/]+)/[^/]+\.jsonl$", 1).alias("format"),
+            F.regexp_extract(path, r"([^/]+)\.jsonl$", 1).alias("split"),
+            F.monotonically_increasing_id().alias("position"),
+            F.col("value").alias("line"),
+        )
+        .withColumn("reason", F.udf(_check, "string")("format", "line"))
+    )
 
 
 def validate_export(spark: SparkSession, directory: str | Path) -> dict[str, int]:
@@ -331,13 +360,21 @@ def _raise_if_invalid(spark: SparkSession, directory: Path) -> None:
         return
     # line numbers: positions increase in file order (a file's splits are read in order), so rank them per file
     checked = _checked_lines(spark, _export_files(directory)).withColumn(
-        "line_no", F.row_number().over(Window.partitionBy("format", "split").orderBy("position")))
+        "line_no", F.row_number().over(Window.partitionBy("format", "split").orderBy("position"))
+    )
     index = checked.filter(F.col("format") == INDEX).select(
-        "split", "line_no", F.get_json_object("line", "$.item_ref").alias("item_ref"))
-    rows = (checked.filter(F.col("reason").isNotNull()).join(index, ["split", "line_no"], "left")
-            .orderBy("format", "split", "line_no").limit(EXAMPLES).collect())
-    shown = "; ".join(f"{r['format']}/{r['split']}.jsonl line {r['line_no']} (item_ref {r['item_ref']}): {r['reason']}"
-                      for r in rows)
+        "split", "line_no", F.get_json_object("line", "$.item_ref").alias("item_ref")
+    )
+    rows = (
+        checked.filter(F.col("reason").isNotNull())
+        .join(index, ["split", "line_no"], "left")
+        .orderBy("format", "split", "line_no")
+        .limit(EXAMPLES)
+        .collect()
+    )
+    shown = "; ".join(
+        f"{r['format']}/{r['split']}.jsonl line {r['line_no']} (item_ref {r['item_ref']}): {r['reason']}" for r in rows
+    )
     raise ExportError(f"{sum(counts.values())} exported lines are invalid, e.g. {shown}. {_FIX}")
 
 

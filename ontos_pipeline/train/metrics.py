@@ -94,8 +94,9 @@ def _f1(precision: float, recall: float) -> float:
 
 
 # -- classification -----------------------------------------------------------------------------------------------
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str],
-                           proba: np.ndarray | None = None) -> dict:
+def classification_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str], proba: np.ndarray | None = None
+) -> dict:
     """Accuracy, macro-F1, per-class P/R/F1/support, confusion matrix and, given `proba`, ROC-AUC, PR-AUC and ECE.
 
     macro_f1 averages over the `classes` that occur in y_true or y_pred (zero_division=0); predictions outside
@@ -190,8 +191,9 @@ def _probability_metrics(truth: list[Any], labels: list[Any], proba: np.ndarray)
     }
 
 
-def _reliability(confidence: np.ndarray, correct: np.ndarray,
-                 bins: int = CALIBRATION_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reliability(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width bin over [0, 1] (last bin closed): row count, accuracy and mean confidence (NaN if empty)."""
     which = np.clip(np.floor(confidence * bins).astype(int), 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
@@ -214,11 +216,13 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
     truth, pred = _floats(y_true, "y_true"), _floats(y_pred, "y_pred")
     error = pred - truth
     ss_tot = float(np.sum((truth - truth.mean()) ** 2))
-    return _plain({
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "r2": 1.0 - float(np.sum(error**2)) / ss_tot if ss_tot > 0 else None,
-    })
+    return _plain(
+        {
+            "mae": float(np.mean(np.abs(error))),
+            "rmse": float(np.sqrt(np.mean(error**2))),
+            "r2": 1.0 - float(np.sum(error**2)) / ss_tot if ss_tot > 0 else None,
+        }
+    )
 
 
 # -- extraction ---------------------------------------------------------------------------------------------------
@@ -289,8 +293,9 @@ def _records(rows: Sequence[Any], name: str, strict: bool) -> list[Mapping]:
     return records
 
 
-def extraction_metrics(y_true: Sequence[Mapping | None], y_pred: Sequence[Mapping | None],
-                       fields: Sequence[str]) -> dict:
+def extraction_metrics(
+    y_true: Sequence[Mapping | None], y_pred: Sequence[Mapping | None], fields: Sequence[str]
+) -> dict:
     """Per-field exact-match rates, their mean (field_exact_match) and micro P/R/F1 over (field, value) units.
 
     A list value contributes each element as a unit (multiset), any other value one unit; None, missing keys and
@@ -316,13 +321,15 @@ def extraction_metrics(y_true: Sequence[Mapping | None], y_pred: Sequence[Mappin
             matched += _matched(t_units, p_units)
     per_field = {name: hits / n for name, hits in exact.items()}
     precision, recall = _safe_div(matched, pred_units), _safe_div(matched, true_units)
-    return _plain({
-        "per_field": per_field,
-        "field_exact_match": float(np.mean(list(per_field.values()))),
-        "micro_precision": precision,
-        "micro_recall": recall,
-        "micro_f1": _f1(precision, recall),
-    })
+    return _plain(
+        {
+            "per_field": per_field,
+            "field_exact_match": float(np.mean(list(per_field.values()))),
+            "micro_precision": precision,
+            "micro_recall": recall,
+            "micro_f1": _f1(precision, recall),
+        }
+    )
 
 
 # -- free text ----------------------------------------------------------------------------------------------------
@@ -331,8 +338,9 @@ def _tokens(text: Any) -> list[str]:
     if text is None:
         return []
     lowered = str(text).lower()
-    kept = "".join(ch for ch in lowered
-                   if ch not in _ASCII_PUNCTUATION and not unicodedata.category(ch).startswith("P"))
+    kept = "".join(
+        ch for ch in lowered if ch not in _ASCII_PUNCTUATION and not unicodedata.category(ch).startswith("P")
+    )
     return _ARTICLES.sub(" ", kept).split()
 
 
@@ -347,10 +355,12 @@ def text_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
     """exact_match and token_f1 (SQuAD style, both on normalised text; two empty answers score 1.0)."""
     _check_pair(y_true, y_pred)
     pairs = [(_tokens(t), _tokens(p)) for t, p in zip(y_true, y_pred, strict=True)]
-    return _plain({
-        "exact_match": float(np.mean([t == p for t, p in pairs])),
-        "token_f1": float(np.mean([_token_f1(t, p) for t, p in pairs])),
-    })
+    return _plain(
+        {
+            "exact_match": float(np.mean([t == p for t, p in pairs])),
+            "token_f1": float(np.mean([_token_f1(t, p) for t, p in pairs])),
+        }
+    )
 
 
 # -- per-row scores, bootstrap, slices ----------------------------------------------------------------------------
@@ -370,14 +380,17 @@ def row_scores(kind: str, y_true: Sequence[Any], y_pred: Sequence[Any]) -> np.nd
     fields = list(dict.fromkeys(key for truth in truths for key in truth))
     if not fields:
         return np.ones(n)
-    return np.array([
-        sum(_equal(_normalise(truth.get(f)), _normalise(pred.get(f))) for f in fields) / len(fields)
-        for truth, pred in zip(truths, preds, strict=True)
-    ])
+    return np.array(
+        [
+            sum(_equal(_normalise(truth.get(f)), _normalise(pred.get(f))) for f in fields) / len(fields)
+            for truth, pred in zip(truths, preds, strict=True)
+        ]
+    )
 
 
-def bootstrap_ci(metric: Callable[[np.ndarray], float], n_rows: int, n_resamples: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> tuple[float | None, float | None]:
+def bootstrap_ci(
+    metric: Callable[[np.ndarray], float], n_rows: int, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval: `metric` receives an index array (a resample with replacement of
     range(n_rows)). Resamples where the metric is None/NaN are skipped; (None, None) if all are."""
     if n_rows < 1:
@@ -404,7 +417,7 @@ def _is_null(value: Any) -> bool:
 
 
 def _bin_labels(edges: np.ndarray) -> list[str]:
-    """"[a, b)" per bin (the last one closed, "[a, b]"), with as few significant digits as keep edges distinct."""
+    """ "[a, b)" per bin (the last one closed, "[a, b]"), with as few significant digits as keep edges distinct."""
     for digits in range(4, 17):
         text = [f"{edge:.{digits}g}" for edge in edges]
         if len(set(text)) == len(text):
@@ -426,12 +439,14 @@ def _slice_values(series: pd.Series) -> np.ndarray:
         out = np.full(len(series), "null", dtype=object)
         out[~null] = [labels[i] for i in which]
         return out
-    return np.array(["null" if is_null else str(value) for value, is_null in zip(series, null, strict=True)],
-                    dtype=object)
+    return np.array(
+        ["null" if is_null else str(value) for value, is_null in zip(series, null, strict=True)], dtype=object
+    )
 
 
-def worst_slices(frame: pd.DataFrame, score: str, columns: Sequence[str], min_support: int = 10,
-                 limit: int = 10) -> list[dict]:
+def worst_slices(
+    frame: pd.DataFrame, score: str, columns: Sequence[str], min_support: int = 10, limit: int = 10
+) -> list[dict]:
     """Slices (column = value) whose mean `score` is furthest below the overall mean, worst first.
 
     Numeric columns with > 10 distinct values are cut into quartile bins labelled "[lo, hi)" (the top bin "[lo, hi]"),
@@ -454,8 +469,15 @@ def worst_slices(frame: pd.DataFrame, score: str, columns: Sequence[str], min_su
         grouped = scores.groupby(_slice_values(frame[column]), sort=False).agg(["size", "mean"])
         for value, row in grouped.iterrows():
             if row["size"] >= min_support:
-                slices.append({"column": str(column), "value": str(value), "support": int(row["size"]),
-                               "score": float(row["mean"]), "delta": float(row["mean"]) - overall})
+                slices.append(
+                    {
+                        "column": str(column),
+                        "value": str(value),
+                        "support": int(row["size"]),
+                        "score": float(row["mean"]),
+                        "delta": float(row["mean"]) - overall,
+                    }
+                )
     slices.sort(key=lambda s: (s["delta"], -s["support"], s["column"], s["value"]))
     return _plain(slices[:limit])
 
@@ -499,8 +521,15 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str]
     if len(labels) <= 30:
         threshold = counts.max() / 2
         for (i, j), count in np.ndenumerate(counts):
-            ax.text(j, i, f"{count:g}", ha="center", va="center", fontsize=8,
-                    color="white" if count > threshold else "black")
+            ax.text(
+                j,
+                i,
+                f"{count:g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > threshold else "black",
+            )
     return _save(figure, path)
 
 

@@ -29,8 +29,9 @@ class Rebuild:
     @property
     def mismatches(self) -> dict[str, tuple[str | None, str | None]]:
         keys = sorted(set(self.expected) | set(self.actual))
-        return {k: (self.expected.get(k), self.actual.get(k)) for k in keys
-                if self.expected.get(k) != self.actual.get(k)}
+        return {
+            k: (self.expected.get(k), self.actual.get(k)) for k in keys if self.expected.get(k) != self.actual.get(k)
+        }
 
     @property
     def identical(self) -> bool:
@@ -44,8 +45,8 @@ def rebuild_training_data(spark: SparkSession, lakehouse: Lakehouse, pack: dict,
         spec_path = Path(tmp) / pack["spec"]["file"]
         spec_path.write_text(pack["spec"]["text"], encoding="utf-8")
         spec = load_use_case(spec_path)
-    qa = (lakehouse.read(spark, QA, version=int(data["qa_pairs_table_version"]))
-          .filter((F.col("training_sheet_id") == data["training_sheet_id"])
-                  & (F.col("version") == data["training_sheet_version"])))
+    qa = lakehouse.read(spark, QA, version=int(data["qa_pairs_table_version"])).filter(
+        (F.col("training_sheet_id") == data["training_sheet_id"]) & (F.col("version") == data["training_sheet_version"])
+    )
     manifest = export_training_data(spark, export_rows(spark, lakehouse, spec, qa, data["sheet_table"]), out)
     return Rebuild(manifest, dict(pack["export"]["sha256"]), manifest.checksums())

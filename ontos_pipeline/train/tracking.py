@@ -42,10 +42,23 @@ class OntosPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
         return self.model.predict(model_input)
 
+
 RUNS_TABLE = tables.TRAINING_RUNS
 PACK = "reproducibility/pack.json"
-PACKAGES = ("ontos-pipeline", "dagster", "pyspark", "mlflow", "scikit-learn", "numpy", "pandas", "scipy", "optuna",
-            "deltalake", "jinja2", "pillow")
+PACKAGES = (
+    "ontos-pipeline",
+    "dagster",
+    "pyspark",
+    "mlflow",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "scipy",
+    "optuna",
+    "deltalake",
+    "jinja2",
+    "pillow",
+)
 EXAMPLE_ROWS = 3
 
 
@@ -83,10 +96,16 @@ def git_sha() -> str | None:
     """The commit of the checked-out source (with "-dirty" for local changes), None outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
@@ -102,41 +121,66 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
 
 
-def reproducibility_pack(spec: UseCaseSpec, template: CompiledTemplate, lineage: Lineage, outcome: TrainingOutcome,
-                         trainer: str, seed: int, cli_env: Mapping[str, str], run_id: str) -> dict:
+def reproducibility_pack(
+    spec: UseCaseSpec,
+    template: CompiledTemplate,
+    lineage: Lineage,
+    outcome: TrainingOutcome,
+    trainer: str,
+    seed: int,
+    cli_env: Mapping[str, str],
+    run_id: str,
+) -> dict:
     """Everything needed to rebuild the training data byte for byte and to retrain the same way."""
     out = f"rebuilt-{spec.name}-{run_id[:8]}"
     return {
         "use_case": spec.name,
         "spec": {"file": Path(spec.path).name, "text": Path(spec.path).read_text(encoding="utf-8")},
-        "template": {"name": template.name, "version": template.version, "system_prompt": template.system_prompt,
-                     "prompt": template.prompt, "response_schema": template.response_schema,
-                     "variables": template.variables},
-        "data": {"training_sheet_id": lineage.training_sheet_id,
-                 "training_sheet_version": lineage.training_sheet_version,
-                 "qa_pairs_table_version": lineage.qa_table_version, "sheet_version": lineage.sheet_version,
-                 "sheet_table": lineage.sheet_table, "label_snapshot_version": lineage.label_snapshot_version},
+        "template": {
+            "name": template.name,
+            "version": template.version,
+            "system_prompt": template.system_prompt,
+            "prompt": template.prompt,
+            "response_schema": template.response_schema,
+            "variables": template.variables,
+        },
+        "data": {
+            "training_sheet_id": lineage.training_sheet_id,
+            "training_sheet_version": lineage.training_sheet_version,
+            "qa_pairs_table_version": lineage.qa_table_version,
+            "sheet_version": lineage.sheet_version,
+            "sheet_table": lineage.sheet_table,
+            "label_snapshot_version": lineage.label_snapshot_version,
+        },
         "export": {"directory": lineage.export_directory, "sha256": lineage.export_checksums()},
-        "trainer": {"name": trainer, "seed": seed, "metric": outcome.metric, "winner": outcome.best.family,
-                    "winner_params": outcome.best.params, "search": outcome.search,
-                    "candidates": [c.family for c in outcome.candidates]},
+        "trainer": {
+            "name": trainer,
+            "seed": seed,
+            "metric": outcome.metric,
+            "winner": outcome.best.family,
+            "winner_params": outcome.best.params,
+            "search": outcome.search,
+            "candidates": [c.family for c in outcome.candidates],
+        },
         "environment": environment(),
         "git_sha": git_sha(),
         "mlflow_run_id": run_id,
         "command": " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env.items())
-                   + f" uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
+        + f" uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
     }
 
 
 def _numeric(metrics: dict, prefix: str) -> dict[str, float]:
     """The scalar metrics of a metrics dict, for mlflow.log_metrics."""
-    return {f"{prefix}{k}": float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        f"{prefix}{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _log_child(store: ModelStore, candidate: CandidateRun, example: pd.DataFrame, with_model: bool) -> str:
-    with mlflow.start_run(run_name=candidate.family, nested=True,
-                          experiment_id=mlflow.active_run().info.experiment_id) as child:
+    with mlflow.start_run(
+        run_name=candidate.family, nested=True, experiment_id=mlflow.active_run().info.experiment_id
+    ) as child:
         mlflow.set_tag("ontos.family", candidate.family)
         mlflow.log_params({k: v for k, v in candidate.params.items()} or {"defaults": True})
         mlflow.log_metrics({**_numeric(candidate.metrics, "val_"), "fit_seconds": candidate.seconds})
@@ -149,37 +193,66 @@ def _log_child(store: ModelStore, candidate: CandidateRun, example: pd.DataFrame
 def log_pyfunc(store: ModelStore, model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
     example = example[model.input_columns].reset_index(drop=True)
     signature = infer_signature(example, model.predict(example))
-    return mlflow.pyfunc.log_model(name="model", python_model=OntosPyfunc(model), signature=signature,
-                                   input_example=example, registered_model_name=registered_name,
-                                   **store.packaging())
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=OntosPyfunc(model),
+        signature=signature,
+        input_example=example,
+        registered_model_name=registered_name,
+        **store.packaging(),
+    )
 
 
-def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplate, outcome: TrainingOutcome,
-                 lineage: Lineage, train: pd.DataFrame, val_rows: int, run_name: str, dagster_run_id: str | None,
-                 trainer: str, seed: int, cli_env: Mapping[str, str]) -> TrainedModel:
+def log_training(
+    store: ModelStore,
+    spec: UseCaseSpec,
+    template: CompiledTemplate,
+    outcome: TrainingOutcome,
+    lineage: Lineage,
+    train: pd.DataFrame,
+    val_rows: int,
+    run_name: str,
+    dagster_run_id: str | None,
+    trainer: str,
+    seed: int,
+    cli_env: Mapping[str, str],
+) -> TrainedModel:
     """Log the candidates and the winner, register it and point `challenger` at the new version."""
     store.activate()
     example = train.head(EXAMPLE_ROWS)  # training rows: approved for training, so never PHI
     name = store.model_name(spec.name)
     experiment_id = store.experiment_id(spec.name)
     mlflow.set_experiment(experiment_id=experiment_id)  # child runs land in the parent's experiment too
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                          tags={"dagster_run_id": dagster_run_id or "", "ontos.use_case": spec.name,
-                                "ontos.trainer": trainer}) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags={"dagster_run_id": dagster_run_id or "", "ontos.use_case": spec.name, "ontos.trainer": trainer},
+    ) as run:
         run_id = run.info.run_id
-        mlflow.log_params({"use_case": spec.name, "metric": outcome.metric, "winner": outcome.best.family,
-                           "trainer": trainer, "seed": seed, "train_rows": len(train), "val_rows": val_rows,
-                           "training_sheet_version": lineage.training_sheet_version,
-                           "sheet_version": lineage.sheet_version, "template_version": lineage.template_version,
-                           "label_snapshot_version": lineage.label_snapshot_version,
-                           **{f"winner.{k}": v for k, v in outcome.best.params.items()}})
+        mlflow.log_params(
+            {
+                "use_case": spec.name,
+                "metric": outcome.metric,
+                "winner": outcome.best.family,
+                "trainer": trainer,
+                "seed": seed,
+                "train_rows": len(train),
+                "val_rows": val_rows,
+                "training_sheet_version": lineage.training_sheet_version,
+                "sheet_version": lineage.sheet_version,
+                "template_version": lineage.template_version,
+                "label_snapshot_version": lineage.label_snapshot_version,
+                **{f"winner.{k}": v for k, v in outcome.best.params.items()},
+            }
+        )
         baseline_run_id = ""
         for candidate in outcome.candidates:
             child = _log_child(store, candidate, example, with_model=candidate.family == "baseline")
             baseline_run_id = child if candidate.family == "baseline" else baseline_run_id
         mlflow.set_tag("ontos.baseline_run_id", baseline_run_id)
-        mlflow.log_metrics({**_numeric(outcome.best.metrics, "val_"),
-                            f"baseline_val_{outcome.metric}": outcome.baseline.headline})
+        mlflow.log_metrics(
+            {**_numeric(outcome.best.metrics, "val_"), f"baseline_val_{outcome.metric}": outcome.baseline.headline}
+        )
         if outcome.search:
             mlflow.log_dict(outcome.search, "search.json")
             mlflow.log_metrics({f"importance.{k}": v for k, v in outcome.search.get("importances", {}).items()})
@@ -191,25 +264,52 @@ def log_training(store: ModelStore, spec: UseCaseSpec, template: CompiledTemplat
         info = log_pyfunc(store, outcome.best.model, example, registered_name=name)
     version = str(info.registered_model_version)
     client = store.client()
-    for key, value in (("use_case", spec.name), ("family", outcome.best.family),
-                       ("training_sheet_version", lineage.training_sheet_version), ("dagster_run_id", dagster_run_id)):
+    for key, value in (
+        ("use_case", spec.name),
+        ("family", outcome.best.family),
+        ("training_sheet_version", lineage.training_sheet_version),
+        ("dagster_run_id", dagster_run_id),
+    ):
         client.set_model_version_tag(name, version, key, str(value or ""))
     store.set_alias(spec.name, CHALLENGER, version)
-    return TrainedModel(name, version, run_id, baseline_run_id, outcome.best.family, outcome.metric,
-                        outcome.best.headline, outcome.baseline.headline, pack)
+    return TrainedModel(
+        name,
+        version,
+        run_id,
+        baseline_run_id,
+        outcome.best.family,
+        outcome.metric,
+        outcome.best.headline,
+        outcome.baseline.headline,
+        pack,
+    )
 
 
-def record_training_run(lakehouse: Lakehouse, spec: UseCaseSpec, trained: TrainedModel,
-                        lineage: Lineage, dagster_run_id: str | None) -> None:
+def record_training_run(
+    lakehouse: Lakehouse, spec: UseCaseSpec, trained: TrainedModel, lineage: Lineage, dagster_run_id: str | None
+) -> None:
     """Upsert the lineage row of this model version (re-running the same MLflow run never duplicates it)."""
-    row = {"mlflow_run_id": trained.run_id, "use_case": spec.name, "model_name": trained.model_name,
-           "model_version": trained.version, "training_sheet_id": lineage.training_sheet_id,
-           "training_sheet_version": lineage.training_sheet_version, "sheet_version": lineage.sheet_version,
-           "template_version": lineage.template_version, "label_snapshot_version": lineage.label_snapshot_version,
-           "export_checksums": json.dumps(lineage.export_checksums(), sort_keys=True),
-           "metrics": json.dumps({"metric": trained.metric, "validation": trained.validation,
-                                  "baseline_validation": trained.baseline_validation, "family": trained.family}),
-           "dagster_run_id": dagster_run_id, "git_sha": trained.pack.get("git_sha"),
-           "created_at": datetime.now(UTC)}
+    row = {
+        "mlflow_run_id": trained.run_id,
+        "use_case": spec.name,
+        "model_name": trained.model_name,
+        "model_version": trained.version,
+        "training_sheet_id": lineage.training_sheet_id,
+        "training_sheet_version": lineage.training_sheet_version,
+        "sheet_version": lineage.sheet_version,
+        "template_version": lineage.template_version,
+        "label_snapshot_version": lineage.label_snapshot_version,
+        "export_checksums": json.dumps(lineage.export_checksums(), sort_keys=True),
+        "metrics": json.dumps(
+            {
+                "metric": trained.metric,
+                "validation": trained.validation,
+                "baseline_validation": trained.baseline_validation,
+                "family": trained.family,
+            }
+        ),
+        "dagster_run_id": dagster_run_id,
+        "git_sha": trained.pack.get("git_sha"),
+        "created_at": datetime.now(UTC),
+    }
     lakehouse.upsert_records(RUNS_TABLE, [row], keys=["mlflow_run_id"])
-

@@ -21,19 +21,22 @@ from ontos_pipeline.train.trainer.local import RESPONSE
 SPLIT = "split"
 
 
-def export_rows(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame,
-                sheet_table: str) -> DataFrame:
+def export_rows(
+    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame, sheet_table: str
+) -> DataFrame:
     """`qa` with the item's image paths (column `image_paths`) when the use case has image columns."""
     images = [c.name for c in spec.sheet.columns_of("image")]
     if not images:
         return qa
     paths = lakehouse.read(spark, sheet_table).select(
-        ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths"))
+        ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths")
+    )
     return qa.join(paths, ITEM_KEY, "left")
 
 
-def model_rows(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame, sheet_table: str,
-               use: str) -> DataFrame:
+def model_rows(
+    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame, sheet_table: str, use: str
+) -> DataFrame:
     """Usable qa rows for `use` (training or evaluation) with split, response (JSON text) and every item column."""
     rows = usable(qa, use).select(ITEM_KEY, SPLIT, F.col("response").cast("string").alias(RESPONSE))
     return rows.join(lakehouse.read(spark, sheet_table), ITEM_KEY)
@@ -81,14 +84,16 @@ def feedback_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_id: str
     return {r[0] for r in labels.filter(F.col("source") == "feedback").select("item_ref").collect()}
 
 
-def new_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, model_version: str, current_table: str,
-              among: list[str]) -> set[str]:
+def new_items(
+    spark, lakehouse: Lakehouse, spec: UseCaseSpec, model_version: str, current_table: str, among: list[str]
+) -> set[str]:
     """Those of `among` (item refs, e.g. a test split) that the sheet `model_version` was trained on did not hold:
     the data that arrived since that model was trained."""
     from ontos_pipeline.data.sheet import snapshot_table
 
-    runs = lakehouse.records("training_runs", {"use_case": spec.name, "model_version": str(model_version)},
-                             columns=["sheet_version"])
+    runs = lakehouse.records(
+        "training_runs", {"use_case": spec.name, "model_version": str(model_version)}, columns=["sheet_version"]
+    )
     if not runs or not among:
         return set()
     old = snapshot_table(spec, runs[0]["sheet_version"])

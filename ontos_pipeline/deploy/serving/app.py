@@ -30,8 +30,9 @@ DEFAULT_MAX_BODY = 5_000_000
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
 
 
-def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehouse: Lakehouse,
-               poll_seconds: float = 2.0) -> FastAPI:
+def create_app(
+    registry: EndpointRegistry, inference_log: InferenceLog, lakehouse: Lakehouse, poll_seconds: float = 2.0
+) -> FastAPI:
     recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 
     @asynccontextmanager
@@ -61,20 +62,30 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
         served, request_time = registry.acquire(name)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {"X-Request-Id": request_id}
-        row = {"request_id": request_id, "request_time": request_time, "endpoint_name": name,
-               "model_version": served and served.version}
+        row = {
+            "request_id": request_id,
+            "request_time": request_time,
+            "endpoint_name": name,
+            "model_version": served and served.version,
+        }
         if served is not None:
             headers["X-Model-Version"] = served.version
         spec = registry.specs.get(name)
         try:
             if spec is None:
-                raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
-                                 "RESOURCE_DOES_NOT_EXIST")
+                raise BadRequest(
+                    404,
+                    f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
+                    "RESOURCE_DOES_NOT_EXIST",
+                )
             body = await _body(request, spec.serving.max_body_bytes)
             row["inputs"] = body.decode("utf-8", "replace")
             if served is None:
-                raise BadRequest(503, f"endpoint {name!r} has no champion model yet; materialize serving_endpoint "
-                                      f"for {spec.name}", "NOT_READY")
+                raise BadRequest(
+                    503,
+                    f"endpoint {name!r} has no champion model yet; materialize serving_endpoint for {spec.name}",
+                    "NOT_READY",
+                )
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
             row["inputs"] = json.dumps(records, ensure_ascii=False, default=str)
             typed = validate_records(records, served.required, served.columns)
@@ -90,17 +101,24 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
         except Exception as exc:  # a fault of ours, not of the input: still logged, still answered
             payload, status = {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}, 500
             message = payload["message"]
-        row.update(response=json.dumps(payload.get("predictions"), default=str) if status == 200 else None,
-                   status_code=status, error=message, latency_ms=(time.perf_counter() - started) * 1000)
+        row.update(
+            response=json.dumps(payload.get("predictions"), default=str) if status == 200 else None,
+            status_code=status,
+            error=message,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
         inference_log.write(row)
         return JSONResponse(payload, status_code=status, headers=headers)
 
     @app.get("/health")
     def health() -> dict:
         endpoints = registry.describe()
-        return {"status": "ok", "endpoints": {e["name"]: e["state"] for e in endpoints},
-                "model_loads": len(registry.swaps),
-                "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged}}
+        return {
+            "status": "ok",
+            "endpoints": {e["name"]: e["state"] for e in endpoints},
+            "model_loads": len(registry.swaps),
+            "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged},
+        }
 
     @app.get("/serving-endpoints")
     def endpoints(request: Request) -> dict:
@@ -129,8 +147,9 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
         rows = []
         for spec in {id(s): s for s, _, _ in resolved}.values():
             mine = [(item, problem) for s, item, problem in resolved if s is spec]
-            rows += await run_in_threadpool(record_feedback, lakehouse, spec, [i for i, _ in mine],
-                                            [p for _, p in mine])
+            rows += await run_in_threadpool(
+                record_feedback, lakehouse, spec, [i for i, _ in mine], [p for _, p in mine]
+            )
         results = [{k: row[k] for k in ("feedback_id", "seq", "status", "reason", "item_ref")} for row in rows]
         if not isinstance(body, list):
             if rows[0]["status"] == "rejected":
@@ -150,13 +169,18 @@ def create_app(registry: EndpointRegistry, inference_log: InferenceLog, lakehous
         if known is None and isinstance(rid, str):
             known = logged_request(lakehouse, rid)
         if name is None and known is None:
-            raise BadRequest(404 if rid else 400, f"unknown request_id {rid!r}; give 'endpoint' too" if rid else
-                             "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id")
+            raise BadRequest(
+                404 if rid else 400,
+                f"unknown request_id {rid!r}; give 'endpoint' too"
+                if rid
+                else "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id",
+            )
         name = name or known[0]
         spec = registry.specs.get(name)
         if spec is None:
-            raise BadRequest(404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
-                             "RESOURCE_DOES_NOT_EXIST")
+            raise BadRequest(
+                404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}", "RESOURCE_DOES_NOT_EXIST"
+            )
         item = parse_feedback({k: v for k, v in body.items() if k not in ("endpoint", "use_case")}, spec.name)
         if item.item_ref is None and known is not None and known[1]:
             item = replace(item, item_ref=known[1])

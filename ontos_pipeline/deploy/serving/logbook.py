@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class InferenceLog:
-    def __init__(self, lakehouse: Lakehouse, spool_root: Path | str, flush_seconds: float = 1.0,
-                 flush_rows: int = 500):
+    def __init__(self, lakehouse: Lakehouse, spool_root: Path | str, flush_seconds: float = 1.0, flush_rows: int = 500):
         self.lakehouse, self.root = lakehouse, Path(spool_root)
         self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
         self.dir = self.root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

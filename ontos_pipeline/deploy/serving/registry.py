@@ -39,8 +39,9 @@ class Served:
 class EndpointRegistry:
     """Endpoints by name; each serves the version its use case's `champion` alias points to."""
 
-    def __init__(self, store: ModelStore, specs: Mapping[str, UseCaseSpec],
-                 loader: Callable[[str], ResponseModel] | None = None):
+    def __init__(
+        self, store: ModelStore, specs: Mapping[str, UseCaseSpec], loader: Callable[[str], ResponseModel] | None = None
+    ):
         self.store = store
         self.specs = {s.serving.endpoint_name: s for s in specs.values()}
         self._load = loader or store.load
@@ -72,8 +73,14 @@ class EndpointRegistry:
                 if champion is None or (current is not None and current.version == str(champion.version)):
                     continue
                 model = self._load(self.store.version_uri(spec.name, champion.version))
-                served = Served(endpoint, spec, str(champion.version), model, datetime.now(UTC),
-                                {c.name: c for c in spec.sheet.columns})
+                served = Served(
+                    endpoint,
+                    spec,
+                    str(champion.version),
+                    model,
+                    datetime.now(UTC),
+                    {c.name: c for c in spec.sheet.columns},
+                )
             except Exception as exc:  # keep serving what we have; report and retry on the next poll
                 log.error("endpoint %s: cannot load the %s of %s: %s", endpoint, CHAMPION, spec.name, exc)
                 continue
@@ -101,11 +108,16 @@ class EndpointRegistry:
         out = []
         for endpoint in self.names():
             served, spec = self._served.get(endpoint), self.specs[endpoint]
-            out.append({
-                "name": endpoint, "use_case": spec.name, "state": "READY" if served else "NOT_READY",
-                "model": self.store.model_name(spec.name), "served_version": served and served.version,
-                "loaded_at": served and served.loaded_at.isoformat(),
-                "inputs": served.required if served else None,
-                "invocations": f"{base_url}/serving-endpoints/{endpoint}/invocations"})
+            out.append(
+                {
+                    "name": endpoint,
+                    "use_case": spec.name,
+                    "state": "READY" if served else "NOT_READY",
+                    "model": self.store.model_name(spec.name),
+                    "served_version": served and served.version,
+                    "loaded_at": served and served.loaded_at.isoformat(),
+                    "inputs": served.required if served else None,
+                    "invocations": f"{base_url}/serving-endpoints/{endpoint}/invocations",
+                }
+            )
         return out
-

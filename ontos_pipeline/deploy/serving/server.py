@@ -27,12 +27,14 @@ class ServingOptions:
 
 
 def build_app(settings: Settings, options: ServingOptions) -> tuple[FastAPI, EndpointRegistry, InferenceLog]:
-    lakehouse = LocalLakehouse(settings.tables_dir, settings.catalog, settings.schema,
-                               files_root=settings.home / "files")
+    lakehouse = LocalLakehouse(
+        settings.tables_dir, settings.catalog, settings.schema, files_root=settings.home / "files"
+    )
     store = local_store(settings.home, settings.catalog, settings.schema)
     registry = EndpointRegistry(store, load_use_cases(settings.use_cases_dir))
-    inference_log = InferenceLog(lakehouse, settings.home / "serving" / "spool", options.flush_seconds,
-                                 options.flush_rows)
+    inference_log = InferenceLog(
+        lakehouse, settings.home / "serving" / "spool", options.flush_seconds, options.flush_rows
+    )
     return create_app(registry, inference_log, lakehouse, options.poll_seconds), registry, inference_log
 
 
@@ -43,8 +45,9 @@ def make_server(settings: Settings, options: ServingOptions) -> uvicorn.Server:
 
     threadpool_limits(limits=1)  # for the life of the process
     app = build_app(settings, options)[0]
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app, host=options.host, port=options.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+    )
     return uvicorn.Server(config)
 
 

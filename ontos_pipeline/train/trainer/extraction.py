@@ -20,8 +20,10 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-DATE_PATTERN = (r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2} [A-Z][a-z]{2,8}\.? \d{4}|[A-Z][a-z]{2,8}\.? \d{1,2}, \d{4}"
-                r"|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\.\d{1,2}\.\d{4})\b")
+DATE_PATTERN = (
+    r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2} [A-Z][a-z]{2,8}\.? \d{4}|[A-Z][a-z]{2,8}\.? \d{1,2}, \d{4}"
+    r"|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\.\d{1,2}\.\d{4})\b"
+)
 DATE_FORMATS = ("%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d, %Y", "%b %d, %Y", "%m/%d/%Y", "%d.%m.%Y")
 NUMBER_PATTERN = r"(?<![\w.])\$?-?\d[\d,]*(?:\.\d+)?(?![\w])"
 MIN_FEATURE_COUNT = 10  # boosting rankers use features seen on at least this many candidates
@@ -66,12 +68,12 @@ def context_features(text: str, cand: Candidate, rank: int, count: int, extra: M
     """Words around the span (same line), the line's first words, the span's shape and rank among candidates."""
     line_start = text.rfind("\n", 0, cand.start) + 1
     line_end = text.find("\n", cand.end)
-    before = [_token(w) for w in WORD.findall(text[line_start:cand.start])]
-    after = [_token(w) for w in WORD.findall(text[cand.end:None if line_end < 0 else line_end])]
+    before = [_token(w) for w in WORD.findall(text[line_start : cand.start])]
+    after = [_token(w) for w in WORD.findall(text[cand.end : None if line_end < 0 else line_end])]
     feats: dict[str, object] = {f"prev{i}={w}": 1 for i, w in enumerate(reversed(before[-3:]), 1)}
     feats.update({f"next{i}={w}": 1 for i, w in enumerate(after[:2], 1)})
     feats["line=" + " ".join(before[:2])] = 1
-    feats["shape=" + _shape(text[cand.start:cand.end])] = 1
+    feats["shape=" + _shape(text[cand.start : cand.end])] = 1
     feats[f"source={cand.source}"] = 1
     feats[f"rank={min(rank, 5)}"] = 1
     feats[f"rrank={min(count - 1 - rank, 5)}"] = 1
@@ -88,8 +90,15 @@ class SpanField:
         self.name, self.family, self.seed = name, family, seed
         self.many = schema.get("type") == "array"
         item = schema.get("items", {}) if self.many else schema
-        self.kind = ("date" if item.get("format") == "date" else "number" if item.get("type") in ("number", "integer")
-                     else "pattern" if item.get("pattern") else "string")
+        self.kind = (
+            "date"
+            if item.get("format") == "date"
+            else "number"
+            if item.get("type") in ("number", "integer")
+            else "pattern"
+            if item.get("pattern")
+            else "string"
+        )
         self.integer = item.get("type") == "integer"
         pattern = item.get("pattern", "").removeprefix("^").removesuffix("$")
         self.regex = re.compile(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])") if pattern else None
@@ -100,19 +109,25 @@ class SpanField:
 
     def candidates(self, text: str) -> list[Candidate]:
         if self.kind == "date":
-            found = [Candidate(parse_date(m.group()), m.start(), m.end(), "date")
-                     for m in re.finditer(DATE_PATTERN, text)]
+            found = [
+                Candidate(parse_date(m.group()), m.start(), m.end(), "date") for m in re.finditer(DATE_PATTERN, text)
+            ]
         elif self.kind == "number":
-            found = [Candidate(parse_number(m.group()), m.start(), m.end(), "money" if "$" in m.group() else "number")
-                     for m in re.finditer(NUMBER_PATTERN, text)]
+            found = [
+                Candidate(parse_number(m.group()), m.start(), m.end(), "money" if "$" in m.group() else "number")
+                for m in re.finditer(NUMBER_PATTERN, text)
+            ]
             if self.integer:
                 found = [c for c in found if c.value is not None and float(c.value).is_integer()]
         elif self.kind == "pattern":
             found = [Candidate(m.group(), m.start(), m.end(), "pattern") for m in self.regex.finditer(text)]
         else:
             lowered = text.lower()
-            found = [Candidate(v, m.start(), m.end(), "known") for v in self.vocabulary
-                     for m in re.finditer(re.escape(v.lower()), lowered)]
+            found = [
+                Candidate(v, m.start(), m.end(), "known")
+                for v in self.vocabulary
+                for m in re.finditer(re.escape(v.lower()), lowered)
+            ]
             for m in re.finditer(r"[^\n]+", text):  # whole lines and what follows a "Label:" on a line
                 line = m.group()
                 found.append(Candidate(line.strip(), m.start(), m.end(), "line"))
@@ -167,7 +182,7 @@ class SpanField:
         scores = self.model.predict_proba(x[:, self.keep].toarray() if self.family == "boosting" else x)[:, 1]
         out, start = [], 0
         for cands, _ in found:
-            p, start = scores[start:start + len(cands)], start + len(cands)
+            p, start = scores[start : start + len(cands)], start + len(cands)
             out.append(self._choose(cands, p) if cands else fallback)
         return out
 
@@ -223,8 +238,10 @@ class FieldExtractor:
 
     def __init__(self, schema: Mapping, family: str, seed: int):
         self.properties = dict(schema.get("properties", {}))
-        self.heads = {name: ChoiceField(name, prop, seed) if "enum" in prop else SpanField(name, prop, family, seed)
-                      for name, prop in self.properties.items()}
+        self.heads = {
+            name: ChoiceField(name, prop, seed) if "enum" in prop else SpanField(name, prop, family, seed)
+            for name, prop in self.properties.items()
+        }
 
     def fit(self, texts: Sequence[str], responses: Sequence[Mapping]) -> FieldExtractor:
         for name, head in self.heads.items():

@@ -33,10 +33,14 @@ class FeatureColumns:
 
     @classmethod
     def of(cls, spec: UseCaseSpec) -> FeatureColumns:
-        numeric = tuple(c.name for c in spec.sheet.columns
-                        if c.category == "numeric" and c.type in ("integer", "double"))
-        return cls(numeric, tuple(c.name for c in spec.sheet.columns_of("categorical")),
-                   tuple(c.name for c in spec.sheet.columns_of("image")))
+        numeric = tuple(
+            c.name for c in spec.sheet.columns if c.category == "numeric" and c.type in ("integer", "double")
+        )
+        return cls(
+            numeric,
+            tuple(c.name for c in spec.sheet.columns_of("categorical")),
+            tuple(c.name for c in spec.sheet.columns_of("image")),
+        )
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -61,8 +65,9 @@ class ItemFeatures:
 
     def __init__(self, columns: FeatureColumns, seed: int = 0):
         self.columns, self.seed = columns, seed
-        self.text = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=20000, sublinear_tf=True,
-                                    token_pattern=r"(?u)\b\w[\w.%-]*\b")
+        self.text = TfidfVectorizer(
+            ngram_range=(1, 2), min_df=2, max_features=20000, sublinear_tf=True, token_pattern=r"(?u)\b\w[\w.%-]*\b"
+        )
         self.svd: TruncatedSVD | None = None
         self.scaler = StandardScaler() if columns.numeric else None
         self.onehot = OneHotEncoder(handle_unknown="ignore") if columns.categorical else None
@@ -85,15 +90,21 @@ class ItemFeatures:
         """Scaled-to-be numeric columns with median imputation, plus one missing-value flag per column."""
         if not self.columns.numeric:
             return np.zeros((len(frame), 0))
-        values = np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
-                                  for c in self.columns.numeric])
+        values = np.column_stack(
+            [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float) for c in self.columns.numeric]
+        )
         missing = np.isnan(values)
         filled = np.where(missing, [self.medians[c] for c in self.columns.numeric], values)
         return np.hstack([filled, missing.astype(float)])
 
     def _categorical(self, frame: pd.DataFrame) -> np.ndarray:
-        return frame[list(self.columns.categorical)].astype(object).where(
-            frame[list(self.columns.categorical)].notna(), "__null__").astype(str).to_numpy()
+        return (
+            frame[list(self.columns.categorical)]
+            .astype(object)
+            .where(frame[list(self.columns.categorical)].notna(), "__null__")
+            .astype(str)
+            .to_numpy()
+        )
 
     def _blocks(self, frame: pd.DataFrame) -> tuple[sparse.csr_matrix, list[np.ndarray]]:
         text = self.text.transform(frame[PROMPT].fillna(""))

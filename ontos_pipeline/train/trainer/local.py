@@ -72,21 +72,32 @@ class LocalTrainer:
         kind, metric = spec.template.response_kind, spec.training.gate.metric
         for split, frame in (("train", data.train), ("val", data.val)):
             if frame.empty:
-                raise ValueError(f"{spec.name}: the {split} split has no trainable rows; label and approve more "
-                                 "items (or change training.split) before training")
+                raise ValueError(
+                    f"{spec.name}: the {split} split has no trainable rows; label and approve more "
+                    "items (or change training.split) before training"
+                )
         columns = FeatureColumns.of(spec)
-        train, val = (with_prompt(template, columns, data.train.reset_index(drop=True)),
-                      with_prompt(template, columns, data.val.reset_index(drop=True)))
+        train, val = (
+            with_prompt(template, columns, data.train.reset_index(drop=True)),
+            with_prompt(template, columns, data.val.reset_index(drop=True)),
+        )
         features = ItemFeatures(columns, self.seed).fit(train)
 
         def run(family: str, params: Mapping) -> CandidateRun:
             started = time.perf_counter()
-            model = fit_family(kind, family, template, columns, features, train, train[RESPONSE].tolist(),
-                               params, self.seed)
+            model = fit_family(
+                kind, family, template, columns, features, train, train[RESPONSE].tolist(), params, self.seed
+            )
             prediction = model.predictor.predict(val)
             scores = score(kind, val[RESPONSE].tolist(), prediction, template.response_schema)
-            return CandidateRun(family, dict(model.predictor.params), scores, float(scores[metric]),
-                                time.perf_counter() - started, model)
+            return CandidateRun(
+                family,
+                dict(model.predictor.params),
+                scores,
+                float(scores[metric]),
+                time.perf_counter() - started,
+                model,
+            )
 
         candidates = [run(family, {}) for family in FAMILIES[kind]]
         best = _best(candidates, metric)
@@ -126,8 +137,9 @@ def _search(run, family: str, metric: str, trials: int, seed: int) -> tuple[Cand
         runs[trial.number] = run(family, params)
         return runs[trial.number].headline
 
-    study = optuna.create_study(direction="maximize" if HIGHER_IS_BETTER[metric] else "minimize",
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(
+        direction="maximize" if HIGHER_IS_BETTER[metric] else "minimize", sampler=optuna.samplers.TPESampler(seed=seed)
+    )
     study.optimize(objective, n_trials=trials)
     tuned = runs[study.best_trial.number]
     tuned.family = f"{family}_tuned"
@@ -135,5 +147,10 @@ def _search(run, family: str, metric: str, trials: int, seed: int) -> tuple[Cand
         importances = {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError):  # fewer than two completed trials or a single distinct value
         importances = {}
-    return tuned, {"family": family, "trials": len(study.trials), "best_params": study.best_params,
-                   "best_value": study.best_value, "importances": importances}
+    return tuned, {
+        "family": family,
+        "trials": len(study.trials),
+        "best_params": study.best_params,
+        "best_value": study.best_value,
+        "importances": importances,
+    }

@@ -28,14 +28,28 @@ from ontos_pipeline.generate.template import CompiledTemplate
 from ontos_pipeline.train.trainer.extraction import FieldExtractor
 from ontos_pipeline.train.trainer.features import PROMPT, FeatureColumns, ItemFeatures
 
-FAMILIES = {"enum": ("baseline", "logistic", "boosting"), "number": ("baseline", "ridge", "boosting"),
-            "object": ("baseline", "linear", "boosting"), "text": ("baseline", "knn")}
+FAMILIES = {
+    "enum": ("baseline", "logistic", "boosting"),
+    "number": ("baseline", "ridge", "boosting"),
+    "object": ("baseline", "linear", "boosting"),
+    "text": ("baseline", "knn"),
+}
 # search space per family: name -> (low, high, log scale) for floats, or (low, high) for ints
-SEARCH_SPACE = {"logistic": {"C": (0.01, 100.0, True)}, "ridge": {"alpha": (0.01, 100.0, True)},
-                "boosting": {"learning_rate": (0.02, 0.3, True), "max_leaf_nodes": (8, 63)},
-                "knn": {"k": (1, 25)}, "linear": {}}
-DEFAULTS = {"logistic": {"C": 1.0}, "ridge": {"alpha": 1.0}, "boosting": {"learning_rate": 0.1, "max_leaf_nodes": 31},
-            "knn": {"k": 5}, "linear": {}, "baseline": {}}
+SEARCH_SPACE = {
+    "logistic": {"C": (0.01, 100.0, True)},
+    "ridge": {"alpha": (0.01, 100.0, True)},
+    "boosting": {"learning_rate": (0.02, 0.3, True), "max_leaf_nodes": (8, 63)},
+    "knn": {"k": (1, 25)},
+    "linear": {},
+}
+DEFAULTS = {
+    "logistic": {"C": 1.0},
+    "ridge": {"alpha": 1.0},
+    "boosting": {"learning_rate": 0.1, "max_leaf_nodes": 31},
+    "knn": {"k": 5},
+    "linear": {},
+    "baseline": {},
+}
 
 
 @dataclass
@@ -69,11 +83,16 @@ class EnumPredictor(Predictor):
             self.prior = np.array([counts.get(c, 0) for c in self.classes], dtype=float) / len(y)
         elif self.family == "logistic":
             self.model = LogisticRegression(C=float(self.params["C"]), max_iter=3000).fit(
-                self.features.sparse(frame), y)
+                self.features.sparse(frame), y
+            )
         else:
             self.model = HistGradientBoostingClassifier(
-                learning_rate=float(self.params["learning_rate"]), max_leaf_nodes=int(self.params["max_leaf_nodes"]),
-                max_iter=200, early_stopping=True, random_state=self.seed).fit(self.features.dense(frame), y)
+                learning_rate=float(self.params["learning_rate"]),
+                max_leaf_nodes=int(self.params["max_leaf_nodes"]),
+                max_iter=200,
+                early_stopping=True,
+                random_state=self.seed,
+            ).fit(self.features.dense(frame), y)
         return self
 
     def predict(self, frame):
@@ -98,8 +117,12 @@ class NumberPredictor(Predictor):
             self.model = Ridge(alpha=float(self.params["alpha"])).fit(self.features.sparse(frame), y)
         else:
             self.model = HistGradientBoostingRegressor(
-                learning_rate=float(self.params["learning_rate"]), max_leaf_nodes=int(self.params["max_leaf_nodes"]),
-                max_iter=300, early_stopping=True, random_state=self.seed).fit(self.features.dense(frame), y)
+                learning_rate=float(self.params["learning_rate"]),
+                max_leaf_nodes=int(self.params["max_leaf_nodes"]),
+                max_iter=300,
+                early_stopping=True,
+                random_state=self.seed,
+            ).fit(self.features.dense(frame), y)
         # confidence: share of training rows predicted within 10% of the target range (one number per model)
         spread = float(np.ptp(y)) or 1.0
         self.tolerance = 0.1 * spread
@@ -125,13 +148,15 @@ class ObjectPredictor(Predictor):
         if self.family == "baseline":
             self.constant = {}
             for name in self.schema.get("properties", {}):
-                values = [json.dumps(r[name], sort_keys=True) for r in responses
-                          if isinstance(r, Mapping) and name in r]
+                values = [
+                    json.dumps(r[name], sort_keys=True) for r in responses if isinstance(r, Mapping) and name in r
+                ]
                 if values:
                     self.constant[name] = json.loads(Counter(values).most_common(1)[0][0])
         else:
             self.extractor = FieldExtractor(self.schema, self.family, self.seed).fit(
-                frame[PROMPT].tolist(), list(responses))
+                frame[PROMPT].tolist(), list(responses)
+            )
         return self
 
     def predict(self, frame):
@@ -194,8 +219,9 @@ class ResponseModel:
         """`predict` plus the prompt rendered for each row (what the serving process logs)."""
         prompted = with_prompt(self.template, self.columns, frame.reset_index(drop=True))
         p = self.predictor.predict(prompted)
-        answers = [{"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence,
-                                                                                      strict=True)]
+        answers = [
+            {"response": r, "confidence": round(float(c), 6)} for r, c in zip(p.responses, p.confidence, strict=True)
+        ]
         return answers, prompted[PROMPT].tolist()
 
 
@@ -214,9 +240,17 @@ def with_prompt(template: CompiledTemplate, columns: FeatureColumns, frame: pd.D
     return frame.assign(**{PROMPT: ["\n".join(renderer.render(row)) for row in frame.to_dict("records")]})
 
 
-def fit_family(kind: str, family: str, template: CompiledTemplate, columns: FeatureColumns,
-               features: ItemFeatures | None, train: pd.DataFrame, responses: Sequence, params: Mapping,
-               seed: int) -> ResponseModel:
+def fit_family(
+    kind: str,
+    family: str,
+    template: CompiledTemplate,
+    columns: FeatureColumns,
+    features: ItemFeatures | None,
+    train: pd.DataFrame,
+    responses: Sequence,
+    params: Mapping,
+    seed: int,
+) -> ResponseModel:
     """Fit one family on `train` (which already holds the PROMPT column)."""
     predictor = PREDICTORS[kind](family, template.response_schema, features, params, seed).fit(train, responses)
     return ResponseModel(template, kind, columns, predictor)
