@@ -63,48 +63,36 @@ def deploy(
     Idempotent: deploying a challenger that is already champion records a `keep` without moving anything.
     """
     with lakehouse.locked(ENDPOINTS):
-        return _deploy(store, lakehouse, use_case, endpoint, gate_passed, gate_summary, actor)
-
-
-def _deploy(
-    store: ModelStore,
-    lakehouse: Lakehouse,
-    use_case: str,
-    endpoint: str,
-    gate_passed: bool | None,
-    gate_summary: str,
-    actor: str,
-) -> EndpointEvent:
-    challenger, champion = store.version(use_case, CHALLENGER), store.version(use_case, CHAMPION)
-    current = str(champion.version) if champion else None
-    if challenger is None:
-        raise DeployError(f"no {CHALLENGER} model for {use_case}; materialize trained_model and model_evaluation")
-    if gate_passed is None:
-        raise DeployError(
-            f"{use_case} version {challenger.version} has not been evaluated; materialize model_evaluation first"
-        )
-    if not gate_passed:
-        reason = f"gate failed for version {challenger.version}: {gate_summary}"
-        event = _event(
-            endpoint,
-            use_case,
-            "keep",
-            current,
-            current,
-            reason + ("" if current else "; nothing is served until a version passes"),
-            actor,
-        )
-    elif current == str(challenger.version):
-        event = _event(
-            endpoint, use_case, "keep", current, current, f"version {current} is already the {CHAMPION}", actor
-        )
-    else:
-        store.set_alias(use_case, CHAMPION, challenger.version)
-        event = _event(
-            endpoint, use_case, "deploy", str(challenger.version), current, f"gate passed: {gate_summary}", actor
-        )
-    lakehouse.append_records(ENDPOINTS, [event.record()])
-    return event
+        challenger, champion = store.version(use_case, CHALLENGER), store.version(use_case, CHAMPION)
+        current = str(champion.version) if champion else None
+        if challenger is None:
+            raise DeployError(f"no {CHALLENGER} model for {use_case}; materialize trained_model and model_evaluation")
+        if gate_passed is None:
+            raise DeployError(
+                f"{use_case} version {challenger.version} has not been evaluated; materialize model_evaluation first"
+            )
+        if not gate_passed:
+            reason = f"gate failed for version {challenger.version}: {gate_summary}"
+            event = _event(
+                endpoint,
+                use_case,
+                "keep",
+                current,
+                current,
+                reason + ("" if current else "; nothing is served until a version passes"),
+                actor,
+            )
+        elif current == str(challenger.version):
+            event = _event(
+                endpoint, use_case, "keep", current, current, f"version {current} is already the {CHAMPION}", actor
+            )
+        else:
+            store.set_alias(use_case, CHAMPION, challenger.version)
+            event = _event(
+                endpoint, use_case, "deploy", str(challenger.version), current, f"gate passed: {gate_summary}", actor
+            )
+        lakehouse.append_records(ENDPOINTS, [event.record()])
+        return event
 
 
 def history(lakehouse: Lakehouse, use_case: str) -> list[dict]:

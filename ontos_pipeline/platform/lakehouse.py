@@ -99,7 +99,6 @@ class Lakehouse(ABC):
     def _write(self, name: TableName, df: DataFrame, mode: str, required: Sequence[str]) -> int:
         """Commit `df`; nothing is committed when a `required` column holds nulls (LakehouseError naming them)."""
 
-    @abstractmethod
     def write_batches(
         self,
         table: str | TableName,
@@ -108,6 +107,12 @@ class Lakehouse(ABC):
         mode: str = "overwrite",
     ) -> int:
         """Stream Arrow batches (data made outside Spark, e.g. by the generator) into a table in one commit."""
+        return self._write_batches(self.name(table), schema, batches, _checked_mode(mode))
+
+    @abstractmethod
+    def _write_batches(
+        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
+    ) -> int: ...
 
     @abstractmethod
     def drop(self, table: str | TableName) -> None: ...
@@ -203,9 +208,7 @@ class Lakehouse(ABC):
 
     def write(self, table: str | TableName, df: DataFrame, mode: str = "overwrite") -> int:
         """Write `df` in one atomic commit; returns the new table version. Workbench tables must fit their DDL."""
-        if mode not in WRITE_MODES:
-            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
-        name = self.name(table)
+        mode, name = _checked_mode(mode), self.name(table)
         df, required = self._conformed(name, df)
         return self._write(name, df, mode, required)
 
@@ -266,6 +269,12 @@ class Lakehouse(ABC):
             raise LakehouseError(f"table {name} has no DDL in schemas/; only workbench tables can be created empty")
         if not self.exists(name):
             self.write_batches(name, ddl.arrow_schema(), lambda: iter(()), mode="overwrite")
+
+
+def _checked_mode(mode: str) -> str:
+    if mode not in WRITE_MODES:
+        raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
+    return mode
 
 
 def conform(df: DataFrame, ddl: TableDDL, table: str) -> DataFrame:
@@ -392,16 +401,9 @@ class LocalLakehouse(Lakehouse):
             raise
         return self._committed(path), rows
 
-    def write_batches(
-        self,
-        table: str | TableName,
-        schema: pa.Schema,
-        batches: Callable[[], Iterator[pa.RecordBatch]],
-        mode: str = "overwrite",
+    def _write_batches(
+        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
     ) -> int:
-        if mode not in WRITE_MODES:
-            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
-        name = self.name(table)
         path = self.path(name)
         path.mkdir(parents=True, exist_ok=True)
         errors: list[BaseException] = []

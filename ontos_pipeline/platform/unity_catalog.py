@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from ontos_pipeline.platform import tables
 from ontos_pipeline.platform.files import fuse_path
 from ontos_pipeline.platform.identifiers import TableName, validate_identifier
-from ontos_pipeline.platform.lakehouse import WRITE_MODES, Lakehouse, LakehouseError, _sql_literal, check_required
+from ontos_pipeline.platform.lakehouse import Lakehouse, LakehouseError, _sql_literal, check_required
 
 INFERENCE_LOG = tables.INFERENCE_LOG
 
@@ -106,18 +106,12 @@ class UnityCatalogLakehouse(Lakehouse):
         df.write.format("delta").mode(mode).option("overwriteSchema", overwrite_schema).saveAsTable(str(name))
         return self.version(name)  # type: ignore[return-value]
 
-    def write_batches(
-        self,
-        table: str | TableName,
-        schema: pa.Schema,
-        batches: Callable[[], Iterator[pa.RecordBatch]],
-        mode: str = "overwrite",
+    def _write_batches(
+        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
     ) -> int:
-        if mode not in WRITE_MODES:
-            raise LakehouseError(f"write mode {mode!r} is not one of {', '.join(WRITE_MODES)}")
         data = pa.Table.from_batches(list(batches()), schema=schema)  # data made on the driver (the generator)
         df = _spark().createDataFrame(data.to_pandas(), schema=_spark_schema(schema))
-        return self.write(table, df, mode)
+        return self.write(name, df, mode)
 
     def _merge(self, spark: SparkSession, name: TableName, df: DataFrame, keys: Sequence[str]) -> int:
         """One `MERGE INTO` commit: rows with matching keys are replaced, the others inserted."""
