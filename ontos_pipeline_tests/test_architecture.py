@@ -109,13 +109,23 @@ def test_no_module_imports_itself_through_others():
 
 
 def test_stages_depend_on_earlier_stages_only():
+    graph = import_graph()
     wrong = sorted(
         f"{m} -> {d}"
-        for m, deps in import_graph().items()
+        for m, deps in graph.items()
         for d in deps
         if stage_of(m) and stage_of(d) and STAGES.index(stage_of(d)) > STAGES.index(stage_of(m))
     )
     assert wrong == [], "\n".join(wrong)
+    # what runs the stages: no stage reaches up to it
+    above = (
+        "ontos_pipeline.cli",
+        "ontos_pipeline.demo",
+        "ontos_pipeline.databricks",
+        "ontos_pipeline.pipeline",
+        "ontos_pipeline.definitions",
+    )
+    assert sorted(f"{m} -> {d}" for m, deps in graph.items() if stage_of(m) for d in deps if d.startswith(above)) == []
 
 
 def test_the_platform_knows_no_stage_and_stage_logic_knows_no_dagster():
