@@ -483,3 +483,26 @@ def test_models_logged_on_databricks_carry_our_code():
     assert [Path(p).name for p in packaging["code_paths"]] == ["ontos_pipeline"]
     assert (Path(packaging["code_paths"][0]) / "platform" / "model_store.py").exists()
     assert "code_paths" not in local_store(Path("/tmp/unused-ontos-home")).packaging()
+
+
+def test_the_logged_pyfunc_loads_without_pyspark():
+    """Model Serving installs the model's pip requirements (no pyspark): unpickling the pyfunc must not need it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pyspark':\n"
+        "            raise ImportError(name + ' is not installed in Model Serving')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from ontos_pipeline.train.pyfunc import OntosPyfunc\n"
+        "print(OntosPyfunc.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ontos_pipeline.train.pyfunc"
+    from ontos_pipeline.platform.model_store import PIP_REQUIREMENTS
+
+    assert "pyspark" not in PIP_REQUIREMENTS

@@ -6,7 +6,6 @@ Databricks the same calls go to the workspace tracking server and the `databrick
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +20,7 @@ PIP_REQUIREMENTS = ["ontos-pipeline", "scikit-learn", "pandas", "numpy", "jinja2
 
 def _mlflow():
     """MLflow, imported on first use (commands that only name aliases or stores stay light)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
+    import mlflow  # telemetry and progress bars are off (ontos_pipeline/__init__.py)
 
     return mlflow
 

@@ -29,19 +29,9 @@ from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.platform.model_store import CHALLENGER, ModelStore
 from ontos_pipeline.specs import UseCaseSpec
 from ontos_pipeline.train.export import ExportManifest
+from ontos_pipeline.train.pyfunc import OntosPyfunc
 from ontos_pipeline.train.trainer.local import CandidateRun, TrainingOutcome
 from ontos_pipeline.train.trainer.models import ResponseModel
-
-
-class OntosPyfunc(mlflow.pyfunc.PythonModel):
-    """Item columns in; one {"response", "confidence"} per row out (the response validates against the schema)."""
-
-    def __init__(self, model: ResponseModel):
-        self.model = model
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
-        return self.model.predict(model_input)
-
 
 RUNS_TABLE = tables.TRAINING_RUNS
 PACK = "reproducibility/pack.json"
