@@ -130,7 +130,7 @@ class Step:
         def _asset(context):
             kwargs = {name: getattr(context.resources, name) for name in step.resources}
             if step.config is not None:
-                kwargs[CONFIG] = step.config(**(context.op_config or {}))
+                kwargs[CONFIG] = step.config(**(context.op_execution_context.op_config or {}))
             return context.resources.compute.execute(context, step, kwargs)
 
         return _asset

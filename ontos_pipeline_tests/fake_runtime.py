@@ -149,10 +149,11 @@ def _literal(text: str) -> object:
         return lowered == "true"
     if text.startswith("'"):
         value = text[1:-1].replace("''", "'")
-        try:
-            return datetime.fromisoformat(value) if re.match(r"^\d{4}-\d\d-\d\dT", value) else value
+        try:  # the lakehouse sends times as UTC ISO strings; anything else stays text
+            moment = datetime.fromisoformat(value) if re.match(r"^\d{4}-\d\d-\d\dT", value) else None
         except ValueError:
-            return value
+            moment = None
+        return moment if moment is not None and moment.tzinfo is not None else value
     return float(text) if re.search(r"[.e]", lowered) else int(text)
 
 
