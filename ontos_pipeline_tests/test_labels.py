@@ -13,7 +13,7 @@ from ontos_pipeline.generate.review import Decision, record_decisions
 from ontos_pipeline.generate.template import compile_template, register_template
 from ontos_pipeline.generate.training_sheet import build_training_sheet, current_training_sheet
 from ontos_pipeline.label.label_files import inbox_dir, parse_label_file
-from ontos_pipeline.label.labels import current_labels, merge_labels
+from ontos_pipeline.label.labels import LabelTableError, current_labels, merge_labels
 from ontos_pipeline_tests.widgets import good_widgets, widgets_spec, write_labels, write_widgets
 
 
@@ -42,6 +42,29 @@ def test_import_validates_rejects_and_is_idempotent(spark, lakehouse, setup):
     again = merge_labels(spark, lakehouse, spec, snapshot)
     assert again.appended == 0
     assert lakehouse.row_count("canonical_labels") == 2 and lakehouse.row_count("label_rejects") == 2
+
+
+def test_an_import_table_of_another_layout_is_refused_naming_every_problem_and_writes_nothing(spark, lakehouse, setup):
+    spec, snapshot = setup
+    wrong = spark.createDataFrame(
+        [("W1", '"ok"', "qa", "training")], "item_ref string, label string, labeled_by string, allowed_uses string"
+    )
+    lakehouse.write("factory.widget_labels", wrong)
+    with pytest.raises(LabelTableError) as refused:
+        merge_labels(spark, lakehouse, spec, snapshot)
+    text = str(refused.value)
+    assert text.startswith("ontos.factory.widget_labels@v0, the labels.import_table of use case widgets (")
+    assert str(spec.path) in text and text.endswith("nothing was written.")
+    for problem in (
+        "missing column label_data",
+        "missing column confidence",
+        "missing column labeled_at",
+        "missing column prohibited_uses",
+        "column allowed_uses is string, not array<string>",
+    ):
+        assert problem in text
+    assert "label_data string (JSON text of a value the template's response_schema accepts" in text
+    assert not lakehouse.exists("canonical_labels") and not lakehouse.exists("label_rejects")
 
 
 def test_precedence_review_over_expert_over_import_with_history(spark, lakehouse, home, setup):
