@@ -142,4 +142,20 @@ def _typed(value: object, spec: ColumnSpec, row: int) -> object:
             return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(400, f"{where}: {value!r} is not a valid {kind}") from None
+    if spec.category == "image":
+        _check_image(value, where)  # type: ignore[arg-type]
     return int(value) if kind == "integer" else float(value) if kind == "double" else value
+
+
+def _check_image(path: str, where: str) -> None:
+    """An image column names a readable image file on the serving host; anything else is the client's error
+    (a model would otherwise answer for a blank image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        raise BadRequest(400, f"{where}: no image file at {path!r} on the serving host") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise BadRequest(400, f"{where}: {path!r} is not a readable image ({type(exc).__name__}: {exc})") from None
