@@ -73,10 +73,7 @@ def training_export(
 
 def _exported(context, spark: SparkResource, lakehouse: LakehouseResource, use_cases: UseCasesResource):
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
-    version = training_sheet_version(lh, spec.training_sheet_id)
-    directory = export_stage.export_directory(lh, spec, version or "none")
-    if not (directory / export_stage.MANIFEST).exists():
-        raise RuntimeError(f"no export at {directory}; materialize training_export first")
+    _, directory = export_stage.current_export(lh, spec)
     return spec, session, lh, directory
 
 
@@ -136,13 +133,7 @@ def trained_model(
     trainer: TrainerResource,
 ) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
-    version = training_sheet_version(lh, spec.training_sheet_id)
-    export_dir = export_stage.export_directory(lh, spec, version or "none")
-    if version is None or not (export_dir / export_stage.MANIFEST).exists():
-        raise RuntimeError(
-            f"no training export of the current training sheet of {spec.name}; materialize "
-            "training_sheet and training_export first"
-        )
+    version, export_dir = export_stage.current_export(lh, spec)
     snapshot, template = published_sheet(lh, spec), current_template(lh, spec.name)
     qa_version = lh.version(QA)
     qa = lh.read(session, QA, version=qa_version).filter(F.col("training_sheet_id") == spec.training_sheet_id)

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from ontos_pipeline.generate.qa_pairs import training_sheet_version
 from ontos_pipeline.generate.training_sheet import trainable
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import UseCaseSpec
@@ -381,3 +382,16 @@ def _raise_if_invalid(spark: SparkSession, directory: Path) -> None:
 def export_directory(lakehouse: Lakehouse, spec: UseCaseSpec, version: str) -> Path:
     """Where the export of training-sheet `version` of the use case lives (one folder per version)."""
     return Path(lakehouse.volume_path("exports", spec.name)) / version
+
+
+def current_export(lakehouse: Lakehouse, spec: UseCaseSpec) -> tuple[str, Path]:
+    """(training-sheet version, export folder) of the use case's current training sheet; a clear error when that
+    version has not been exported (its manifest is written last, so a folder without one is no export)."""
+    version = training_sheet_version(lakehouse, spec.training_sheet_id)
+    directory = export_directory(lakehouse, spec, version or "none")
+    if version is None or not (directory / MANIFEST).exists():
+        raise RuntimeError(
+            f"no training export of the current training sheet of {spec.name} (looked in {directory}); materialize "
+            "training_sheet and training_export first"
+        )
+    return version, directory
