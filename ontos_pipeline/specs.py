@@ -17,26 +17,17 @@ import jsonschema
 import yaml
 
 from ontos_pipeline.platform.identifiers import validate_identifier
+from ontos_pipeline.spec_fields import (
+    CATEGORIES,
+    COLUMN_TYPES,
+    ITEM_KEY,
+    JOIN_KINDS,
+    METRICS_BY_KIND,
+    allowed_keys,
+)
+from ontos_pipeline.spec_fields import RESPONSE_KINDS as RESPONSE_KINDS  # re-exported: the vocabulary of a spec
+from ontos_pipeline.spec_fields import USES as USES
 
-COLUMN_TYPES = ("string", "integer", "double", "boolean", "date", "timestamp")
-CATEGORIES = ("text", "numeric", "categorical", "image", "metadata")
-JOIN_KINDS = ("left", "inner")
-RESPONSE_KINDS = ("enum", "number", "object", "text")
-USES = ("training", "evaluation", "serving")
-ITEM_KEY = "item_ref"
-_TOP_LEVEL = {
-    "name",
-    "title",
-    "description",
-    "sheet",
-    "labels",
-    "template",
-    "training",
-    "serving",
-    "monitoring",
-    "retrain",
-    "synthetic",
-}
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
 
 
@@ -104,6 +95,7 @@ class LabelsSpec:
     label_type: str
     import_table: str | None = None
     min_coverage: float = 0.0  # share of sheet items that must carry a usable canonical label
+    column: ColumnRef | None = None  # a label column of the primary source (source.column), read as import labels
 
 
 @dataclass(frozen=True)
@@ -129,6 +121,7 @@ class TrainingSpec:
     split: Mapping[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     search_trials: int = 0  # Optuna trials tuning the best model family (0: no search)
     seed: int = 0
+    image_size: int = 8  # images become image_size x image_size RGB pixels for the local trainer
 
 
 @dataclass(frozen=True)
@@ -245,7 +238,9 @@ class _Reader:
         except ValueError as exc:
             raise self.fail(where, str(exc)) from None
 
-    def unknown_keys(self, obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    def unknown_keys(self, obj: Mapping[str, Any], where: str) -> None:
+        """Refuse keys that `spec_fields.FIELDS` (the one list of fields, also the reference) does not list."""
+        allowed = allowed_keys(where)
         extra = sorted(set(obj) - allowed)
         if extra:
             raise self.fail(
@@ -286,10 +281,10 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(path, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
     doc = r.mapping(raw, "")
-    r.unknown_keys(doc, _TOP_LEVEL, "")
+    r.unknown_keys(doc, "")
     name = r.identifier(r.get(doc, "name", "", str), "name")
     sheet = _sheet(r, r.mapping(r.get(doc, "sheet", "", Mapping), "sheet"))
-    labels = _labels(r, r.mapping(r.get(doc, "labels", "", Mapping), "labels"))
+    labels = _labels(r, r.mapping(r.get(doc, "labels", "", Mapping), "labels"), sheet)
     template = _template(r, r.mapping(r.get(doc, "template", "", Mapping), "template"))
     columns = [c.name for c in sheet.columns]
     for var, column in template.variables.items():
@@ -360,13 +355,13 @@ def _ref(r: _Reader, value: Any, where: str, sources: Mapping[str, SourceSpec]) 
 
 
 def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
-    r.unknown_keys(raw, {"primary", "sources", "joins", "columns", "governance"}, "sheet")
+    r.unknown_keys(raw, "sheet")
     sources: dict[str, SourceSpec] = {}
     for sname, sraw in r.mapping(r.get(raw, "sources", "sheet", Mapping), "sheet.sources").items():
         where = f"sheet.sources.{sname}"
         r.identifier(sname, where)
         sraw = r.mapping(sraw, where)
-        r.unknown_keys(sraw, {"table", "columns"}, where)
+        r.unknown_keys(sraw, where)
         table = r.get(sraw, "table", where, str, expected="a table name such as acme_raw.orders")
         if not _TABLE_NAME.match(table):
             raise r.fail(
@@ -395,7 +390,7 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
     for i, jraw in enumerate(r.get(raw, "joins", "sheet", list, [])):
         where = f"sheet.joins[{i}]"
         jraw = r.mapping(jraw, where)
-        r.unknown_keys(jraw, {"source", "left", "right", "how"}, where)
+        r.unknown_keys(jraw, where)
         source = r.get(jraw, "source", where, str)
         if source not in sources:
             raise r.fail(f"{where}.source", f"unknown source {source!r}; declared sources: {', '.join(sources)}")
@@ -444,7 +439,7 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
     consent = None
     if "governance" in raw:
         graw = r.mapping(raw["governance"], "sheet.governance")
-        r.unknown_keys(graw, {"consent_column"}, "sheet.governance")
+        r.unknown_keys(graw, "sheet.governance")
         consent = r.get(graw, "consent_column", "sheet.governance", str, None)
         if consent is not None:
             if consent not in names:
@@ -458,7 +453,7 @@ def _sheet(r: _Reader, raw: Mapping[str, Any]) -> SheetSpec:
 
 
 def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str, SourceSpec]) -> ColumnSpec:
-    r.unknown_keys(raw, {"name", "from", "type", "category", "nullable", "range", "values", "tags"}, where)
+    r.unknown_keys(raw, where)
     name = r.identifier(r.get(raw, "name", where, str), f"{where}.name")
     ref = _ref(r, r.get(raw, "from", where, str, expected="source.column"), f"{where}.from", sources)
     ctype = r.choice(raw, "type", where, COLUMN_TYPES)
@@ -500,8 +495,8 @@ def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str
     return ColumnSpec(name, ref, ctype, category, nullable, rng, values, tuple(tags))
 
 
-def _labels(r: _Reader, raw: Mapping[str, Any]) -> LabelsSpec:
-    r.unknown_keys(raw, {"label_type", "import_table", "min_coverage"}, "labels")
+def _labels(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> LabelsSpec:
+    r.unknown_keys(raw, "labels")
     label_type = r.identifier(r.get(raw, "label_type", "labels", str), "labels.label_type")
     table = r.get(raw, "import_table", "labels", str, None)
     if table is not None and not _TABLE_NAME.match(table):
@@ -509,7 +504,19 @@ def _labels(r: _Reader, raw: Mapping[str, Any]) -> LabelsSpec:
     coverage = float(r.get(raw, "min_coverage", "labels", (int, float), 0.0))
     if not 0.0 <= coverage <= 1.0:
         raise r.fail("labels.min_coverage", f"expected a share between 0 and 1, got {coverage:g}")
-    return LabelsSpec(label_type, table, coverage)
+    column = None
+    if "column" in raw:
+        column = _ref(r, r.get(raw, "column", "labels", str, expected="source.column"), "labels.column", sheet.sources)
+        if column.source != sheet.primary:
+            raise r.fail("labels.column", f"{column} must be a column of the primary source {sheet.primary!r}")
+        leak = next((c for c in sheet.columns if c.ref == column), None)
+        if leak is not None:
+            raise r.fail(
+                "labels.column",
+                f"{column} is also the sheet column {leak.name!r}: the model would see its own label; "
+                "remove that column from sheet.columns",
+            )
+    return LabelsSpec(label_type, table, coverage, column)
 
 
 def response_kind(schema: Mapping[str, Any]) -> str | None:
@@ -527,7 +534,7 @@ def response_kind(schema: Mapping[str, Any]) -> str | None:
 
 
 def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
-    r.unknown_keys(raw, {"name", "system_prompt", "prompt", "response_schema", "variables"}, "template")
+    r.unknown_keys(raw, "template")
     name = r.identifier(r.get(raw, "name", "template", str), "template.name")
     schema = dict(r.mapping(r.get(raw, "response_schema", "template", Mapping), "template.response_schema"))
     try:
@@ -561,20 +568,11 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
     )
 
 
-# The headline metrics a promotion gate can use, by response kind (the first is the default).
-METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "enum": ("accuracy", "macro_f1"),
-    "number": ("r2", "mae", "rmse"),
-    "object": ("field_exact_match", "micro_f1"),
-    "text": ("token_f1", "exact_match"),
-}
-
-
 def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
-    r.unknown_keys(raw, {"gate", "split", "search", "seed"}, "training")
+    r.unknown_keys(raw, "training")
     allowed = METRICS_BY_KIND[kind]
     graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}), "training.gate")
-    r.unknown_keys(graw, {"metric", "minimum", "tolerance"}, "training.gate")
+    r.unknown_keys(graw, "training.gate")
     gate = GateSpec(
         r.choice(graw, "metric", "training.gate", allowed, allowed[0]),
         float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
@@ -583,7 +581,7 @@ def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
     if gate.tolerance < 0:
         raise r.fail("training.gate.tolerance", f"expected a tolerance >= 0, got {gate.tolerance:g}")
     search = r.mapping(r.get(raw, "search", "training", Mapping, {}), "training.search")
-    r.unknown_keys(search, {"trials"}, "training.search")
+    r.unknown_keys(search, "training.search")
     trials = r.get(search, "trials", "training.search", int, 0)
     seed = r.get(raw, "seed", "training", int, 0)
     if trials < 0 or trials > 500:
@@ -597,12 +595,15 @@ def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
         raise r.fail("training.split", f"expected train, val and test shares >= 0, got {split!r}")
     if abs(sum(split.values()) - 1.0) > 1e-6:
         raise r.fail("training.split", f"shares must add up to 1, they add up to {sum(split.values()):g}")
-    return TrainingSpec(gate, {k: float(v) for k, v in split.items()}, trials, seed)
+    image_size = r.get(raw, "image_size", "training", int, 8)
+    if not 2 <= image_size <= 64:
+        raise r.fail("training.image_size", f"expected 2 to 64 pixels per side, got {image_size}")
+    return TrainingSpec(gate, {k: float(v) for k, v in split.items()}, trials, seed, image_size)
 
 
 def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:
     raw = r.mapping(raw, "synthetic")
-    r.unknown_keys(raw, {"generator", "rows", "drifted_rows", "seed"}, "synthetic")
+    r.unknown_keys(raw, "synthetic")
     spec = SyntheticSpec(
         r.get(raw, "generator", "synthetic", str),
         r.get(raw, "rows", "synthetic", int, 2000),
@@ -618,7 +619,7 @@ _ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # Databricks s
 
 
 def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
-    r.unknown_keys(raw, {"endpoint_name", "max_rows_per_request", "max_body_bytes"}, "serving")
+    r.unknown_keys(raw, "serving")
     name = r.get(raw, "endpoint_name", "serving", str, use_case)
     if not _ENDPOINT_NAME.match(name):
         raise r.fail(
@@ -638,21 +639,9 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
 
 def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
     w = "monitoring"
-    r.unknown_keys(
-        raw,
-        {
-            "window_minutes",
-            "drift",
-            "min_rows",
-            "max_error_rate",
-            "max_latency_p95_ms",
-            "min_accuracy",
-            "min_positive_feedback_rate",
-        },
-        w,
-    )
+    r.unknown_keys(raw, w)
     drift = r.mapping(r.get(raw, "drift", w, Mapping, {}), f"{w}.drift")
-    r.unknown_keys(drift, {"psi", "p_value"}, f"{w}.drift")
+    r.unknown_keys(drift, f"{w}.drift")
     number = (int, float)
 
     def share(obj: Mapping[str, Any], key: str, where: str, default: float | None) -> float | None:
@@ -678,18 +667,7 @@ def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
 
 def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpec:
     w = "retrain"
-    r.unknown_keys(
-        raw,
-        {
-            "min_actionable_feedback",
-            "min_reviewed_labels",
-            "correction_confidence",
-            "confirm_thumbs_up",
-            "confirm_confidence",
-            "feedback_weight",
-        },
-        w,
-    )
+    r.unknown_keys(raw, w)
     phi = sheet.consent_column is not None or any("phi" in c.tags for c in sheet.columns)
     spec = RetrainSpec(
         min_actionable_feedback=r.get(raw, "min_actionable_feedback", w, int, 20),

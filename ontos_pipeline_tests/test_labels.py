@@ -12,8 +12,9 @@ from ontos_pipeline.data.sheet import build_sheet
 from ontos_pipeline.generate.review import Decision, record_decisions
 from ontos_pipeline.generate.template import compile_template, register_template
 from ontos_pipeline.generate.training_sheet import build_training_sheet, current_training_sheet
+from ontos_pipeline.label.import_layout import LabelTableError
 from ontos_pipeline.label.label_files import inbox_dir, parse_label_file
-from ontos_pipeline.label.labels import LabelTableError, current_labels, merge_labels
+from ontos_pipeline.label.labels import current_labels, merge_labels
 from ontos_pipeline_tests.widgets import good_widgets, widgets_spec, write_labels, write_widgets
 
 

@@ -222,3 +222,25 @@ def test_invalid_yaml_reports_line(tmp_path):
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(SpecError, match="no use-case files"):
         load_use_cases(tmp_path)
+
+
+def test_the_field_reference_is_generated_from_the_one_field_list_and_is_current():
+    from ontos_pipeline.spec_fields import FIELDS
+    from ontos_pipeline.spec_reference import default_text, reference_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "use-case-reference.md"
+    assert doc.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/use-case-reference.md is stale: uv run ontos specs --reference > docs/use-case-reference.md"
+    )
+    defaults = {f.path: default_text(f) for f in FIELDS}
+    assert defaults["training.image_size"] == "8" and defaults["monitoring.drift.psi"] == "0.2"
+    assert defaults["training.split"] == "{'train': 0.8, 'val': 0.1, 'test': 0.1}"
+
+
+def test_a_field_the_reference_does_not_list_is_unknown_to_the_loader(tmp_path):
+    raw = yaml.safe_load((DEMO_USE_CASES / "remaining_useful_life.yaml").read_text(encoding="utf-8"))
+    raw["training"]["image_side"] = 16  # a plausible typo of training.image_size
+    path = tmp_path / "rul.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"training\.image_side: unknown field; expected one of gate, image_size"):
+        load_use_case(path)

@@ -7,11 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ontos_pipeline.cli import rebuild, review, serving, tasks, workbench
+from ontos_pipeline.cli import data, rebuild, review, serving, tasks, workbench
 from ontos_pipeline.settings import SettingsError, load_settings
 from ontos_pipeline.specs import SpecError
 
-GROUPS = (workbench, review, rebuild, serving, tasks)
+GROUPS = (workbench, data, review, rebuild, serving, tasks)
 TARGET_INDEPENDENT = {"ui", "specs", "engine"}  # the other commands read or write the local target's state
 
 

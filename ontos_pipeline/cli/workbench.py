@@ -64,6 +64,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
+    if args.reference:
+        from ontos_pipeline.spec_reference import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
     directory = Path(args.directory) if args.directory else Context.load().settings.use_cases_dir
     specs = load_use_cases(directory)
     print(
@@ -93,4 +98,7 @@ def add_parsers(sub) -> None:
     eng.set_defaults(func=cmd_engine)
     specs = sub.add_parser("specs", help="validate the use-case files and list them")
     specs.add_argument("directory", nargs="?", help="folder of use-case YAML files (default: ONTOS_USE_CASES_DIR)")
+    specs.add_argument(
+        "--reference", action="store_true", help="print the reference of every field (docs/use-case-reference.md)"
+    )
     specs.set_defaults(func=cmd_specs)

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ontos_pipeline.data.sheet import SheetSnapshot
+from ontos_pipeline.label.import_layout import check_import_layout
 from ontos_pipeline.label.label_files import (
     CANDIDATE_FIELDS,
     INBOX_SUFFIXES,
@@ -57,40 +58,6 @@ class LabelSource(Protocol):
 
 
 # -- sources ----------------------------------------------------------------------------------------------------
-# The layout of a `labels.import_table`: column -> (accepted Spark types, what it holds). Types outside the list
-# are refused before anything is read, with the whole layout in the error.
-IMPORT_LAYOUT: dict[str, tuple[tuple[str, ...], str]] = {
-    ITEM_KEY: (("string", "bigint", "int"), "the item's key in the sheet"),
-    "label_data": (("string",), "JSON text of a value the template's response_schema accepts, e.g. '\"ok\"' or '42.5'"),
-    "confidence": (("double", "float", "int", "bigint"), "0..1, or null"),
-    "labeled_by": (("string",), "who labelled it"),
-    "labeled_at": (("timestamp", "timestamp_ntz"), "when"),
-    "allowed_uses": (("array<string>",), "null, or the uses allowed (training, evaluation, serving)"),
-    "prohibited_uses": (("array<string>",), "null, or the uses prohibited"),
-}
-
-
-class LabelTableError(ValueError):
-    """A label import table does not have the layout canonical labels read."""
-
-
-def check_import_layout(types: Mapping[str, str], table: str, spec: UseCaseSpec) -> None:
-    """Refuse an import table whose columns (name -> Spark type) do not fit `IMPORT_LAYOUT`, naming every problem."""
-    problems = [f"missing column {c}" for c in IMPORT_LAYOUT if c not in types]
-    problems += [
-        f"column {c} is {types[c]}, not {' or '.join(ok)}"
-        for c, (ok, _) in IMPORT_LAYOUT.items()
-        if c in types and types[c] not in ok
-    ]
-    if problems:
-        layout = "; ".join(f"{c} {ok[0]} ({what})" for c, (ok, what) in IMPORT_LAYOUT.items())
-        raise LabelTableError(
-            f"{table}, the labels.import_table of use case {spec.name} ({spec.path}), cannot be read as labels: "
-            f"{'; '.join(problems)}. A label import table has the columns {layout}. Fix the table, or point "
-            "labels.import_table at one that has them; nothing was written."
-        )
-
-
 @dataclass(frozen=True)
 class ImportTableSource:
     """The initial import: the spec's `labels.import_table` (the synthetic ground truth in the demo), a table of
@@ -116,6 +83,44 @@ class ImportTableSource:
             F.col("prohibited_uses"),
             F.col("labeled_at").alias("created_at"),
             F.lit(None).cast("string").alias("error"),
+        )
+
+
+@dataclass(frozen=True)
+class ColumnSource:
+    """Labels that come with the data: the spec's `labels.column`, a column of the primary source table (the
+    target column of a CSV, say). Each non-null value is one import label of its row's item."""
+
+    name: str = "import"
+
+    def read(self, spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec) -> DataFrame | None:
+        column = spec.labels.column
+        source = spec.sheet.sources[spec.sheet.primary]
+        if column is None or not lakehouse.exists(source.table):
+            return None
+        ref = f"{lakehouse.name(source.table)}@v{lakehouse.version(source.table)}.{column.column}"
+        key = spec.sheet.column(ITEM_KEY).ref.column
+        value = F.col(column.column)
+        if spec.template.response_kind == "number":
+            value = value.cast("double")
+        elif spec.template.response_kind in ("enum", "text"):
+            value = value.cast("string")
+        as_json = F.regexp_extract(F.to_json(F.array(value)), r"^\[(.*)\]$", 1)  # the JSON of one scalar
+        return (
+            lakehouse.read(spark, source.table)
+            .filter(F.col(column.column).isNotNull())
+            .select(
+                F.col(key).cast("string").alias(ITEM_KEY),
+                as_json.alias("label_data"),
+                F.lit(None).cast("double").alias("confidence"),
+                F.lit("import").alias("source"),
+                F.lit(ref).alias("source_ref"),
+                F.lit(f"column:{column}").alias("labeled_by"),
+                F.lit(None).cast("array<string>").alias("allowed_uses"),
+                F.lit(None).cast("array<string>").alias("prohibited_uses"),
+                F.lit(None).cast("timestamp").alias("created_at"),  # set when appended; import tables rank first
+                F.lit(None).cast("string").alias("error"),
+            )
         )
 
 
@@ -163,7 +168,7 @@ class ReviewSource:
         )
 
 
-DEFAULT_SOURCES: tuple[LabelSource, ...] = (ImportTableSource(), InboxSource(), ReviewSource())
+DEFAULT_SOURCES: tuple[LabelSource, ...] = (ImportTableSource(), ColumnSource(), InboxSource(), ReviewSource())
 
 
 # -- validation -------------------------------------------------------------------------------------------------

@@ -482,6 +482,28 @@ class LocalLakehouse(Lakehouse):
 
         return self._transact(name, data.schema, merge)
 
+    def merge_arrow(self, table: str | TableName, data: pa.Table, keys: Sequence[str]) -> int:
+        """Upsert an Arrow table into a data table by `keys` in one commit: matching rows are replaced, the others
+        added. The columns must be the table's (LakehouseError naming the difference); returns the new version."""
+        name = self.name(table)
+        dt = self._table(name)
+        if dt is None:
+            return self.write_batches(name, data.schema, lambda: iter(data.to_batches()), mode="overwrite")
+        have, want = dt.schema().to_arrow().names, data.schema.names
+        if sorted(have) != sorted(want):
+            raise LakehouseError(
+                f"upsert into {name}: the table has the columns {', '.join(have)}, the new rows {', '.join(want)}; "
+                "load the whole data with mode replace instead"
+            )
+        on = " AND ".join(f"t.`{validate_identifier(k, what='key column')}` = s.`{k}`" for k in keys)
+
+        def merge(dt: DeltaTable) -> None:
+            dt.merge(
+                data, predicate=on, source_alias="s", target_alias="t"
+            ).when_matched_update_all().when_not_matched_insert_all().execute()
+
+        return self._transact(name, data.schema, merge)
+
     def replace_records(
         self, table: str | TableName, records: Sequence[Mapping[str, object]], where: Mapping[str, object]
     ) -> int:
