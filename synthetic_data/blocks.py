@@ -59,6 +59,9 @@ class GeneratedTable:
     schema: pa.Schema
     # lazy; each call regenerates identical data, chunk by chunk
     batches: Callable[[], Iterator[pa.RecordBatch]]
+    # the primary table only: a regex matching every item_ref the normal batch can generate (at any row count);
+    # rows of the table that do not match landed there later and survive a regeneration
+    generated_refs: str | None = None
 
 
 @dataclass(frozen=True)

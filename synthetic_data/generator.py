@@ -20,6 +20,8 @@ Each use case is one module in ``synthetic_data/acme/`` that declares its tables
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -96,6 +98,7 @@ def generate_tables(
         ]
 
     primary, labels = batch_tables(False, rows)
+    primary = dataclasses.replace(primary, generated_refs=f"^{re.escape(module.PREFIX)}-[0-9]{{7,}}$")
     dimension_tables = []
     for name, columns in module.DIMENSIONS.items():
         batch = record_batch(dims[name], schema_of(columns))

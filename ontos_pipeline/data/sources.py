@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ontos_pipeline.platform.lakehouse import Lakehouse
-from ontos_pipeline.specs import UseCaseSpec
+from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from synthetic_data.generator import generate_tables
 
 
@@ -25,7 +25,10 @@ class SourceTable:
 def materialize_sources(
     lakehouse: Lakehouse, spec: UseCaseSpec, rows: int | None = None, seed: int | None = None
 ) -> list[SourceTable]:
-    """Write the synthetic tables of a demo use case (deterministic), or report the existing source tables."""
+    """Write the synthetic tables of a demo use case (deterministic), or report the existing source tables.
+
+    Rows that landed in the primary table since it was generated (new production data, `land_batch`) are kept in
+    the same commit: regenerating the demo data never loses them, nor the feedback given on them."""
     if spec.synthetic is None:
         return _existing(lakehouse, spec)
     syn = spec.synthetic
@@ -40,7 +43,10 @@ def materialize_sources(
     source_tables = {s.table for s in spec.sheet.sources.values()}
     out = []
     for table in tables:
-        version = lakehouse.write_batches(table.name, table.schema, table.batches, mode="overwrite")
+        keep = (ITEM_KEY, table.generated_refs) if table.generated_refs is not None else None
+        version = lakehouse.write_batches(
+            table.name, table.schema, table.batches, mode="overwrite", keep_unmatched=keep
+        )
         role = "source" if table.name in source_tables else "drifted" if table.name.endswith("_drifted") else "labels"
         out.append(SourceTable(str(lakehouse.name(table.name)), lakehouse.row_count(table.name), version, role))
     return out

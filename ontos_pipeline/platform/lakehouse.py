@@ -105,13 +105,24 @@ class Lakehouse(ABC):
         schema: pa.Schema,
         batches: Callable[[], Iterator[pa.RecordBatch]],
         mode: str = "overwrite",
+        keep_unmatched: tuple[str, str] | None = None,
     ) -> int:
-        """Stream Arrow batches (data made outside Spark, e.g. by the generator) into a table in one commit."""
-        return self._write_batches(self.name(table), schema, batches, _checked_mode(mode))
+        """Stream Arrow batches (data made outside Spark, e.g. by the generator) into a table in one commit.
+
+        `keep_unmatched=(column, regex)` with an overwrite keeps the table's rows whose `column` does not match
+        `regex` (rows another writer put there) next to the new batches, in the same commit."""
+        if keep_unmatched is not None:
+            validate_identifier(keep_unmatched[0], what="column")
+        return self._write_batches(self.name(table), schema, batches, _checked_mode(mode), keep_unmatched)
 
     @abstractmethod
     def _write_batches(
-        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str,
+        keep_unmatched: tuple[str, str] | None = None,
     ) -> int: ...
 
     @abstractmethod
@@ -402,9 +413,25 @@ class LocalLakehouse(Lakehouse):
         return self._committed(path), rows
 
     def _write_batches(
-        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str,
+        keep_unmatched: tuple[str, str] | None = None,
     ) -> int:
         path = self.path(name)
+        if keep_unmatched is not None and mode == "overwrite" and self.exists(name):
+            column, regex = keep_unmatched
+            current = read_delta(path)
+            kept = current.filter(pc.invert(pc.match_substring_regex(current.column(column), regex)))
+            kept = kept.select(schema.names).cast(schema)
+            new_batches = batches
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                yield from new_batches()
+                yield from kept.to_batches()
+
         path.mkdir(parents=True, exist_ok=True)
         errors: list[BaseException] = []
         reader = pa.RecordBatchReader.from_batches(schema, _checked(batches(), schema, str(name), errors))

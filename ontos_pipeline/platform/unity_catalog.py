@@ -107,10 +107,19 @@ class UnityCatalogLakehouse(Lakehouse):
         return self.version(name)  # type: ignore[return-value]
 
     def _write_batches(
-        self, name: TableName, schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], mode: str
+        self,
+        name: TableName,
+        schema: pa.Schema,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        mode: str,
+        keep_unmatched: tuple[str, str] | None = None,
     ) -> int:
         data = pa.Table.from_batches(list(batches()), schema=schema)  # data made on the driver (the generator)
         df = _spark().createDataFrame(data.to_pandas(), schema=_spark_schema(schema))
+        if keep_unmatched is not None and mode == "overwrite" and self.exists(name):
+            column, regex = keep_unmatched  # the kept rows stay on the cluster: one overwrite of new + kept
+            kept = _spark().table(str(name)).filter(~F.col(column).rlike(regex)).select(*schema.names)
+            df = df.unionByName(kept.localCheckpoint())
         return self.write(name, df, mode)
 
     def _merge(self, spark: SparkSession, name: TableName, df: DataFrame, keys: Sequence[str]) -> int:
