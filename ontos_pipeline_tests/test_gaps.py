@@ -389,3 +389,18 @@ def test_reruns_duplicate_nothing_and_the_task_lifecycle(spark, lakehouse, world
     third = tasks.record_tasks(lakehouse, spec, gaps.stored_gaps(lakehouse, spec.name), scored)
     assert [t["gap_id"] for t in third.tasks] == [task["gap_id"]]  # only the completed task's gap gets a new task
     assert third.tasks[0]["task_id"] == tasks.task_id(task["gap_id"], 2) != tid
+
+
+def test_a_drifted_image_statistic_selects_the_items_it_describes(tmp_path):
+    """A drift gap on `photo:brightness` must find the bright images, not NaN for every path."""
+    from PIL import Image
+
+    for name, color in (("dark", (10, 10, 10)), ("bright", (250, 250, 250))):
+        Image.new("RGB", (4, 6), color).save(tmp_path / f"{name}.png")
+    frame = pd.DataFrame(
+        {"photo": [str(tmp_path / "dark.png"), str(tmp_path / "bright.png"), None, str(tmp_path / "gone.png")]}
+    )
+    brightness = gaps.feature_values(frame, "photo:brightness", "numeric")
+    assert brightness.round(2).tolist()[:2] == [0.04, 0.98] and brightness.isna().tolist()[2:] == [True, True]
+    assert gaps.feature_values(frame, "photo:height", "numeric").tolist()[:2] == [6.0, 6.0]
+    assert gaps.feature_values(frame, "photo:unreadable", "categorical").tolist() == ["false", "false", None, "true"]

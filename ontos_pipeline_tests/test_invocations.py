@@ -27,3 +27,34 @@ def test_an_image_column_must_name_a_readable_image_file(tmp_path):
     )
     with pytest.raises(BadRequest, match=r"record 0: column 'photo': '.*broken.png' is not a readable image"):
         validate_records([{"photo": str(broken)}], ["photo"], {"photo": PHOTO})
+
+
+def test_an_image_column_may_carry_the_image_inline(tmp_path):
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 5), (10, 200, 10)).save(buffer, "PNG")
+    content = base64.b64encode(buffer.getvalue()).decode()
+    url = f"data:image/png;base64,{content}"
+    split = "\n".join(content[i : i + 76] for i in range(0, len(content), 76))  # MIME line breaks are allowed
+    records = [{"photo": url}, {"photo": content}, {"photo": split}]
+    assert validate_records(records, ["photo"], {"photo": PHOTO}) == records
+    text = base64.b64encode(b"plain text, no image here at all; " * 3).decode()
+    cases = {
+        "data:image/png;base64,%%%not-base64%%%": "record 1: column 'photo': inline image content is not valid base64",
+        text: "record 1: column 'photo': inline content is not a readable image",
+        "data:image/png;base64,": "record 1: column 'photo': inline content is not a readable image",
+    }
+    for value, message in cases.items():
+        with pytest.raises(BadRequest) as bad:
+            validate_records([{"photo": url}, {"photo": value}], ["photo"], {"photo": PHOTO})
+        assert bad.value.status == 400 and bad.value.message.startswith(message), (value[:30], bad.value.message)
+
+
+def test_an_image_too_large_to_decode_is_a_client_error(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    Image.new("L", (64, 64)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels > 2 x 100: PIL refuses to decode
+    with pytest.raises(BadRequest, match=r"record 0: column 'photo': '.*big.png' is too large to decode"):
+        validate_records([{"photo": str(big)}], ["photo"], {"photo": PHOTO})

@@ -4,7 +4,9 @@ synthetic drifted batch (and none on held-out normal items), the drift statistic
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -245,3 +247,158 @@ def test_the_monitoring_check_turns_red_naming_metric_value_and_threshold(spark,
     assert (check.check_name, check.passed) == ("monitoring_thresholds", False)
     assert check.description == "error_rate = 0.5 > threshold 0.05"
     assert [(a["kind"], a["status"]) for a in alerts.list_alerts(lakehouse, spec.name)] == [("error_rate", "open")]
+
+
+def _feedback_rows(spec_name: str, rows: list[tuple]) -> list[dict]:
+    return [
+        {
+            "feedback_id": f"f{i}",
+            "seq": i + 1,
+            "use_case": spec_name,
+            "request_id": rid,
+            "rating": rating,
+            "correction": None if correction is None else json.dumps(correction),
+            "status": "new",
+            "created_at": T0,
+        }
+        for i, (rid, rating, correction) in enumerate(rows)
+    ]
+
+
+def test_number_corrections_are_scored_by_error_within_the_trainers_tolerance(spark, lakehouse, tmp_path):
+    spec, _ = kind_spec(tmp_path, "number")
+    frame = items("number", 8, 5)
+    answers = [100.0, 100.0, 100.0, 100.0, 250.0, 250.0, 40.0, 40.0]
+    lakehouse.append_records(
+        INFERENCE_LOG,
+        [
+            _request(i, "number_case", {k: v for k, v in r.items() if k != "response"}, answers[i], 5.0)
+            for i, r in enumerate(frame.to_dict("records"))
+        ],
+    )
+    training = items("number", 200, 9)
+    tolerance = 0.1 * float(np.ptp(training.response))  # what the trainer counts as close (10% of the range)
+    lakehouse.append_records(
+        "feedback",
+        _feedback_rows(
+            spec.name,
+            [
+                ("r0", None, 100.0),  # exact
+                ("r1", "down", 100.0 + 0.5 * tolerance),  # close: right, though not equal
+                ("r2", "down", 100.0 + 2 * tolerance),  # far off
+                ("r3", None, 100.0 - 3 * tolerance),
+                ("r4", "up", None),
+                ("r5", "down", None),
+            ],
+        ),
+    )
+    reference = spark.createDataFrame(training.assign(response=lambda d: d.response.map(json.dumps)))
+    report = monitor(spark, lakehouse, spec, Window(T0, T0 + timedelta(minutes=5)), reference)
+    assert report.feedback_count == 6
+    assert report.accuracy == pytest.approx(3 / 6)  # r0, r1 within tolerance, r4 thumbs up
+    assert report.number_feedback == {
+        "corrections": 4,
+        "mae": pytest.approx((0 + 0.5 + 2 + 3) * tolerance / 4),
+        "tolerance": pytest.approx(tolerance),
+        "within_tolerance": pytest.approx(2 / 4),
+    }
+    spec_min = replace(spec, monitoring=replace(spec.monitoring, min_accuracy=0.6))
+    assert [b.message for b in breaches(report, spec_min) if b.kind == "accuracy"] == ["accuracy = 0.5 < threshold 0.6"]
+    # no served model, so no training rows: the schema's range (0..1000) gives the tolerance
+    without = monitor(spark, lakehouse, spec, Window(T0, T0 + timedelta(minutes=5)), None)
+    assert without.number_feedback["tolerance"] == pytest.approx(100.0)
+    errors = [0, 0.5 * tolerance, 2 * tolerance, 3 * tolerance]
+    assert without.number_feedback["within_tolerance"] == pytest.approx(sum(e <= 100 for e in errors) / 4)
+    assert without.accuracy == pytest.approx((sum(e <= 100 for e in errors) + 1) / 6)
+
+
+def _png(path, level: float, size: tuple[int, int] = (16, 16), spread: float = 12.0, seed: int = 0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(level, spread, (size[1], size[0], 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(path)
+    return str(path)
+
+
+def test_image_statistics_of_paths_inline_content_and_unreadable_cells(tmp_path):
+    import base64
+
+    import pandas as pd
+    from PIL import Image
+
+    from ontos_pipeline.monitor.monitoring import image_statistics
+
+    grey = tmp_path / "grey.png"
+    pixels = np.zeros((10, 20), dtype="uint8")
+    pixels[:, 10:] = 255  # half black, half white: mean 0.5, standard deviation 0.5
+    Image.fromarray(pixels, "L").save(grey)
+    inline = "data:image/png;base64," + base64.b64encode(grey.read_bytes()).decode()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    cells = pd.Series([str(grey), inline, None, str(broken), str(tmp_path / "gone.png")], index=[5, 6, 7, 8, 9])
+    stats = image_statistics(cells)
+    assert list(stats.index) == [5, 6, 7, 8, 9]
+    assert stats.loc[5].tolist() == [0.5, 0.5, 20.0, 10.0, "false"]
+    assert stats.loc[6].tolist() == stats.loc[5].tolist()  # inline content reads like the file
+    assert stats.loc[7].isna().all()  # a null cell is missing, not unreadable
+    for i in (8, 9):
+        assert stats.loc[i, "unreadable"] == "true" and stats.loc[i, ["brightness", "width"]].isna().all()
+
+
+def test_image_columns_drift_on_brightness_size_and_unreadable_share(spark, lakehouse, tmp_path, widgets_dir):
+    from ontos_pipeline.improve.gaps import drift_gaps
+
+    spec = load_use_case(widgets_dir / "widgets.yaml")
+    rng = np.random.default_rng(2)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+
+    def rows(n: int, offset: int, level: float, size=(16, 16), broken: float = 0.0) -> list[dict]:
+        out = []
+        for i in range(n):
+            photo = pictures / f"{offset + i}.png"
+            if rng.random() < broken:
+                photo.write_bytes(b"not an image")
+            else:
+                _png(photo, rng.normal(level, 8), size, seed=offset + i)
+            out.append(
+                {
+                    "item_ref": f"W{offset + i}",
+                    "size_mm": float(rng.uniform(10, 90)),
+                    "color": ["red", "blue"][i % 2],
+                    "photo": str(photo),
+                    "notes": "fine",
+                }
+            )
+        return out
+
+    import pandas as pd
+
+    train = pd.DataFrame(rows(300, 0, 90.0))
+    reference = spark.createDataFrame(train.assign(maker="m", response=json.dumps("ok")))
+    later = T0 + timedelta(hours=1)
+    calm = [_request(i, "widgets", r, "ok", 5.0) for i, r in enumerate(rows(150, 1000, 90.0))]
+    shifted = [
+        _request(2000 + i, "widgets", r, "ok", 5.0, at=later + timedelta(seconds=i))
+        for i, r in enumerate(rows(150, 2000, 170.0, size=(24, 20), broken=0.3))
+    ]
+    lakehouse.append_records(INFERENCE_LOG, calm + shifted)
+
+    quiet = monitor(spark, lakehouse, spec, Window(T0, later), reference)
+    moved = monitor(spark, lakehouse, spec, Window(later, later + timedelta(hours=1)), reference)
+    image_features = {f"photo:{s}" for s in ("brightness", "contrast", "width", "height", "unreadable")}
+    assert image_features <= {d.column for d in quiet.drift} == {d.column for d in moved.drift}
+    assert not image_features & set(quiet.drifted), [d.record() for d in quiet.drift]
+    by_column = {d.column: d for d in moved.drift}
+    assert {"photo:brightness", "photo:width", "photo:height", "photo:unreadable"} <= set(moved.drifted)
+    assert by_column["photo:brightness"].reference_rows == 300 and by_column["photo:brightness"].current_rows < 150
+    assert by_column["photo:unreadable"].kind == "categorical" and by_column["photo:unreadable"].current_rows == 150
+    assert "size_mm" not in moved.drifted  # the other inputs did not move
+    assert {"psi[photo:brightness]", "psi[photo:unreadable]"} <= {b.metric for b in breaches(moved, spec)}
+
+    gaps = {g.subject: g for g in drift_gaps(spark, lakehouse, spec, moved, None)}
+    assert gaps["photo:brightness"].evidence["served_p50"] == pytest.approx(170 / 255, abs=0.05)
+    broken = sum(Path(json.loads(r["inputs"])[0]["photo"]).read_bytes() == b"not an image" for r in shifted)
+    assert 20 < broken < 70 and "true" in gaps["photo:unreadable"].region["values"]
+    assert gaps["photo:unreadable"].evidence["served_share"]["true"] == pytest.approx(broken / 150)

@@ -316,3 +316,161 @@ def test_deploy_follows_the_gate_and_rollback_restores_the_previous_version(serv
         rollback(store, lakehouse, name, ENDPOINT, "ann", to_version="99")
     assert [e["event"] for e in history(lakehouse, name)] == ["deploy", "keep", "deploy", "keep", "rollback"]
     store.set_alias(name, CHAMPION, v1)
+
+
+IMAGE_SPEC = """
+name: image_case
+sheet:
+  primary: items
+  sources:
+    items:
+      table: shop.items
+      columns: {item_ref: string, x: double, photo: string}
+  columns:
+    - {name: item_ref, from: items.item_ref, type: string, category: metadata, nullable: false}
+    - {name: x, from: items.x, type: double, category: numeric}
+    - {name: photo, from: items.photo, type: string, category: image}
+labels: {label_type: brightness}
+template:
+  name: brightness
+  prompt: "Reading {{ x }}."
+  response_schema: {type: string, enum: [dark, bright]}
+training:
+  gate: {metric: macro_f1, minimum: 0.5}
+"""
+
+
+def _png(path: Path, level: int, seed: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(seed).integers(-8, 9, (16, 16, 3))
+    Image.fromarray(np.clip(level + noise, 0, 255).astype("uint8")).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_served(tmp_path_factory):
+    """A champion whose answer is the brightness of the `photo` image (the only signal in the data)."""
+    import numpy as np
+    import pandas as pd
+
+    from ontos_pipeline.generate.template import compile_template
+    from ontos_pipeline.specs import load_use_case
+
+    root = tmp_path_factory.mktemp("image_serving")
+    cases, pictures = root / "use_cases", root / "pictures"
+    cases.mkdir()
+    pictures.mkdir()
+    (cases / "image_case.yaml").write_text(IMAGE_SPEC, encoding="utf-8")
+    spec = load_use_case(cases / "image_case.yaml")
+    rng = np.random.default_rng(4)
+
+    def frame(n: int, offset: int) -> pd.DataFrame:
+        bright = rng.random(n) < 0.5
+        return pd.DataFrame(
+            {
+                "item_ref": [f"P{offset + i}" for i in range(n)],
+                "x": rng.normal(0, 1, n).round(3),
+                "photo": [str(_png(pictures / f"{offset + i}.png", 220 if b else 35, i)) for i, b in enumerate(bright)],
+                RESPONSE: ["bright" if b else "dark" for b in bright],
+            }
+        )
+
+    train, val = frame(120, 0), frame(40, 1000)
+    outcome = LocalTrainer(seed=1).train(spec, compile_template(spec), TrainingData(train, val))
+    store = local_store(root / "home")
+    store.activate()
+    with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
+        example = train.drop(columns=[RESPONSE]).head(3)
+        info = log_pyfunc(store, outcome.best.model, example, store.model_name(spec.name))
+    store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
+    return {
+        "settings": make_settings(root / "home", cases),
+        "lakehouse": LocalLakehouse(root / "home" / "tables"),
+        "bright": _png(root / "bright.png", 225, 7),
+        "dark": _png(root / "dark.png", 30, 8),
+        "root": root,
+    }
+
+
+def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference(image_served):
+    import base64
+    import hashlib
+
+    import pandas as pd
+
+    from ontos_pipeline.monitor.monitoring import image_statistics
+
+    served = image_served
+    bright, dark = served["bright"], served["dark"]
+    b64 = {name: base64.b64encode(path.read_bytes()).decode() for name, path in (("bright", bright), ("dark", dark))}
+    records = [
+        {"item_ref": "R0", "x": 0.1, "photo": str(bright)},
+        {"item_ref": "R1", "x": 0.1, "photo": f"data:image/png;base64,{b64['bright']}"},
+        {"item_ref": "R2", "x": 0.1, "photo": b64["bright"]},  # bare base64
+        {"item_ref": "R3", "x": 0.1, "photo": str(dark)},
+        {"item_ref": "R4", "x": 0.1, "photo": f"data:image/png;base64,{b64['dark']}"},
+    ]
+    with _server(served) as server:
+        url = f"{server.url}/serving-endpoints/image_case/invocations"
+        first = requests.post(url, json={"dataframe_records": records}, timeout=30)
+        again = requests.post(url, json={"inputs": [records[2]]}, timeout=30)  # same content: kept once
+    assert (first.status_code, again.status_code) == (200, 200), first.text
+    answers = [p["response"] for p in first.json()["predictions"]]
+    assert answers == ["bright"] * 3 + ["dark"] * 2  # the model saw the inline images themselves
+    assert again.json()["predictions"][0]["response"] == "bright"
+
+    kept_dir = served["settings"].home / "files" / "serving_images" / "image_case"
+    kept = sorted(p for p in kept_dir.rglob("*") if p.is_file())
+    digests = {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in (("bright", bright), ("dark", dark))}
+    assert [p.name for p in kept] == sorted(f"{d}.png" for d in digests.values())  # two images, one file each
+    logged = _logged(served, [first.headers["x-request-id"], again.headers["x-request-id"]])
+    inputs = json.loads(logged[first.headers["x-request-id"]]["inputs"])
+    by_digest = {d: str(kept_dir / d[:2] / f"{d}.png") for d in digests.values()}
+    assert [r["photo"] for r in inputs] == [
+        str(bright),  # a path is logged as sent
+        by_digest[digests["bright"]],
+        by_digest[digests["bright"]],
+        str(dark),
+        by_digest[digests["dark"]],
+    ]
+    assert json.loads(logged[again.headers["x-request-id"]]["inputs"])[0]["photo"] == by_digest[digests["bright"]]
+    assert "base64" not in logged[first.headers["x-request-id"]]["inputs"]
+    stats = image_statistics(pd.Series([r["photo"] for r in inputs])).to_dict("records")  # what monitoring reads
+    assert stats[0] == stats[1] == stats[2] != stats[3] == stats[4] and stats[0]["unreadable"] == "false"
+
+
+def test_bad_inline_or_missing_images_get_a_400_naming_record_and_column(image_served):
+    import base64
+    import hashlib
+
+    served = image_served
+    good = {"item_ref": "R0", "x": 0.5, "photo": str(served["bright"])}
+    not_an_image = base64.b64encode(b"these bytes are no image at all, " * 4).decode()
+    gone = served["root"] / "gone.png"
+    fresh = _png(served["root"] / "fresh.png", 128, 9)  # sent only in refused requests
+    bodies = {
+        "bad base64": [good, {**good, "photo": "data:image/png;base64,@@not*base64@@"}],
+        "not an image": [good, good, {**good, "photo": not_an_image}],
+        "missing file": [{**good, "photo": str(gone)}],
+        "too many rows": [{**good, "photo": base64.b64encode(fresh.read_bytes()).decode()}] * 1001,
+    }
+    with _server(served) as server:
+        url = f"{server.url}/serving-endpoints/image_case/invocations"
+        answers = {k: requests.post(url, json={"dataframe_records": b}, timeout=30) for k, b in bodies.items()}
+    assert {k: a.status_code for k, a in answers.items()} == {**dict.fromkeys(bodies, 400), "too many rows": 413}
+    message = {k: a.json()["message"] for k, a in answers.items()}
+    assert message["bad base64"].startswith("record 1: column 'photo': inline image content is not valid base64")
+    assert message["not an image"].startswith("record 2: column 'photo': inline content is not a readable image")
+    assert message["missing file"] == f"record 0: column 'photo': no image file at '{gone}' on the serving host"
+    logged = _logged(served, [a.headers["x-request-id"] for a in answers.values()])
+    inputs = json.loads(logged[answers["not an image"].headers["x-request-id"]]["inputs"])
+    assert inputs[2]["photo"] == f"inline image ({len(not_an_image)} characters) not kept: the request was not answered"
+    assert inputs[0]["photo"] == str(served["bright"])
+    refused = logged[answers["too many rows"].headers["x-request-id"]]["inputs"]  # refused before validation
+    assert len(json.loads(refused)) == 1001 and {r["photo"] for r in json.loads(refused)} == {
+        f"inline image ({len(bodies['too many rows'][0]['photo'])} characters) not kept: the request was not answered"
+    }
+    kept = served["settings"].home / "files" / "serving_images" / "image_case"
+    assert not list(kept.rglob(f"{hashlib.sha256(fresh.read_bytes()).hexdigest()}.*"))  # nothing kept when refused

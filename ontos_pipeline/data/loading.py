@@ -13,7 +13,6 @@ loading the same file twice gives the same table.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ontos_pipeline.platform.identifiers import validate_identifier
-from ontos_pipeline.platform.images import ImageError, is_inline, open_image
+from ontos_pipeline.platform.images import ImageError, image_bytes, is_inline, open_image, store_image
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.specs import COLUMN_TYPES, ITEM_KEY
 
@@ -216,24 +215,9 @@ def _store_image(cell: str, base: Path, images_dir: Path, files_root: Path) -> s
     image = open_image(cell if path is None else str(path))
     if path is not None and path.resolve().is_relative_to(files_root.resolve()):
         return str(path.resolve())
-    data = path.read_bytes() if path is not None else _encoded(image)
-    digest = hashlib.sha256(data).hexdigest()
+    data = path.read_bytes() if path is not None else image_bytes(cell)  # the bytes as sent, not re-encoded
     suffix = path.suffix.lower() if path is not None else f".{(image.format or 'png').lower()}"
-    target = images_dir / digest[:2] / f"{digest}{suffix}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_bytes(data)
-        partial.replace(target)  # atomic: a reader never sees half a file
-    return str(target)
-
-
-def _encoded(image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format=image.format or "PNG")
-    return buffer.getvalue()
+    return str(store_image(data, images_dir, suffix))
 
 
 def looks_like_images(values: Sequence[str | None]) -> bool:

@@ -33,10 +33,13 @@ from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.label.feedback import FEEDBACK
 from ontos_pipeline.label.labels import current_labels
 from ontos_pipeline.monitor.monitoring import (
+    IMAGE_STATS,
     PREDICTION,
     REPORTS,
+    UNREADABLE,
     MonitoringReport,
     features,
+    image_statistics,
     report_order,
     scalar_text,
     served_records,
@@ -276,6 +279,8 @@ def feature_values(frame: pd.DataFrame, feature: str, kind: str) -> pd.Series:
                 else float(len(v if isinstance(v, str) else json.dumps(v)))
             )
         )
+    if derived in (*IMAGE_STATS, UNREADABLE):  # an image column's statistic, as monitoring computed it
+        column = image_statistics(column.where(column.notna(), None))[derived]
     if kind == "numeric":
         return pd.to_numeric(column, errors="coerce")
     return column.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).lower())

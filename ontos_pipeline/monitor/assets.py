@@ -123,6 +123,7 @@ def monitoring_report(
             else "n/a",
             "accuracy": report.accuracy if report.accuracy is not None else "n/a",
             "feedback_judged": report.feedback_count,
+            **_number_feedback(report.number_feedback),
             "response_distribution": MetadataValue.json(report.response_distribution),
             "drifted": ", ".join(report.drifted) or "none",
             "drift": _drift_table(drift_rows)
@@ -136,6 +137,16 @@ def monitoring_report(
             "alerts_opened": len(opened),
         }
     )
+
+
+def _number_feedback(scores: dict) -> dict:
+    """Metadata of number answers scored by error (nothing for other response kinds)."""
+    if not scores:
+        return {}
+    out = {"feedback_corrections": scores["corrections"]}
+    for key in ("mae", "tolerance", "within_tolerance"):
+        out[f"feedback_{key}"] = "n/a" if scores[key] is None else scores[key]
+    return out
 
 
 def _drift_table(rows: list[dict]) -> MetadataValue:

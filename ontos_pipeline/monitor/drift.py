@@ -1,7 +1,9 @@
 """Drift statistics over binned counts (the counting happens in Spark; only the bins reach this module).
 
-- numeric columns: PSI over the reference deciles and a two-sample Kolmogorov-Smirnov test over the reference's
-  20-quantile bins (the binned statistic is a lower bound of the exact one: the test errs on the quiet side);
+- numeric columns: PSI over the reference deciles plus a bin below the reference minimum and one above its maximum
+  (values out of the training range are a shift of their own: a constant training column, such as one image size,
+  has all its rows in one decile), and a two-sample Kolmogorov-Smirnov test over the reference's 20-quantile bins
+  (the binned statistic is a lower bound of the exact one: the test errs on the quiet side);
 - categorical columns: PSI over the categories and a chi-square test of homogeneity.
 
 A column drifts when PSI reaches the threshold (0.2 by default, "significant shift") *and* the test rejects at
@@ -52,7 +54,7 @@ def numeric_drift(
 ) -> Drift:
     """`reference`/`current`: counts in the reference's 20-quantile bins (plus under/overflow bins at the ends)."""
     n, m = sum(reference), sum(current)
-    deciles_r, deciles_c = _merge_pairs(reference), _merge_pairs(current)
+    deciles_r, deciles_c = _deciles(reference), _deciles(current)
     value = psi(deciles_r, deciles_c)
     d = 0.0
     cr = cc = 0
@@ -79,10 +81,7 @@ def categorical_drift(
     return Drift(column, "categorical", value, "chi2", statistic, p, n, m, value >= psi_threshold and p < level)
 
 
-def _merge_pairs(counts: Sequence[int]) -> list[int]:
-    """22 bins (underflow, 20 quantile bins, overflow) -> 10 deciles, with under/overflow in the outer deciles."""
+def _deciles(counts: Sequence[int]) -> list[int]:
+    """22 bins (underflow, 20 quantile bins, overflow) -> underflow, 10 deciles, overflow."""
     inner = list(counts[1:-1])
-    deciles = [inner[i] + inner[i + 1] for i in range(0, len(inner), 2)]
-    deciles[0] += counts[0]
-    deciles[-1] += counts[-1]
-    return deciles
+    return [counts[0], *[inner[i] + inner[i + 1] for i in range(0, len(inner), 2)], counts[-1]]

@@ -1,8 +1,11 @@
 """Monitoring of one endpoint over a time window, computed in Spark from the inference log and the feedback.
 
 Operational metrics come from every logged request; drift compares the records answered successfully with the
-model's training rows (input features by column category, and the predictions with the training responses).
-Only aggregates (counts per bin, percentiles) leave Spark.
+model's training rows (input features by column category, and the predictions with the training responses). An image
+column is monitored through per-image statistics computed on the executors (a pandas UDF reading each cell, path or
+inline content): mean brightness, contrast (pixel standard deviation), width, height, and whether it is unreadable.
+Feedback on number answers is scored by error: a correction within the trainer's tolerance (10% of the training
+responses' range) counts as correct, and the corrections' MAE is reported. Only aggregates leave Spark.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import Window as SparkWindow
 from pyspark.sql import functions as F
@@ -23,6 +28,7 @@ from ontos_pipeline.label.feedback import FEEDBACK
 from ontos_pipeline.monitor.alerts import Breach
 from ontos_pipeline.monitor.drift import Drift, categorical_drift, numeric_drift
 from ontos_pipeline.platform import tables
+from ontos_pipeline.platform.images import ImageError, open_image
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.train.training_data import SPLIT, model_rows
@@ -34,6 +40,13 @@ _RECORDS = T.ArrayType(T.MapType(T.StringType(), T.StringType()))
 _ANSWERS = T.ArrayType(
     T.StructType([T.StructField("response", T.StringType()), T.StructField("confidence", T.DoubleType())])
 )
+IMAGE_STATS = ("brightness", "contrast", "width", "height")  # numeric statistics of an image column
+UNREADABLE = "unreadable"  # and a categorical one: "true" when the cell is no readable image
+_IMAGE_STATS_TYPE = T.StructType(
+    [T.StructField(n, T.DoubleType()) for n in IMAGE_STATS] + [T.StructField(UNREADABLE, T.StringType())]
+)
+STATS_SIDE = 512  # brightness and contrast are measured on the image reduced to fit STATS_SIDE x STATS_SIDE
+NUMBER_TOLERANCE = 0.1  # share of the target range within which a number answer counts as right (as the trainer)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class MonitoringReport:
     response_distribution: dict
     drift: list[Drift] = field(default_factory=list)
     status_counts: dict[str, int] = field(default_factory=dict)
+    number_feedback: dict = field(default_factory=dict)  # number answers: corrections, mae, tolerance, within
 
     @property
     def drifted(self) -> list[str]:
@@ -102,8 +116,11 @@ class MonitoringReport:
         }
 
 
-def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
-    """Monitored input features -> (numeric | categorical, expression); values that do not parse count as missing."""
+def features(spec: UseCaseSpec, precomputed: bool = False) -> dict[str, tuple[str, Column]]:
+    """Monitored input features -> (numeric | categorical, expression); values that do not parse count as missing.
+
+    Image columns give `<column>:brightness|contrast|width|height` (numeric) and `<column>:unreadable`
+    (categorical); their expressions run the image UDF, or read `with_image_stats` columns when `precomputed`."""
     out: dict[str, tuple[str, Column]] = {}
     for c in spec.sheet.columns:
         if c.category == "numeric":
@@ -112,6 +129,11 @@ def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
             out[c.name] = ("categorical", F.lower(F.col(c.name).cast("string")))
         elif c.category == "text":
             out[f"{c.name}:length"] = ("numeric", F.length(F.col(c.name)).cast("double"))
+        elif c.category == "image":
+            stats = F.col(_stats_column(c.name)) if precomputed else image_stats_udf()(F.col(c.name))
+            for name in IMAGE_STATS:
+                out[f"{c.name}:{name}"] = ("numeric", stats[name])
+            out[f"{c.name}:{UNREADABLE}"] = ("categorical", stats[UNREADABLE])
     kind = spec.template.response_kind
     if kind == "enum":
         out[PREDICTION] = ("categorical", F.col(PREDICTION))
@@ -120,6 +142,46 @@ def features(spec: UseCaseSpec) -> dict[str, tuple[str, Column]]:
     else:
         out[f"{PREDICTION}:length"] = ("numeric", F.length(F.col(PREDICTION)).cast("double"))
     return out
+
+
+def image_statistics(cells: pd.Series) -> pd.DataFrame:
+    """Per image cell (a path or inline content): mean brightness and contrast (standard deviation) of its grey
+    levels in [0, 1], width and height in pixels, and `unreadable` ("true"/"false"); all null for a null cell, only
+    `unreadable` set for a cell that is no readable image."""
+    from PIL import Image
+
+    rows = []
+    for value in cells:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            rows.append((None, None, None, None, None))
+            continue
+        try:
+            image = open_image(str(value))
+        except (ImageError, OSError, ValueError, Image.DecompressionBombError):
+            rows.append((None, None, None, None, "true"))
+            continue
+        with image:
+            width, height = image.size
+            grey = image.convert("L")
+            grey.thumbnail((STATS_SIDE, STATS_SIDE))
+            levels = np.asarray(grey, dtype=np.float64) / 255.0
+        rows.append((float(levels.mean()), float(levels.std()), float(width), float(height), "false"))
+    return pd.DataFrame(rows, columns=[*IMAGE_STATS, UNREADABLE], index=cells.index)
+
+
+def image_stats_udf():
+    """`image_statistics` as a pandas UDF returning a struct (made on call: a UDF needs a session first)."""
+    return F.pandas_udf(image_statistics, _IMAGE_STATS_TYPE)
+
+
+def with_image_stats(frame: DataFrame, columns: list[str]) -> DataFrame:
+    """`frame` plus one struct of image statistics per image column (what `features(spec, precomputed=True)` reads)."""
+    udf = image_stats_udf()
+    return frame.withColumns({_stats_column(c): udf(F.col(c)) for c in columns})
+
+
+def _stats_column(name: str) -> str:
+    return f"__image_stats_{name}"
 
 
 def window_requests(spark: SparkSession, lakehouse: Lakehouse, endpoint: str, window: Window) -> DataFrame:
@@ -197,7 +259,8 @@ def monitor(
             )
             drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value)
         current.unpersist()
-        positive, accuracy, judged = feedback_metrics(spark, lakehouse, spec, records, window)
+        tolerance = number_tolerance(spec, reference) if spec.template.response_kind == "number" else None
+        positive, accuracy, judged, numbers = feedback_metrics(spark, lakehouse, spec, records, window, tolerance)
     finally:
         requests.unpersist()
     p = ops["p"] or [None, None, None]
@@ -216,6 +279,7 @@ def monitor(
         distribution,
         drift,
         status_counts,
+        numbers,
     )
 
 
@@ -237,10 +301,19 @@ def response_distribution(current: DataFrame, kind: str) -> dict:
 def drift_of(
     spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_threshold: float, level: float
 ) -> list[Drift]:
-    feats = features(spec)
-    numeric = {name: expr for name, (kind, expr) in feats.items() if kind == "numeric"}
-    edges = _edges(reference, numeric)
-    ref_bins, cur_bins = _bins(reference, feats, edges), _bins(current, feats, edges)
+    images = [c.name for c in spec.sheet.columns_of("image")]
+    if images:  # each image is read once per side: its statistics are cached with the rows
+        reference = with_image_stats(reference, images).cache()
+        current = with_image_stats(current, images).cache()
+    try:
+        feats = features(spec, precomputed=True)
+        numeric = {name: expr for name, (kind, expr) in feats.items() if kind == "numeric"}
+        edges = _edges(reference, numeric)
+        ref_bins, cur_bins = _bins(reference, feats, edges), _bins(current, feats, edges)
+    finally:
+        if images:
+            reference.unpersist()
+            current.unpersist()
     out = []
     for name, (kind, _) in feats.items():
         r, c = ref_bins.get(name, {}), cur_bins.get(name, {})
@@ -294,13 +367,36 @@ def _bins(frame: DataFrame, feats: dict[str, tuple[str, Column]], edges: dict[st
     return out
 
 
-def feedback_metrics(
-    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, records: DataFrame, window: Window
-) -> tuple[float | None, float | None, int]:
-    """(positive-feedback rate, accuracy, records judged) for the window's answered records.
+def number_tolerance(spec: UseCaseSpec, reference: DataFrame | None) -> float | None:
+    """How far a number answer may be from the truth and still count as right: NUMBER_TOLERANCE of the range of the
+    training responses (the trainer's confidence uses the same), else of the schema's minimum..maximum; None when
+    neither is known."""
+    if reference is not None:
+        value = scalar_text(F.col("response")).try_cast("double")
+        row = reference.agg(F.min(value).alias("lo"), F.max(value).alias("hi")).first()
+        if row["lo"] is not None:
+            return NUMBER_TOLERANCE * ((row["hi"] - row["lo"]) or 1.0)
+    schema = spec.template.response_schema
+    if isinstance(schema.get("minimum"), int | float) and isinstance(schema.get("maximum"), int | float):
+        return NUMBER_TOLERANCE * ((schema["maximum"] - schema["minimum"]) or 1.0)
+    return None
 
-    The latest accepted feedback per (request, item) counts. A correction is the ground truth (correct when it
-    equals the prediction); otherwise thumbs up means correct and thumbs down wrong.
+
+def feedback_metrics(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    records: DataFrame,
+    window: Window,
+    tolerance: float | None = None,
+) -> tuple[float | None, float | None, int, dict]:
+    """(positive-feedback rate, accuracy, records judged, number scores) for the window's answered records.
+
+    The latest accepted feedback per (request, item) counts. A correction is the ground truth: for number answers
+    correct when within `tolerance` of the prediction (never when no tolerance is known), otherwise when it equals
+    the prediction; without one, thumbs up means correct and thumbs down wrong. Number scores (number answers only,
+    else empty): corrections, mae (mean absolute error of the predictions they correct), tolerance, within_tolerance
+    (share of corrections within it).
     """
     feedback = lakehouse.read(spark, FEEDBACK).filter(
         (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull()
@@ -311,19 +407,37 @@ def feedback_metrics(
     joined = latest.join(answered, "request_id").filter(
         (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref"))
     )
-    canonical = _canonical(spec.template.response_kind)
-    correct = F.when(
-        F.col("correction").isNotNull(),
-        canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False)),
-    ).otherwise(F.col("rating") == "up")
+    number = spec.template.response_kind == "number"
+    corrected = F.col("correction").isNotNull()
+    error = F.abs(F.col("correction").try_cast("double") - F.col(PREDICTION).try_cast("double"))
+    within = F.coalesce(error <= F.lit(tolerance), F.lit(False)) if tolerance is not None else F.lit(False)
+    if number:
+        right = within
+    else:
+        canonical = _canonical(spec.template.response_kind)
+        right = canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False))
+    correct = F.when(corrected, right).otherwise(F.col("rating") == "up")
     row = joined.agg(
         F.count(F.lit(1)).alias("judged"),
         F.sum((F.col("rating") == "up").cast("int")).alias("up"),
         F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
         F.sum(correct.cast("int")).alias("correct"),
+        F.sum(corrected.cast("int")).alias("corrections"),
+        F.avg(F.when(corrected, error)).alias("mae"),
+        F.sum((corrected & within).cast("int")).alias("within"),
     ).first()
     judged, rated = int(row["judged"]), int(row["rated"] or 0)
-    return ((row["up"] or 0) / rated if rated else None, (row["correct"] or 0) / judged if judged else None, judged)
+    numbers = {}
+    if number:
+        n = int(row["corrections"] or 0)
+        numbers = {
+            "corrections": n,
+            "mae": row["mae"],
+            "tolerance": tolerance,
+            "within_tolerance": (row["within"] or 0) / n if n and tolerance is not None else None,
+        }
+    positive = (row["up"] or 0) / rated if rated else None
+    return positive, (row["correct"] or 0) / judged if judged else None, judged, numbers
 
 
 def _canonical(kind: str):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
+import os
 import re
+import uuid
 from pathlib import Path
 
 _DATA_URL = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
@@ -22,9 +25,27 @@ class ImageError(ValueError):
     """An image cell cannot be read; the message says why (no file, not base64, not an image)."""
 
 
-def is_inline(value: str) -> bool:
-    """True when the cell holds the image itself rather than a path."""
+# how the encoded formats Pillow reads begin: bare base64 counts as inline content only when it decodes to one
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def looks_inline(value: str) -> bool:
+    """True for a data URL or a long base64-looking string, image or not (what a log should not keep in full)."""
     return bool(_DATA_URL.match(value)) or (len(value) >= MIN_INLINE_CHARS and bool(_BASE64.match(value)))
+
+
+def is_inline(value: str) -> bool:
+    """True when the cell holds the image itself rather than a path: a data URL, or bare base64 of an image
+    (a long path made only of letters, digits and slashes stays a path)."""
+    if _DATA_URL.match(value):
+        return True
+    if len(value) < MIN_INLINE_CHARS or not _BASE64.match(value):
+        return False
+    try:
+        head = base64.b64decode("".join(value[:64].split())[:16])
+    except (binascii.Error, ValueError):
+        return False
+    return head.startswith(_SIGNATURES)
 
 
 def image_bytes(value: str, root: Path | str | None = None) -> bytes:
@@ -43,6 +64,8 @@ def image_bytes(value: str, root: Path | str | None = None) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
+        if looks_inline(value):  # base64, but not of an image format we read
+            raise ImageError("inline content is not a readable image (not a known image format)") from None
         raise ImageError(f"no image file at {value!r}") from None
     except OSError as exc:
         raise ImageError(f"cannot read {value!r} ({exc.strerror})") from None
@@ -61,3 +84,16 @@ def open_image(value: str, root: Path | str | None = None):
         why = "not a known image format" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
         raise ImageError(f"{what} is not a readable image ({why})") from None
     return image
+
+
+def store_image(data: bytes, folder: Path | str, suffix: str) -> Path:
+    """Keep encoded image bytes once by content: `<folder>/<sha256[:2]>/<sha256><suffix>`, written to a temporary
+    file and renamed (readers see the whole file or none; concurrent writers write the same bytes)."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = Path(folder) / digest[:2] / f"{digest}{suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    return path

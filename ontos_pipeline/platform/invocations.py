@@ -5,6 +5,9 @@ Accepted shapes (as Databricks Model Serving takes them):
 - `{"dataframe_split": {"columns": [...], "data": [[...], ...]}}` (an `index` is allowed and ignored)
 - `{"inputs": [{...}, ...]}`, `{"inputs": {"col": [values...]}}` or `{"inputs": {"col": value}}`
 
+An image column's value is a path on the serving host or the image itself (a `data:image/png;base64,...` URL or
+bare base64), read by `platform.images` as everywhere else.
+
 Every problem is a `BadRequest` with a 4xx status and a message naming the record and column.
 """
 
@@ -15,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
+from ontos_pipeline.platform.images import ImageError, is_inline, open_image
 from ontos_pipeline.specs import ColumnSpec
 
 SHAPES = ("dataframe_records", "dataframe_split", "inputs")
@@ -147,15 +151,18 @@ def _typed(value: object, spec: ColumnSpec, row: int) -> object:
     return int(value) if kind == "integer" else float(value) if kind == "double" else value
 
 
-def _check_image(path: str, where: str) -> None:
-    """An image column names a readable image file on the serving host; anything else is the client's error
-    (a model would otherwise answer for a blank image)."""
-    from PIL import Image, UnidentifiedImageError
+def _check_image(value: str, where: str) -> None:
+    """An image column holds a readable image: a file on the serving host, a `data:image/...;base64,` URL or bare
+    base64 content; anything else is the client's error (a model would otherwise answer for a blank image)."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except FileNotFoundError:
-        raise BadRequest(400, f"{where}: no image file at {path!r} on the serving host") from None
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise BadRequest(400, f"{where}: {path!r} is not a readable image ({type(exc).__name__}: {exc})") from None
+        open_image(value).close()
+    except ImageError as exc:
+        text = str(exc)
+        if text.startswith("no image file at"):
+            text += " on the serving host"
+        raise BadRequest(400, f"{where}: {text}") from None
+    except Image.DecompressionBombError as exc:
+        what = "the inline image" if is_inline(value) else repr(value)
+        raise BadRequest(400, f"{where}: {what} is too large to decode ({exc})") from None

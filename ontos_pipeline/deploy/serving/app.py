@@ -3,6 +3,8 @@
 Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocations` answers
 `{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
 `X-Request-Id`. Every request, failed ones included, is written to the inference log before it is answered.
+Inline images of answered requests are kept under the lakehouse files folder (`serving_images/<use case>`) and
+logged by path (see `inline_images`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ontos_pipeline.deploy.serving.inline_images import ImageStore, loggable, redacted
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
 from ontos_pipeline.deploy.serving.registry import EndpointRegistry
 from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
@@ -27,6 +30,7 @@ from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_
 from ontos_pipeline.platform.lakehouse import Lakehouse
 
 DEFAULT_MAX_BODY = 5_000_000
+IMAGES_FOLDER = "serving_images"  # inline request images, under the lakehouse files folder
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
 
 
@@ -34,6 +38,12 @@ def create_app(
     registry: EndpointRegistry, inference_log: InferenceLog, lakehouse: Lakehouse, poll_seconds: float = 2.0
 ) -> FastAPI:
     recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+    stores: dict[str, ImageStore] = {}
+
+    def image_store(use_case: str) -> ImageStore:
+        if use_case not in stores:
+            stores[use_case] = ImageStore(lakehouse.volume_path(IMAGES_FOLDER, use_case))
+        return stores[use_case]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -79,7 +89,10 @@ def create_app(
                     "RESOURCE_DOES_NOT_EXIST",
                 )
             body = await _body(request, spec.serving.max_body_bytes)
+            images = [c.name for c in spec.sheet.columns_of("image")]
             row["inputs"] = body.decode("utf-8", "replace")
+            if images:  # refused requests are logged too: without their inline images
+                row["inputs"] = await run_in_threadpool(loggable, row["inputs"], images)
             if served is None:
                 raise BadRequest(
                     503,
@@ -87,8 +100,15 @@ def create_app(
                     "NOT_READY",
                 )
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
-            row["inputs"] = json.dumps(records, ensure_ascii=False, default=str)
-            typed = validate_records(records, served.required, served.columns)
+            row["inputs"] = json.dumps(redacted(records, images), ensure_ascii=False, default=str)
+            # validation decodes every image: off the event loop
+            typed = await run_in_threadpool(validate_records, records, served.required, served.columns)
+            checked = [c for c in images if c in served.required]  # validated: readable images
+            if checked:  # inline images -> kept files: the model and the log see the same path
+                store, paths = image_store(spec.name), {}
+                typed = await run_in_threadpool(store.keep, typed, checked, paths)
+                logged = redacted(store.keep(records, checked, paths), images)
+                row["inputs"] = json.dumps(logged, ensure_ascii=False, default=str)
             answers, prompts = await run_in_threadpool(served.model.answer, pd.DataFrame(typed))
             payload, status, message = {"predictions": answers}, 200, None
             row["rendered_prompt"] = "\n---\n".join(prompts)
