@@ -7,6 +7,7 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.qa_pairs (
   response VARIANT COMMENT 'JSON response; null while pending without a proposal',
   status STRING NOT NULL COMMENT 'pending | auto_approved | approved | edited | rejected | flagged',
   response_source STRING COMMENT 'canonical_label | model | review | feedback',
+  confidence DOUBLE COMMENT 'confidence of the champion in its proposal (response_source model); null otherwise',
   canonical_label_id STRING,
   split STRING NOT NULL COMMENT 'train | val | test (stable hash of item_ref)',
   allowed_uses ARRAY<STRING>,

@@ -28,14 +28,21 @@ def cmd_review(args: argparse.Namespace) -> int:
             sheet_id,
             status=args.status,
             limit=args.limit,
-            columns=["status", "response_source", "split", "response"],
+            columns=["status", "response_source", "confidence", "split", "response"],
         )
         print(f"training sheet {sheet_id} version {training_sheet_version(lakehouse, sheet_id)}")
         print(
             format_table(
-                ["item_ref", "status", "source", "split", "response"],
+                ["item_ref", "status", "source", "confidence", "split", "response"],
                 [
-                    [r["item_ref"], r["status"], r["response_source"] or "-", r["split"], short(r["response"])]
+                    [
+                        r["item_ref"],
+                        r["status"],
+                        r["response_source"] or "-",
+                        "-" if r["confidence"] is None else f"{r['confidence']:.3f}",
+                        r["split"],
+                        short(r["response"]),
+                    ]
                     for r in rows
                 ],
             )
@@ -48,8 +55,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         row = found[0]
         for message in json.loads(row["messages"]):
             print(f"[{message['role']}]\n{message['content']}\n")
+        confidence = "" if row["confidence"] is None else f" (confidence {row['confidence']:.3f})"
         print(
-            f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}, split "
+            f"[response] {row['response']}\nstatus {row['status']}, source {row['response_source']}{confidence}, split "
             f"{row['split']}, version {row['version']}, prohibited uses {list(row['prohibited_uses'] or [])}"
         )
         for h in review_history(lakehouse, sheet_id, args.items[0]):
@@ -58,6 +66,8 @@ def cmd_review(args: argparse.Namespace) -> int:
                 f" {h['comment'] or ''}"
             )
         return 0
+    if args.action == "approve" and (args.proposed or args.min_confidence is not None or args.dry_run):
+        return _approve_proposed(args, ctx, spec)
     decisions = [review.Decision(item, args.action, args.label, args.comment) for item in args.items]
     if args.file:
         decisions += review.read_decisions(Path(args.file), default_decision=args.action)
@@ -65,6 +75,50 @@ def cmd_review(args: argparse.Namespace) -> int:
     print(
         f"recorded {len(ids)} decision(s) on {sheet_id}; they apply at the next materialization "
         "of canonical_labels and training_sheet"
+    )
+    return 0
+
+
+def _approve_proposed(args: argparse.Namespace, ctx: Context, spec) -> int:
+    """`ontos review approve USE_CASE --proposed --min-confidence X [--dry-run]`: bulk-approve model proposals."""
+    from ontos_pipeline.generate import review
+
+    if not args.proposed:
+        raise review.ReviewError("--min-confidence and --dry-run go with --proposed; nothing was recorded")
+    if args.items or args.file or args.version:
+        raise review.ReviewError(
+            "--proposed approves the pending model proposals it selects: give no ITEM_REF, --file or --version "
+            "with it; nothing was recorded"
+        )
+    if args.min_confidence is None:
+        raise review.ReviewError("--proposed needs --min-confidence (0..1), e.g. 0.9; nothing was recorded")
+    result = review.approve_proposals(
+        ctx.lakehouse, spec, args.min_confidence, person(args.reviewer), dry_run=args.dry_run, comment=args.comment
+    )
+    n, where = len(result.items), f"{result.training_sheet_id} version {result.version}"
+    if result.already_decided:
+        print(f"{result.already_decided} proposal(s) at or above the threshold already have a decision; skipped")
+    if not n:
+        print(
+            f"nothing left to approve: no undecided pending model proposal with confidence >= "
+            f"{result.min_confidence} on {where}; nothing was recorded (proposals appear once a champion is served "
+            "and training_sheet is materialized again)"
+        )
+        return 0
+    if args.dry_run:
+        print(f"dry run: {n} pending model proposal(s) with confidence >= {result.min_confidence} on {where}")
+        print(format_table(["confidence", "items"], [[band, count] for band, count in result.by_band.items()]))
+        values = list(result.by_value.items())
+        shown = [[short(value), count] for value, count in values[:10]]
+        if len(values) > 10:
+            shown.append([f"... {len(values) - 10} more values", sum(c for _, c in values[10:])])
+        print(format_table(["proposed", "items"], shown))
+        print("nothing was recorded")
+        return 0
+    print(
+        f"approved {len(result.review_ids)} model proposal(s) with confidence >= {result.min_confidence} on {where}; "
+        "they become canonical labels (source review) at the next materialization of canonical_labels and "
+        "training_sheet"
     )
     return 0
 
@@ -123,7 +177,15 @@ def add_parsers(sub) -> None:
             p.add_argument(
                 "--label", help="the corrected label as JSON (edit)" if action == "edit" else argparse.SUPPRESS
             )
-        p.set_defaults(func=cmd_review, label=None)
+            if action == "approve":
+                p.add_argument(
+                    "--proposed",
+                    action="store_true",
+                    help="approve every pending model proposal with confidence >= --min-confidence",
+                )
+                p.add_argument("--min-confidence", type=float, help="the confidence threshold of --proposed (0..1)")
+                p.add_argument("--dry-run", action="store_true", help="with --proposed: count, record nothing")
+        p.set_defaults(func=cmd_review, label=None, proposed=False, min_confidence=None, dry_run=False)
 
     labels = sub.add_parser("labels", help="label files")
     labels_sub = labels.add_subparsers(dest="action", required=True)

@@ -1,4 +1,5 @@
-"""GENERATE assets: the prompt template and the training sheet (with its governance check)."""
+"""GENERATE assets: the prompt template and the training sheet (with its governance check and the champion's
+proposals for unlabelled items)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from dagster import AssetCheckResult, AssetExecutionContext, DataVersion, Materi
 from pyspark.sql import functions as F
 
 from ontos_pipeline.data.sheet import published_sheet
+from ontos_pipeline.generate.prelabel import champion_proposer
 from ontos_pipeline.generate.template import compile_template, current_template, register_template
 from ontos_pipeline.generate.training_sheet import build_training_sheet, current_training_sheet, trainable_condition
 from ontos_pipeline.metadata import check_result
 from ontos_pipeline.platform.checks import CheckOutcome
-from ontos_pipeline.resources.base import LakehouseResource, SparkResource, UseCasesResource
+from ontos_pipeline.resources.base import LakehouseResource, ModelStoreResource, SparkResource, UseCasesResource
 from ontos_pipeline.steps import Check, Step, step_inputs
 
 
@@ -36,13 +38,23 @@ def template(
 
 
 def training_sheet(
-    context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, use_cases: UseCasesResource
+    context: AssetExecutionContext,
+    spark: SparkResource,
+    lakehouse: LakehouseResource,
+    use_cases: UseCasesResource,
+    mlflow_store: ModelStoreResource,
 ) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     compiled = current_template(lh, spec.name)
     if compiled is None:
         raise RuntimeError(f"no registered template for {spec.name}; materialize the template asset first")
-    result = build_training_sheet(session, lh, spec, published_sheet(lh, spec), compiled)
+    snapshot = published_sheet(lh, spec)
+    proposer, proposed_by = champion_proposer(
+        mlflow_store.get(), spec.name, [c["name"] for c in snapshot.columns], lh.volume_path()
+    )
+    if proposer is None:
+        context.log.info(proposed_by)
+    result = build_training_sheet(session, lh, spec, snapshot, compiled, proposer)
     return MaterializeResult(
         data_version=DataVersion(result.version),
         metadata={
@@ -53,6 +65,8 @@ def training_sheet(
             "by_status": MetadataValue.json(result.by_status),
             "by_split": MetadataValue.json(result.by_split),
             "by_source": MetadataValue.json(result.by_source),
+            "model_proposals": result.proposals,
+            "proposed_by": proposed_by,
         },
     )
 
@@ -98,7 +112,8 @@ TRAINING_SHEET = Step(
     deps=("sheet", "template", "canonical_labels"),
     kinds=frozenset({"spark", "delta"}),
     description="Prompt/response pairs for every sheet item (table qa_pairs): messages rendered in Spark, responses "
-    "from canonical labels, review decisions applied, stable train/val/test split.",
+    "from canonical labels, else the champion's proposal with its confidence (pending: never trained on until a "
+    "person approves or edits it), review decisions applied, stable train/val/test split.",
     checks=(
         Check(
             "trainable_rows_allow_training",

@@ -2,9 +2,11 @@
 
 Messages are rendered in Spark (`mapInPandas`: the sandboxed template is compiled once per partition). The
 response comes from the item's canonical label (`auto_approved`, or `flagged` while its label is in conflict),
-else from the champion model's proposal (`pending`, source `model`), else it stays empty (`pending`). The latest
-review decision per item is applied on top, so decisions survive re-materialization. The split is a stable hash
-of `item_ref`; usage constraints come with the label (or from the sheet's PHI tags for unlabelled items).
+else from the champion model's proposal with its confidence (`pending`, source `model`: see `generate.prelabel`),
+else it stays empty (`pending`). The latest review decision per item is applied on top, so decisions survive
+re-materialization: an edit, or the approval of a proposal, sets the response the person chose (source `review`).
+A proposal is never trainable by itself (the dual quality gate excludes source `model`). The split is a stable
+hash of `item_ref`; usage constraints come with the label (or from the sheet's PHI tags for unlabelled items).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ TRAINING = "training"
 DECISION_STATUS = {"approve": "approved", "edit": "edited", "reject": "rejected", "flag": "flagged"}
 SPLIT_BUCKETS = 10_000
 
-# A proposer answers for unlabelled items (the champion model, once one is registered):
-# sheet rows (item_ref + columns) -> item_ref, response (JSON text).
+MODEL = "model"  # response_source of a proposal
+# A proposer answers for unlabelled items (the champion model, once one is served: `generate.prelabel`):
+# sheet rows (item_ref + columns) -> item_ref, response (JSON text), confidence (double).
 Proposer = Callable[[DataFrame], DataFrame]
 
 
@@ -46,6 +49,7 @@ class TrainingSheetResult:
     by_status: dict[str, int] = field(default_factory=dict)
     by_split: dict[str, int] = field(default_factory=dict)
     by_source: dict[str, int] = field(default_factory=dict)
+    proposals: int = 0  # rows whose response is a model proposal (source `model`)
 
 
 def render_messages(sheet_df: DataFrame, template: CompiledTemplate) -> DataFrame:
@@ -116,25 +120,35 @@ def assemble_training_sheet(
         .join(latest_reviews(spark, lakehouse, spec.training_sheet_id), ITEM_KEY, "left")
         .join(item_usage(sheet_df, spec, snapshot), ITEM_KEY, "left")
     )
-    if proposer is not None:
-        df = df.join(proposer(sheet_df).select(ITEM_KEY, F.col("response").alias("proposal")), ITEM_KEY, "left")
+    if proposer is not None:  # only unlabelled items are scored
+        unlabelled = sheet_df.join(labels.select(ITEM_KEY), ITEM_KEY, "left_anti")
+        proposals = proposer(unlabelled).select(
+            ITEM_KEY, F.col("response").alias("proposal"), F.col("confidence").alias("proposal_confidence")
+        )
+        df = df.join(proposals, ITEM_KEY, "left")
     else:
-        df = df.withColumn("proposal", F.lit(None).cast("string"))
+        df = df.withColumn("proposal", F.lit(None).cast("string")).withColumn(
+            "proposal_confidence", F.lit(None).cast("double")
+        )
 
     labelled = F.col("label").isNotNull()
     base_status = F.when(labelled & F.col("conflict"), "flagged").when(labelled, "auto_approved").otherwise("pending")
-    base_source = F.when(labelled, "canonical_label").when(F.col("proposal").isNotNull(), "model")
+    base_source = F.when(labelled, "canonical_label").when(F.col("proposal").isNotNull(), MODEL)
     decision = F.col("review_decision")
+    # an edit's label, or the proposal a person approved (`generate.review` records it with the approval)
+    chosen = (decision == "edit") | ((decision == "approve") & F.col("review_label").isNotNull())
     status = base_status
     for name, reviewed in DECISION_STATUS.items():
         status = F.when(decision == name, F.lit(reviewed)).otherwise(status)
+    source = F.when(chosen, F.lit("review")).otherwise(base_source)
     df = (
         df.withColumn("status", status)
         .withColumn(
             "response",
-            F.when(decision == "edit", F.col("review_label")).otherwise(F.coalesce(F.col("label"), F.col("proposal"))),
+            F.when(chosen, F.col("review_label")).otherwise(F.coalesce(F.col("label"), F.col("proposal"))),
         )
-        .withColumn("response_source", F.when(decision == "edit", F.lit("review")).otherwise(base_source))
+        .withColumn("response_source", source)
+        .withColumn("confidence", F.when(source == MODEL, F.col("proposal_confidence")))
         .withColumn("allowed_uses", F.col("label_allowed"))
         .withColumn("prohibited_uses", F.col("label_prohibited"))
     )
@@ -150,6 +164,7 @@ def assemble_training_sheet(
         "response",
         "status",
         "response_source",
+        "confidence",
         "canonical_label_id",
         split_column(spec).alias("split"),
         "allowed_uses",
@@ -194,6 +209,7 @@ def build_training_sheet(
             out[r[key]] = out.get(r[key], 0) + r["count"]
         return dict(sorted(out.items()))
 
+    by_source = total("source")
     return TrainingSheetResult(
         spec.training_sheet_id,
         version,
@@ -201,7 +217,8 @@ def build_training_sheet(
         created,
         total("status"),
         total("split"),
-        total("source"),
+        by_source,
+        by_source.get(MODEL, 0),
     )
 
 
@@ -211,7 +228,8 @@ def current_training_sheet(spark: SparkSession, lakehouse: Lakehouse, training_s
 
 # -- the dual quality gate --------------------------------------------------------------------------------------
 def usable_condition(use: str):
-    """Quality approved and usage constraints allowing `use` (training, evaluation, serving), as a Column."""
+    """Quality approved and usage constraints allowing `use` (training, evaluation, serving), as a Column. A model
+    proposal (source `model`) never passes, whatever its status: only what a person or a label source chose does."""
 
     def mentions(column: str):
         return F.coalesce(F.array_contains(F.col(column), use), F.lit(False))
@@ -219,6 +237,7 @@ def usable_condition(use: str):
     return (
         F.col("status").isin(*TRAINABLE_STATUSES)
         & F.col("response").isNotNull()
+        & ~F.coalesce(F.col("response_source") == MODEL, F.lit(False))
         & ~mentions("prohibited_uses")
         & (F.col("allowed_uses").isNull() | mentions("allowed_uses"))
     )

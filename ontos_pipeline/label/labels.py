@@ -142,18 +142,23 @@ class InboxSource:
 
 @dataclass(frozen=True)
 class ReviewSource:
-    """Edits people made with `ontos review edit`: they become canonical labels of source `review`."""
+    """Labels people chose with `ontos review`: they become canonical labels of source `review`.
+
+    Every edit counts, and so does an approved model proposal (an approval carrying the proposed value) unless a
+    later edit of the same item replaced it (as in the training sheet, where the latest decision applies)."""
 
     name: str = "review"
 
     def read(self, spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec) -> DataFrame | None:
         if not lakehouse.exists(REVIEWS):
             return None
-        edits = lakehouse.read(spark, REVIEWS).filter(
-            (F.col("training_sheet_id") == spec.training_sheet_id)
-            & (F.col("label_type") == spec.labels.label_type)
-            & (F.col("decision") == "edit")
+        reviews = lakehouse.read(spark, REVIEWS).filter(
+            (F.col("training_sheet_id") == spec.training_sheet_id) & (F.col("label_type") == spec.labels.label_type)
         )
+        last_edit = F.max(F.when(F.col("decision") == "edit", F.col("created_at"))).over(Window.partitionBy(ITEM_KEY))
+        approved = (F.col("decision") == "approve") & F.col("label_data").isNotNull()
+        current = F.col("_last_edit").isNull() | (F.col("created_at") > F.col("_last_edit"))
+        edits = reviews.withColumn("_last_edit", last_edit).filter((F.col("decision") == "edit") | (approved & current))
         return edits.select(
             ITEM_KEY,
             F.col("label_data"),
