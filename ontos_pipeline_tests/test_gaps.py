@@ -20,7 +20,7 @@ from ontos_pipeline.monitor.monitoring import REPORTS, Window, monitor
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.platform.model_store import CHAMPION, local_store
 from ontos_pipeline.train.evaluation import evaluate, log_evaluation, record_evaluation
-from ontos_pipeline.train.tracking import log_pyfunc
+from ontos_pipeline.train.tracking import log_pyfunc, number_types
 from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline_tests.kinds import items, kind_spec
 
@@ -49,7 +49,11 @@ def world(tmp_path_factory):
     store.activate()
     with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
         info = log_pyfunc(
-            store, outcome.best.model, items("enum", 5, 3).drop(columns=[RESPONSE]), store.model_name(spec.name)
+            store,
+            outcome.best.model,
+            items("enum", 5, 3).drop(columns=[RESPONSE]),
+            store.model_name(spec.name),
+            number_types(spec),
         )
     store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
     return {

@@ -139,6 +139,7 @@ def test_optuna_search_is_seeded_and_logs_importances(tmp_path):
     assert first.search["trials"] == 6 and first.search["best_params"] == second.search["best_params"]
     assert set(first.search["importances"]) <= set(first.search["best_params"])
     assert any(c.family.endswith("_tuned") for c in first.candidates)
+    assert {"alpha", "prompt_tfidf"} <= set(first.search["best_params"])  # the search overrides the default grid
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,194 @@ def test_dates_are_normalised_to_iso(text, iso):
 
 def test_amounts_are_parsed():
     assert parse_number("$1,234.50") == 1234.5 and parse_number("12") == 12.0 and parse_number("$") is None
+
+
+def _use_case(tmp_path, name: str, columns: dict, prompt: str, schema: dict, training: str = ""):
+    """A one-source use case: `columns` maps name -> (type, category); item_ref is added."""
+    import json
+
+    from ontos_pipeline.generate.template import compile_template
+    from ontos_pipeline.specs import load_use_case
+
+    source = "".join(f"\n        {c}: {t}" for c, (t, _) in columns.items())
+    sheet = "".join(
+        f"\n    - {{name: {c}, from: items.{c}, type: {t}, category: {cat}}}" for c, (t, cat) in columns.items()
+    )
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"""name: {name}
+sheet:
+  primary: items
+  sources:
+    items:
+      table: shop.{name}
+      columns:
+        item_ref: string{source}
+  columns:
+    - {{name: item_ref, from: items.item_ref, type: string, category: metadata, nullable: false}}{sheet}
+labels: {{label_type: {name}_label}}
+template:
+  name: {name}_template
+  system_prompt: Answer as asked.
+  prompt: {json.dumps(prompt)}
+  response_schema: {json.dumps(schema)}
+{training}""",
+        encoding="utf-8",
+    )
+    spec = load_use_case(path)
+    return spec, compile_template(spec)
+
+
+def _heteroscedastic(n: int, seed: int) -> pd.DataFrame:
+    """Number items whose noise depends on the colour: tiny for blue, large for red."""
+    frame = items("number", n, seed)
+    rng = np.random.default_rng(seed + 100)
+    red = (frame["color"] == "red").to_numpy()
+    noise = np.where(red, rng.normal(0, 30, n), rng.normal(0, 1, n))
+    frame[RESPONSE] = (100 + 40 * frame["x"] + 60 * red + noise).round(2).tolist()
+    return frame
+
+
+def test_number_confidence_is_per_row_and_higher_where_errors_are_smaller(tmp_path):
+    spec, template = kind_spec(tmp_path, "number")
+    outcome = LocalTrainer(seed=1).train(
+        spec, template, TrainingData(_heteroscedastic(500, 1), _heteroscedastic(200, 2))
+    )
+    test = _heteroscedastic(600, 3)
+    p = outcome.best.model.predict_frame(test.drop(columns=[RESPONSE]))
+    confidence = np.asarray(p.confidence)
+    error = np.abs(np.asarray(p.responses) - test[RESPONSE].to_numpy())
+    within = error <= outcome.best.model.predictor.tolerance
+    assert len(np.unique(confidence.round(6))) > 2 and confidence.std() > 0.02, confidence
+    order = np.argsort(-confidence, kind="stable")
+    confident, other = order[: len(order) // 2], order[len(order) // 2 :]
+    assert error[confident].mean() < 0.7 * error[other].mean(), (error[confident].mean(), error[other].mean())
+    red = (test["color"] == "red").to_numpy()
+    assert confidence[red].mean() < confidence[~red].mean() - 0.05
+    # calibrated: the mean confidence is the share of rows within tolerance, per colour too
+    assert abs(confidence.mean() - within.mean()) < 0.06
+    assert abs(confidence[red].mean() - within[red].mean()) < 0.1
+    assert outcome.baseline.model.predict_frame(test).confidence.std() == 0.0  # the baseline has no spread model
+
+
+def test_the_prompt_tfidf_is_used_only_where_it_carries_signal(tmp_path):
+    """Linear families keep the prompt's TF-IDF when the prompt carries what the feature columns miss, and drop it
+    when it only repeats them as noisy number tokens; the choice is in the candidate's params."""
+    rng = np.random.default_rng(0)
+    columns = {"x": ("double", "numeric"), "code": ("string", "metadata")}
+    spec, template = _use_case(
+        tmp_path, "coded", columns, "Unit {{ code }} reads {{ x }}.", {"type": "string", "enum": ["keep", "drop"]}
+    )
+
+    def coded(n: int) -> pd.DataFrame:  # the answer follows the unit code, which only the prompt shows
+        code = rng.choice([f"K{i}" for i in range(8)], n)
+        answer = np.where(np.isin(code, ["K1", "K3", "K4", "K6"]), "keep", "drop")
+        return pd.DataFrame({"item_ref": range(n), "x": rng.normal(0, 1, n).round(1), "code": code, RESPONSE: answer})
+
+    outcome = LocalTrainer().train(spec, template, TrainingData(coded(300), coded(100)))
+    logistic = next(c for c in outcome.candidates if c.family == "logistic")
+    assert logistic.params["prompt_tfidf"] is True and logistic.headline > 0.95
+
+    columns = {"x": ("double", "numeric"), "lot": ("integer", "metadata"), "bin": ("integer", "metadata")}
+    prompt = "x: {{ x }}, lot {{ lot }}, bin {{ bin }}"
+    spec, template = _use_case(tmp_path, "measured", columns, prompt, {"type": "number"})
+
+    def measured(n: int) -> pd.DataFrame:  # linear in x; the prompt adds x as tokens and lot/bin numbers, all noise
+        x = rng.normal(0, 1, n).round(1)
+        return pd.DataFrame(
+            {
+                "item_ref": range(n),
+                "x": x,
+                "lot": rng.integers(0, 40, n),
+                "bin": rng.integers(0, 40, n),
+                RESPONSE: (50 * x + rng.normal(0, 20, n)).tolist(),
+            }
+        )
+
+    outcome = LocalTrainer().train(spec, template, TrainingData(measured(150), measured(150)))
+    ridge = next(c for c in outcome.candidates if c.family == "ridge")
+    assert ridge.params["prompt_tfidf"] is False, ridge
+
+
+def test_regularization_is_picked_on_validation(tmp_path):
+    """Few rows and many useless columns: the default grid regularizes harder than alpha=1 and scores better."""
+    rng = np.random.default_rng(4)
+    columns = {f"c{i}": ("double", "numeric") for i in range(30)}
+    spec, template = _use_case(tmp_path, "wide", columns, "A wide row.", {"type": "number"})
+
+    def wide(n: int) -> pd.DataFrame:
+        frame = pd.DataFrame(rng.normal(0, 1, (n, 30)), columns=list(columns))
+        frame[RESPONSE] = (10 * frame["c0"] + rng.normal(0, 10, n)).tolist()
+        return frame.assign(item_ref=range(n))
+
+    train, val, test = wide(40), wide(100), wide(400)
+    outcome = LocalTrainer().train(spec, template, TrainingData(train, val))
+    ridge = next(c for c in outcome.candidates if c.family == "ridge")
+    assert ridge.params["alpha"] > 1.0, ridge.params
+    from ontos_pipeline.train.trainer.models import fit_family
+
+    predictor = ridge.model.predictor
+    default = fit_family(
+        "number", "ridge", template, ridge.model.columns, predictor.features, *_prompted(ridge.model, train), {}, 0
+    )
+    truths = test[RESPONSE].tolist()
+    tuned_r2 = score("number", truths, ridge.model.predict_frame(test), template.response_schema)["r2"]
+    default_r2 = score("number", truths, default.predict_frame(test), template.response_schema)["r2"]
+    assert tuned_r2 > default_r2 + 0.02, (tuned_r2, default_r2)
+
+
+def _prompted(model, frame: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    from ontos_pipeline.train.trainer.models import with_prompt
+
+    return with_prompt(model.template, model.columns, frame), frame[RESPONSE].tolist()
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_images_are_read_from_paths_and_inline_content_at_the_specs_size(tmp_path):
+    import base64
+    import pickle
+
+    from ontos_pipeline.train.trainer.features import image_pixels
+
+    spec, template = _use_case(
+        tmp_path,
+        "pictures",
+        {"photo": ("string", "image")},
+        "Which colour is the photo?",
+        {"type": "string", "enum": ["red", "blue"]},
+        "training: {image_size: 4}\n",
+    )
+    colors = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    (tmp_path / "red.png").write_bytes(_png(colors["red"]))
+    encoded = {c: base64.b64encode(_png(rgb)).decode() for c, rgb in colors.items()}
+    cells = {
+        "red": [str(tmp_path / "red.png"), "data:image/png;base64," + encoded["red"], encoded["red"]],
+        "blue": ["data:image/png;base64," + encoded["blue"], encoded["blue"]],
+    }
+    pixels = image_pixels(cells["red"], 4)
+    assert pixels.shape == (3, 4 * 4 * 3 + 1) and (pixels == pixels[0]).all() and pixels[0, -1] == 0.0
+    assert np.allclose(pixels[0, 0:3], np.array(colors["red"]) / 255, atol=0.01)
+    assert image_pixels([None, "no/such.png", "data:image/png;base64,AAAA"], 4)[:, -1].tolist() == [1.0, 1.0, 1.0]
+
+    rng = np.random.default_rng(0)
+
+    def photos(n: int) -> pd.DataFrame:
+        answer = rng.choice(["red", "blue"], n)
+        photo = [cells[a][int(rng.integers(len(cells[a])))] for a in answer]
+        return pd.DataFrame({"item_ref": range(n), "photo": photo, RESPONSE: answer})
+
+    outcome = LocalTrainer().train(spec, template, TrainingData(photos(40), photos(20)))
+    restored = pickle.loads(pickle.dumps(outcome.best.model))
+    assert restored.predictor.features.image_size == 4
+    test = photos(30)
+    answers = restored.predict(test.drop(columns=[RESPONSE]))
+    assert [a["response"] for a in answers] == test[RESPONSE].tolist()

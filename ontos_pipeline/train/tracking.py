@@ -21,7 +21,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
 
 from ontos_pipeline.generate.template import CompiledTemplate
 from ontos_pipeline.platform import tables
@@ -142,7 +143,11 @@ def reproducibility_pack(
             "sheet_table": lineage.sheet_table,
             "label_snapshot_version": lineage.label_snapshot_version,
         },
-        "export": {"directory": lineage.export_directory, "sha256": lineage.export_checksums()},
+        # the export folder relative to the files folder (exports/<use case>/<version>): a moved home keeps it true
+        "export": {
+            "directory": "/".join(Path(lineage.export_directory).parts[-3:]),
+            "sha256": lineage.export_checksums(),
+        },
         "trainer": {
             "name": trainer,
             "seed": seed,
@@ -155,8 +160,9 @@ def reproducibility_pack(
         "environment": environment(),
         "git_sha": git_sha(),
         "mlflow_run_id": run_id,
-        "command": " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env.items())
-        + f" uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
+        # run with ONTOS_HOME at the home the model lives in (wherever it has moved), the other variables as here
+        "command": "".join(f"{k}={shlex.quote(v)} " for k, v in cli_env.items() if k != "ONTOS_HOME")
+        + f"uv run ontos rebuild-training-data --run-id {run_id} --out {out}",
     }
 
 
@@ -167,7 +173,13 @@ def _numeric(metrics: dict, prefix: str) -> dict[str, float]:
     }
 
 
-def _log_child(store: ModelStore, candidate: CandidateRun, example: pd.DataFrame, with_model: bool) -> str:
+def _log_child(
+    store: ModelStore,
+    candidate: CandidateRun,
+    example: pd.DataFrame,
+    with_model: bool,
+    number_types: Mapping[str, str],
+) -> str:
     with mlflow.start_run(
         run_name=candidate.family, nested=True, experiment_id=mlflow.active_run().info.experiment_id
     ) as child:
@@ -176,13 +188,44 @@ def _log_child(store: ModelStore, candidate: CandidateRun, example: pd.DataFrame
         mlflow.log_metrics({**_numeric(candidate.metrics, "val_"), "fit_seconds": candidate.seconds})
         mlflow.log_dict(candidate.metrics, "validation_metrics.json")
         if with_model:
-            log_pyfunc(store, candidate.model, example, registered_name=None)
+            log_pyfunc(store, candidate.model, example, None, number_types)
         return child.info.run_id
 
 
-def log_pyfunc(store: ModelStore, model: ResponseModel, example: pd.DataFrame, registered_name: str | None):
+def number_types(spec: UseCaseSpec) -> dict[str, str]:
+    """MLflow type of each number column of the sheet, from its spec type (long for integer, double for double)."""
+    mlflow_type = {"integer": "long", "double": "double"}
+    return {c.name: mlflow_type[c.type] for c in spec.sheet.columns if c.type in mlflow_type}
+
+
+def signature_of(example: pd.DataFrame, output: list[dict], number_types: Mapping[str, str]) -> ModelSignature:
+    """The signature inferred from the example, number columns typed by the spec rather than by the sample: an
+    integer column with a null in the example rows would otherwise be `double`, and MLflow then refuses the int64
+    values a caller naturally sends (and the sample, so the signature, could differ from one training to the next)."""
+    inferred = infer_signature(example, output)
+    inputs = [ColSpec(number_types.get(c.name, c.type), c.name, required=c.required) for c in inferred.inputs.inputs]
+    return ModelSignature(Schema(inputs), inferred.outputs)
+
+
+def example_rows(train: pd.DataFrame, spec: UseCaseSpec) -> pd.DataFrame:
+    """Training rows (approved for training, so never PHI) for the input example, preferring rows whose integer
+    columns are all set, so the example matches the `long` type the signature gives them."""
+    integers = [c.name for c in spec.sheet.columns if c.type == "integer" and c.name in train.columns]
+    complete = train.dropna(subset=integers).head(EXAMPLE_ROWS) if integers else train.head(EXAMPLE_ROWS)
+    if not len(complete):
+        return train.head(EXAMPLE_ROWS)
+    return complete.astype({c: "int64" for c in integers})  # a column with nulls elsewhere came as float64
+
+
+def log_pyfunc(
+    store: ModelStore,
+    model: ResponseModel,
+    example: pd.DataFrame,
+    registered_name: str | None,
+    number_types: Mapping[str, str],
+):
     example = example[model.input_columns].reset_index(drop=True)
-    signature = infer_signature(example, model.predict(example))
+    signature = signature_of(example, model.predict(example), number_types)
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=OntosPyfunc(model),
@@ -209,7 +252,7 @@ def log_training(
 ) -> TrainedModel:
     """Log the candidates and the winner, register it and point `challenger` at the new version."""
     store.activate()
-    example = train.head(EXAMPLE_ROWS)  # training rows: approved for training, so never PHI
+    example, numbers = example_rows(train, spec), number_types(spec)
     name = store.model_name(spec.name)
     experiment_id = store.experiment_id(spec.name)
     mlflow.set_experiment(experiment_id=experiment_id)  # child runs land in the parent's experiment too
@@ -237,7 +280,7 @@ def log_training(
         )
         baseline_run_id = ""
         for candidate in outcome.candidates:
-            child = _log_child(store, candidate, example, with_model=candidate.family == "baseline")
+            child = _log_child(store, candidate, example, candidate.family == "baseline", numbers)
             baseline_run_id = child if candidate.family == "baseline" else baseline_run_id
         mlflow.set_tag("ontos.baseline_run_id", baseline_run_id)
         mlflow.log_metrics(
@@ -251,7 +294,7 @@ def log_training(
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / pack["spec"]["file"]).write_text(pack["spec"]["text"], encoding="utf-8")
             mlflow.log_artifacts(tmp, "reproducibility")
-        info = log_pyfunc(store, outcome.best.model, example, registered_name=name)
+        info = log_pyfunc(store, outcome.best.model, example, name, numbers)
     version = str(info.registered_model_version)
     client = store.client()
     for key, value in (

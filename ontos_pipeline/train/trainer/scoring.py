@@ -38,6 +38,13 @@ def headline(kind: str, truths: Sequence, prediction: Prediction, schema: Mappin
     return float(value)
 
 
+def log_loss(truths: Sequence, prediction: Prediction) -> float:
+    """Mean negative log-probability of the true class (enum predictions; probabilities floored at 1e-15)."""
+    index = {c: j for j, c in enumerate(prediction.classes)}
+    p = np.array([prediction.proba[i, index[str(t)]] if str(t) in index else 0.0 for i, t in enumerate(truths)])
+    return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0))))
+
+
 def better(metric: str, a: float, b: float) -> bool:
     """True if `a` is strictly better than `b` for `metric`."""
     return a > b if metrics.HIGHER_IS_BETTER[metric] else a < b
