@@ -117,8 +117,9 @@ def test_parquet_keeps_its_types_and_an_image_folder_gets_labels_metadata_and_st
         ("rust/0", "rust", None),
         ("rust/1", "rust", "south"),
     ]
-    stored = Path(got[0]["image"])
-    assert stored.is_relative_to(lakehouse.files_root) and stored.read_bytes() == png((0, 200, 0))
+    stored = Path(got[0]["image"])  # relative to the files folder: a copied home keeps finding it
+    assert not stored.is_absolute() and stored.parts[0] == "images"
+    assert (lakehouse.files_root / stored).read_bytes() == png((0, 200, 0))
     assert got[0]["image"] == got[1]["image"]  # content-addressed: equal images are stored once
 
 
@@ -131,7 +132,8 @@ def test_inline_and_path_image_cells_are_stored_and_bad_ones_named(lakehouse, tm
     loaded = load(lakehouse, src, "raw.photos", key="id")
     assert loaded.images == {"photo": 2}
     got = {r["item_ref"]: r["photo"] for r in rows(lakehouse, "raw.photos")}
-    assert Path(got["p1"]).read_bytes() == png((255, 0, 0)) and Path(got["p2"]).read_bytes() == png((0, 0, 255))
+    root = lakehouse.files_root
+    assert (root / got["p1"]).read_bytes() == png((255, 0, 0)) and (root / got["p2"]).read_bytes() == png((0, 0, 255))
 
     (tmp_path / "broken.png").write_bytes(b"not an image at all")
     lines += [{"id": "p3", "photo": "missing.png"}, {"id": "p4", "photo": "broken.png"}]
@@ -186,8 +188,12 @@ def test_a_label_column_that_is_also_an_input_or_not_in_the_primary_source_is_re
         load_use_case(tmp_path / "leaky.yaml")
 
 
-def test_from_a_csv_to_a_trained_champion_with_the_cli_only(tmp_path, monkeypatch, capsys):
-    """The README's "Bring your own data" commands, in process: load, init, specs, run."""
+def test_from_a_csv_to_a_trained_champion_with_the_cli_only_then_the_moved_home_serves_rebuilds_and_retrains(
+    tmp_path, monkeypatch, capsys
+):
+    """The README's "Bring your own data" commands, in process: load, init, specs, run; then `cp -a` of the home
+    elsewhere (the old one deleted) keeps serving the champion, rebuilds its training data byte-identically and
+    retrains."""
     home, use_cases = tmp_path / "home", tmp_path / "use_cases"
     monkeypatch.setenv("ONTOS_HOME", str(home))
     monkeypatch.setenv("ONTOS_USE_CASES_DIR", str(use_cases))
@@ -213,6 +219,23 @@ def test_from_a_csv_to_a_trained_champion_with_the_cli_only(tmp_path, monkeypatc
     gentoo = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 14.2, "flipper_length_mm": 217}
     frame = pd.DataFrame([{"item_ref": "new-1", **gentoo, "body_mass_g": 5200, "sex": "female", "year": 2009}])
     assert int(champion.version) == 1 and model.predict(frame)[0]["response"] == "Gentoo"
+
+    moved = tmp_path / "elsewhere" / "home"
+    shutil.copytree(home, moved, symlinks=True)
+    shutil.rmtree(home)
+    monkeypatch.setenv("ONTOS_HOME", str(moved))
+    store = load_settings().local_model_store()
+    assert str(home) not in store.client().get_run(champion.run_id).info.artifact_uri
+    model = mlflow.pyfunc.load_model(f"models:/{store.model_name('penguins')}@{CHAMPION}")
+    assert model.predict(frame)[0]["response"] == "Gentoo"
+    capsys.readouterr()
+    assert main(["rebuild-training-data", "--run-id", champion.run_id, "--out", str(tmp_path / "rebuilt")]) == 0
+    assert "byte-identical" in capsys.readouterr().out
+    assert main(["run", "penguins", "--job", "retrain"]) == 0
+    assert "retrain penguins: ok" in capsys.readouterr().out
+    versions = store.client().search_model_versions(f"name = '{store.model_name('penguins')}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert all(str(home) not in v.source for v in versions)
 
 
 def test_regenerating_the_demo_sources_keeps_rows_that_landed_since(lakehouse):

@@ -481,6 +481,19 @@ def test_png_encoder_round_trips_through_pillow():
     assert np.array_equal(np.asarray(image), pixels)
 
 
+def test_image_cells_are_relative_to_the_files_root_when_one_is_given(tmp_path):
+    """The demo writes its images under the home's files folder and keeps cells relative to it (a copied home
+    still finds them); the bytes are the same as with absolute cells."""
+    absolute = materialize("defect_detection", tmp_path / "a" / "images", rows=20, drifted_rows=2)
+    relative = materialize(
+        "defect_detection", tmp_path / "r" / "images" / "dd", rows=20, drifted_rows=2, files_root=tmp_path / "r"
+    )
+    cells = relative["acme_raw.pcb_inspections"]["image_path"].to_pylist()
+    assert all(c.startswith("images/dd/") and not Path(c).is_absolute() for c in cells)
+    for cell, path in zip(cells, absolute["acme_raw.pcb_inspections"]["image_path"].to_pylist(), strict=True):
+        assert (tmp_path / "r" / cell).read_bytes() == Path(path).read_bytes()
+
+
 def test_inspection_images_exist_and_show_the_defect(generated, tmp_path_factory):
     tables = generated("defect_detection")
     inspections = tables["acme_raw.pcb_inspections"].to_pylist()

@@ -22,7 +22,7 @@ from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG, recover
 from ontos_pipeline.deploy.serving.server import BackgroundServer, ServingOptions
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION, local_store
-from ontos_pipeline.train.tracking import log_pyfunc
+from ontos_pipeline.train.tracking import log_pyfunc, number_types
 from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline_tests.conftest import make_settings
 from ontos_pipeline_tests.kinds import items, kind_spec
@@ -44,7 +44,7 @@ def served(tmp_path_factory):
     versions = []
     for model in (outcome.baseline.model, outcome.best.model):
         with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-            info = log_pyfunc(store, model, example, store.model_name(spec.name))
+            info = log_pyfunc(store, model, example, store.model_name(spec.name), number_types(spec))
             versions.append(str(info.registered_model_version))
     store.set_alias(spec.name, CHAMPION, versions[0])
     return {
@@ -383,7 +383,7 @@ def image_served(tmp_path_factory):
     store.activate()
     with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
         example = train.drop(columns=[RESPONSE]).head(3)
-        info = log_pyfunc(store, outcome.best.model, example, store.model_name(spec.name))
+        info = log_pyfunc(store, outcome.best.model, example, store.model_name(spec.name), number_types(spec))
     store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
     return {
         "settings": make_settings(root / "home", cases),
@@ -427,7 +427,7 @@ def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference
     assert [p.name for p in kept] == sorted(f"{d}.png" for d in digests.values())  # two images, one file each
     logged = _logged(served, [first.headers["x-request-id"], again.headers["x-request-id"]])
     inputs = json.loads(logged[first.headers["x-request-id"]]["inputs"])
-    by_digest = {d: str(kept_dir / d[:2] / f"{d}.png") for d in digests.values()}
+    by_digest = {d: f"serving_images/image_case/{d[:2]}/{d}.png" for d in digests.values()}  # relative to files/
     assert [r["photo"] for r in inputs] == [
         str(bright),  # a path is logged as sent
         by_digest[digests["bright"]],
@@ -436,8 +436,12 @@ def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference
         by_digest[digests["dark"]],
     ]
     assert json.loads(logged[again.headers["x-request-id"]]["inputs"])[0]["photo"] == by_digest[digests["bright"]]
+    with _server(served) as server:  # a kept image named by its relative cell is answered like the file itself
+        relative = {"item_ref": "R5", "x": 0.1, "photo": by_digest[digests["dark"]]}
+        answer = requests.post(f"{server.url}/serving-endpoints/image_case/invocations", json={"inputs": [relative]})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["response"] == "dark"
     assert "base64" not in logged[first.headers["x-request-id"]]["inputs"]
-    stats = image_statistics(pd.Series([r["photo"] for r in inputs])).to_dict("records")  # what monitoring reads
+    stats = image_statistics(pd.Series([r["photo"] for r in inputs]), str(kept_dir.parents[1])).to_dict("records")
     assert stats[0] == stats[1] == stats[2] != stats[3] == stats[4] and stats[0]["unreadable"] == "false"
 
 
@@ -474,3 +478,22 @@ def test_bad_inline_or_missing_images_get_a_400_naming_record_and_column(image_s
     }
     kept = served["settings"].home / "files" / "serving_images" / "image_case"
     assert not list(kept.rglob(f"{hashlib.sha256(fresh.read_bytes()).hexdigest()}.*"))  # nothing kept when refused
+
+
+def test_the_signature_types_number_columns_by_the_spec_not_by_the_example_rows():
+    """An integer column with a null among the example rows is `long` (pandas made it float64), so a caller's int64
+    values are accepted; a double column stays double; the example prefers rows whose integers are all set."""
+    import numpy as np
+    import pandas as pd
+
+    from ontos_pipeline.specs import load_use_case
+    from ontos_pipeline.train.tracking import example_rows, signature_of
+
+    spec = load_use_case(Path("synthetic_data/use_cases/remaining_useful_life.yaml"))
+    example = pd.DataFrame({"age_days": [np.nan, 12.0], "avg_load_pct": [50.0, 70.0], "asset_class": ["pump"] * 2})
+    signature = signature_of(example, [{"response": 1.0, "confidence": 0.5}] * 2, number_types(spec))
+    types = {c.name: c.type.name for c in signature.inputs.inputs}
+    assert types == {"age_days": "long", "avg_load_pct": "double", "asset_class": "string"}
+    chosen = example_rows(example, spec)
+    assert chosen["age_days"].tolist() == [12] and chosen["age_days"].dtype == "int64"  # as the signature says
+    assert example_rows(example.head(1), spec)["age_days"].isna().all()  # no complete row: the rows there are

@@ -78,6 +78,13 @@ class BlockContext:
     dims: Mapping[str, Mapping[str, np.ndarray]]  # dimension columns (incl. hidden "_" columns)
     image_dir: Path
     rng: np.random.Generator = field(repr=False)
+    files_root: Path | None = None  # image cells are relative to it when given (relocatable tables)
+
+    def image_cell(self, path: Path) -> str:
+        """The table cell naming an image file: relative to `files_root` (POSIX) when given, else absolute."""
+        if self.files_root is None:
+            return str(path)
+        return path.relative_to(self.files_root).as_posix()
 
     def child_rng(self, purpose: str) -> np.random.Generator:
         """An independent generator for one purpose (labels, images, ...) of this block."""

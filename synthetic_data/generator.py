@@ -12,7 +12,8 @@ blocks of ``BLOCK_ROWS`` rows. Block ``b`` draws from a numpy Generator seeded f
 ``chunk_rows`` and not on which table is read first. The primary table and its labels table are two views of
 the same block (labels are a noisy function of the block's inputs), so they always agree. Blocks are then
 re-cut into ``chunk_rows`` batches. Dimension tables are small (at most a few hundred rows) and built once
-per call. Images are written to ``image_dir`` while the primary table's batches are read.
+per call. Images are written to ``image_dir`` while the primary table's batches are read; their cells are
+paths relative to ``files_root`` when it is given (so a copied home or volume still finds them).
 
 Each use case is one module in ``synthetic_data/acme/`` that declares its tables (``PRIMARY``, ``COLUMNS``,
 ``DIMENSIONS``, ``LABELS``, ``PREFIX``) and implements ``dimensions(rng, rows)`` and ``block(ctx)``.
@@ -71,6 +72,7 @@ def generate_tables(
     drifted_rows: int,
     seed: int,
     image_dir: Path,
+    files_root: Path | None = None,
     chunk_rows: int = 50_000,
 ) -> list[GeneratedTable]:
     """The use case's source tables, labels table and drifted batch (see the module docstring)."""
@@ -82,12 +84,13 @@ def generate_tables(
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     module = GENERATORS[use_case]
     image_dir = Path(image_dir).resolve()
+    files_root = Path(files_root).resolve() if files_root is not None else None
     dims = module.dimensions(stable_rng(seed, use_case, "dimensions"), rows)
     primary_schema = schema_of(module.COLUMNS)
 
     def batch_tables(drifted: bool, n: int) -> list[GeneratedTable]:
         suffix = "_drifted" if drifted else ""
-        blocks = partial(_blocks, module, use_case, seed, drifted, n, dims, image_dir)
+        blocks = partial(_blocks, module, use_case, seed, drifted, n, dims, image_dir, files_root)
         return [
             GeneratedTable(
                 module.PRIMARY + suffix,
@@ -109,7 +112,7 @@ def generate_tables(
 # --- blocks and chunks -------------------------------------------------------------------------------------
 
 
-def _blocks(module, use_case, seed, drifted, total, dims, image_dir) -> Iterator[Block]:
+def _blocks(module, use_case, seed, drifted, total, dims, image_dir, files_root) -> Iterator[Block]:
     stream = "drifted" if drifted else "normal"
     for index, start in enumerate(range(0, total, BLOCK_ROWS)):
         n = min(BLOCK_ROWS, total - start)
@@ -123,6 +126,7 @@ def _blocks(module, use_case, seed, drifted, total, dims, image_dir) -> Iterator
             refs=item_refs(module.PREFIX, drifted, start, n),
             dims=dims,
             image_dir=image_dir,
+            files_root=files_root,
             rng=stable_rng(seed, use_case, stream, index),
         )
         yield module.block(ctx)

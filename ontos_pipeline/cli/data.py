@@ -61,7 +61,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     result = scaffold(ctx.lakehouse, name, args.table, out, args.label_column, classes, args.number)
     write_scaffold(result, force=args.force)
     print(f"wrote {out}: response {result.response}")
-    print(format_table(["column", "category"], [[c, cat] for c, cat in result.categories.items()]))
+    notes = {c: "spells out the label: kept, not an input" for c in result.leaks}
+    rows = [[c, cat, notes.get(c, "")] for c, cat in result.categories.items()]
+    print(format_table(["column", "category", "note"], rows))
     if out.parent.resolve() != ctx.settings.use_cases_dir.resolve():
         print(f"note: ONTOS_USE_CASES_DIR is {ctx.settings.use_cases_dir}; export ONTOS_USE_CASES_DIR={out.parent}")
     print(f"next: uv run ontos specs, then uv run ontos run {name}")

@@ -84,7 +84,7 @@ def images_present(
     context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, use_cases: UseCasesResource
 ) -> AssetCheckResult:
     spec, snap, df = _snapshot(context, spark, lakehouse, use_cases)
-    return check_result(quality.check_images(df, spec), version=snap.version)
+    return check_result(quality.check_images(df, spec, lakehouse.get().volume_path()), version=snap.version)
 
 
 def phi_scan(

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ontos_pipeline.platform.identifiers import validate_identifier
-from ontos_pipeline.platform.images import ImageError, image_bytes, is_inline, open_image, store_image
+from ontos_pipeline.platform.images import ImageError, image_bytes, is_inline, open_image, relative_cell, store_image
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.specs import COLUMN_TYPES, ITEM_KEY
 
@@ -209,15 +209,15 @@ def _typed(values: Sequence[str | None], kind: str, column: str, problems: _Prob
 
 # -- images -------------------------------------------------------------------------------------------------------
 def _store_image(cell: str, base: Path, images_dir: Path, files_root: Path) -> str:
-    """The path the table keeps for an image cell: files already under the files folder stay where they are;
-    other files and inline content are stored content-addressed under `images_dir`."""
+    """The path the table keeps for an image cell, relative to the files folder: files already under it stay where
+    they are; other files and inline content are stored content-addressed under `images_dir`."""
     path = None if is_inline(cell) else Path(cell) if Path(cell).is_absolute() else base / cell
     image = open_image(cell if path is None else str(path))
     if path is not None and path.resolve().is_relative_to(files_root.resolve()):
-        return str(path.resolve())
+        return relative_cell(path, files_root)
     data = path.read_bytes() if path is not None else image_bytes(cell)  # the bytes as sent, not re-encoded
     suffix = path.suffix.lower() if path is not None else f".{(image.format or 'png').lower()}"
-    return str(store_image(data, images_dir, suffix))
+    return relative_cell(store_image(data, images_dir, suffix), files_root)
 
 
 def looks_like_images(values: Sequence[str | None]) -> bool:

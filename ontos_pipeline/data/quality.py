@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from ontos_pipeline.platform.checks import CheckOutcome
 from ontos_pipeline.platform.ddl import SPEC_TYPES, spark_type
+from ontos_pipeline.platform.images import resolve_cell
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 
 EXAMPLES = 5
@@ -133,16 +134,20 @@ def check_unique_keys(df: DataFrame) -> CheckOutcome:
 
 
 # -- images -----------------------------------------------------------------------------------------------------
-def _files_exist(paths: pd.Series) -> pd.Series:
-    return paths.map(lambda p: bool(p) and os.path.isfile(p))
+def _files_exist(root: str | None):
+    def exist(paths: pd.Series) -> pd.Series:
+        return paths.map(lambda p: bool(p) and os.path.isfile(resolve_cell(p, root)))
+
+    return exist
 
 
-def check_images(df: DataFrame, spec: UseCaseSpec) -> CheckOutcome:
-    """Every non-null path of an image column points at an existing file (checked on the executors)."""
+def check_images(df: DataFrame, spec: UseCaseSpec, root: str | None = None) -> CheckOutcome:
+    """Every non-null path of an image column points at an existing file (relative paths under `root`, the
+    lakehouse files folder; checked on the executors)."""
     image_cols = [c.name for c in spec.sheet.columns_of("image")]
     if not image_cols:
         return CheckOutcome(True, "no image columns in this sheet", {"image_columns": 0})
-    exists = F.pandas_udf(_files_exist, "boolean")  # built here: a UDF needs an active Spark session
+    exists = F.pandas_udf(_files_exist(root), "boolean")  # built here: a UDF needs an active Spark session
     flags = df.select(
         ITEM_KEY,
         *[(exists(F.col(c)) | F.col(c).isNull()).alias(c) for c in image_cols],

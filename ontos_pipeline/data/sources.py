@@ -39,6 +39,7 @@ def materialize_sources(
         drifted_rows=max(1, round(syn.drifted_rows * n / syn.rows)),
         seed=syn.seed if seed is None else seed,
         image_dir=Path(lakehouse.volume_path("images", spec.name)),
+        files_root=Path(lakehouse.volume_path()),  # image cells relative to it: a moved home keeps its images
     )
     source_tables = {s.table for s in spec.sheet.sources.values()}
     out = []

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from ontos_pipeline.data.sheet import assemble_sheet, current_sheet, read_sources
 from ontos_pipeline.generate.training_sheet import QA
+from ontos_pipeline.platform.images import IMAGE_FILE, with_image_files
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.train.trainer.local import RESPONSE
@@ -50,8 +51,9 @@ class TrafficResult:
 
 
 def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: str, n: int) -> pd.DataFrame:
-    """Up to `n` distinct items of the batch with their sheet columns and the ground truth (column `_truth`, parsed
-    JSON). Items never repeat: repeats would make the drift tests see a lumpy distribution that is not there."""
+    """Up to `n` distinct items of the batch with their sheet columns, the ground truth (column `_truth`, parsed
+    JSON) and the image files resolved here (`with_image_files`, for scoring in this process). Items never repeat:
+    repeats would make the drift tests see a lumpy distribution that is not there."""
     if batch not in BATCHES:
         raise ValueError(f"unknown batch {batch!r}; use one of {', '.join(BATCHES)}")
     if batch == "normal":
@@ -76,7 +78,8 @@ def items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: s
     if frame.empty:
         raise ValueError(f"{spec.name} has no {batch} items to send")
     frame[TRUTH] = [json.loads(v) for v in frame[TRUTH]]
-    return frame
+    images = [c.name for c in spec.sheet.columns_of("image")]
+    return with_image_files(frame, images, lakehouse.volume_path())  # for scoring here; never sent
 
 
 def land_batch(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, batch: str = "drifted") -> int:
@@ -115,7 +118,10 @@ def send(
     """One request per item to `url` (the serving process root), then feedback for a share of the answers."""
     rng = random.Random(seed)
     endpoint = f"{url}/serving-endpoints/{spec.serving.endpoint_name}/invocations"
-    records = [{k: _jsonable(v) for k, v in r.items() if k != TRUTH} for r in frame.to_dict("records")]
+    records = [
+        {k: _jsonable(v) for k, v in r.items() if k != TRUTH and not k.startswith(IMAGE_FILE)}
+        for r in frame.to_dict("records")
+    ]
     plans = [
         (rec, truth, rng.random() < error_share, rng.random() < feedback_rate, rng.random() < correction_share)
         for rec, truth in zip(records, frame[TRUTH], strict=True)

@@ -47,6 +47,7 @@ from ontos_pipeline.monitor.monitoring import (
 )
 from ontos_pipeline.platform import tables
 from ontos_pipeline.platform.console import markdown_table
+from ontos_pipeline.platform.images import image_file_column, with_image_files
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.platform.model_store import CHAMPION, ModelStore
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
@@ -242,7 +243,7 @@ def score(model: ResponseModel, frame: pd.DataFrame, batch: int = SCORE_BATCH) -
     frame = frame.reset_index(drop=True)
     answers: list[dict] = []
     for start in range(0, len(frame), batch):
-        answers += model.answer(frame.iloc[start : start + batch][model.input_columns])[0]
+        answers += model.answer(model.inputs_of(frame.iloc[start : start + batch]))[0]
     return frame.assign(
         **{
             PREDICTION: [a["response"] for a in answers],
@@ -259,8 +260,11 @@ def scored_candidates(
     model: ResponseModel | None,
     limit: int = MAX_SCORED,
 ) -> pd.DataFrame:
-    """The bounded candidate sample as pandas, scored by `model` (confidence NaN without a model)."""
+    """The bounded candidate sample as pandas (with the image files resolved here), scored by `model` (confidence
+    NaN without a model)."""
+    images = [c.name for c in spec.sheet.columns_of("image")]
     frame = candidates(spark, lakehouse, spec, sheet_table, limit).toPandas()
+    frame = with_image_files(frame, images, lakehouse.volume_path())
     if model is None or frame.empty:
         return frame.assign(**{PREDICTION: None, CONFIDENCE: np.nan})
     return score(model, frame)
@@ -280,7 +284,8 @@ def feature_values(frame: pd.DataFrame, feature: str, kind: str) -> pd.Series:
             )
         )
     if derived in (*IMAGE_STATS, UNREADABLE):  # an image column's statistic, as monitoring computed it
-        column = image_statistics(column.where(column.notna(), None))[derived]
+        files = frame.get(image_file_column(name), column)
+        column = image_statistics(files.where(files.notna(), None))[derived]  # files resolved: no root
     if kind == "numeric":
         return pd.to_numeric(column, errors="coerce")
     return column.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).lower())
@@ -562,7 +567,7 @@ def drift_region(
 ) -> tuple[dict | None, dict]:
     """(region, evidence) of a drifted feature: where the served values of the report's window concentrate compared
     with the sheet's items (or, for the prediction, the current labels). Only aggregates leave Spark."""
-    expr = features(spec)[feature][1]
+    expr = features(spec, image_root=lakehouse.volume_path())[feature][1]
     columns = [c.name for c in spec.sheet.columns]
     requests = window_requests(spark, lakehouse, spec.serving.endpoint_name, report.window)
     served = served_records(requests).select(*[F.col("inputs")[c].alias(c) for c in columns], PREDICTION)

@@ -116,11 +116,14 @@ class MonitoringReport:
         }
 
 
-def features(spec: UseCaseSpec, precomputed: bool = False) -> dict[str, tuple[str, Column]]:
+def features(
+    spec: UseCaseSpec, precomputed: bool = False, image_root: str | None = None
+) -> dict[str, tuple[str, Column]]:
     """Monitored input features -> (numeric | categorical, expression); values that do not parse count as missing.
 
     Image columns give `<column>:brightness|contrast|width|height` (numeric) and `<column>:unreadable`
-    (categorical); their expressions run the image UDF, or read `with_image_stats` columns when `precomputed`."""
+    (categorical); their expressions run the image UDF (relative cells read under `image_root`), or read
+    `with_image_stats` columns when `precomputed`."""
     out: dict[str, tuple[str, Column]] = {}
     for c in spec.sheet.columns:
         if c.category == "numeric":
@@ -130,7 +133,7 @@ def features(spec: UseCaseSpec, precomputed: bool = False) -> dict[str, tuple[st
         elif c.category == "text":
             out[f"{c.name}:length"] = ("numeric", F.length(F.col(c.name)).cast("double"))
         elif c.category == "image":
-            stats = F.col(_stats_column(c.name)) if precomputed else image_stats_udf()(F.col(c.name))
+            stats = F.col(_stats_column(c.name)) if precomputed else image_stats_udf(image_root)(F.col(c.name))
             for name in IMAGE_STATS:
                 out[f"{c.name}:{name}"] = ("numeric", stats[name])
             out[f"{c.name}:{UNREADABLE}"] = ("categorical", stats[UNREADABLE])
@@ -144,10 +147,10 @@ def features(spec: UseCaseSpec, precomputed: bool = False) -> dict[str, tuple[st
     return out
 
 
-def image_statistics(cells: pd.Series) -> pd.DataFrame:
-    """Per image cell (a path or inline content): mean brightness and contrast (standard deviation) of its grey
-    levels in [0, 1], width and height in pixels, and `unreadable` ("true"/"false"); all null for a null cell, only
-    `unreadable` set for a cell that is no readable image."""
+def image_statistics(cells: pd.Series, root: str | None = None) -> pd.DataFrame:
+    """Per image cell (a path, a relative one read under `root`, or inline content): mean brightness and contrast
+    (standard deviation) of its grey levels in [0, 1], width and height in pixels, and `unreadable` ("true"/"false");
+    all null for a null cell, only `unreadable` set for a cell that is no readable image."""
     from PIL import Image
 
     rows = []
@@ -156,7 +159,7 @@ def image_statistics(cells: pd.Series) -> pd.DataFrame:
             rows.append((None, None, None, None, None))
             continue
         try:
-            image = open_image(str(value))
+            image = open_image(str(value), root)
         except (ImageError, OSError, ValueError, Image.DecompressionBombError):
             rows.append((None, None, None, None, "true"))
             continue
@@ -169,14 +172,18 @@ def image_statistics(cells: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*IMAGE_STATS, UNREADABLE], index=cells.index)
 
 
-def image_stats_udf():
+def image_stats_udf(root: str | None = None):
     """`image_statistics` as a pandas UDF returning a struct (made on call: a UDF needs a session first)."""
-    return F.pandas_udf(image_statistics, _IMAGE_STATS_TYPE)
+
+    def stats(cells: pd.Series) -> pd.DataFrame:
+        return image_statistics(cells, root)
+
+    return F.pandas_udf(stats, _IMAGE_STATS_TYPE)
 
 
-def with_image_stats(frame: DataFrame, columns: list[str]) -> DataFrame:
+def with_image_stats(frame: DataFrame, columns: list[str], root: str | None = None) -> DataFrame:
     """`frame` plus one struct of image statistics per image column (what `features(spec, precomputed=True)` reads)."""
-    udf = image_stats_udf()
+    udf = image_stats_udf(root)
     return frame.withColumns({_stats_column(c): udf(F.col(c)) for c in columns})
 
 
@@ -257,7 +264,7 @@ def monitor(
             ref = reference.select(
                 *[F.col(c).cast("string").alias(c) for c in columns], scalar_text(F.col("response")).alias(PREDICTION)
             )
-            drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value)
+            drift = drift_of(spec, ref, current, m.psi_threshold, m.p_value, lakehouse.volume_path())
         current.unpersist()
         tolerance = number_tolerance(spec, reference) if spec.template.response_kind == "number" else None
         positive, accuracy, judged, numbers = feedback_metrics(spark, lakehouse, spec, records, window, tolerance)
@@ -299,12 +306,17 @@ def response_distribution(current: DataFrame, kind: str) -> dict:
 
 
 def drift_of(
-    spec: UseCaseSpec, reference: DataFrame, current: DataFrame, psi_threshold: float, level: float
+    spec: UseCaseSpec,
+    reference: DataFrame,
+    current: DataFrame,
+    psi_threshold: float,
+    level: float,
+    image_root: str | None = None,
 ) -> list[Drift]:
     images = [c.name for c in spec.sheet.columns_of("image")]
     if images:  # each image is read once per side: its statistics are cached with the rows
-        reference = with_image_stats(reference, images).cache()
-        current = with_image_stats(current, images).cache()
+        reference = with_image_stats(reference, images, image_root).cache()
+        current = with_image_stats(current, images, image_root).cache()
     try:
         feats = features(spec, precomputed=True)
         numeric = {name: expr for name, (kind, expr) in feats.items() if kind == "numeric"}

@@ -1,8 +1,12 @@
 """Image cells: a file path, or the image itself inline (a `data:image/...;base64,` URL or bare base64).
 
 Every reader of an image column (the trainer's pixels, request validation, `ontos data load`) goes through
-`image_bytes`/`open_image`, so a path and inline content behave the same everywhere. A relative path is read under
-`root` (the lakehouse's files folder) when one is given.
+`image_bytes`/`open_image`, so a path and inline content behave the same everywhere.
+
+Tables, prompts and logs keep the path of a file under the lakehouse's files folder (`lakehouse.volume_path()`)
+relative to that folder (`relative_cell`), so a copied `ONTOS_HOME` (or the same volume on another cluster) still
+finds its images; readers resolve a relative path under that root (`resolve_cell`, or `root=` below). Absolute
+paths elsewhere and inline content are kept as they are.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ def is_inline(value: str) -> bool:
     return head.startswith(_SIGNATURES)
 
 
+def relative_cell(path: Path | str, root: Path | str) -> str:
+    """The cell that names the file `path`: relative to `root` (POSIX separators) when it lies under it, else the
+    absolute path."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def resolve_cell(value: object, root: Path | str | None) -> object:
+    """A cell as a reader on this machine opens it: a relative path joined to `root`; inline content, absolute
+    paths, nulls and non-strings unchanged."""
+    if root is None or not isinstance(value, str) or not value or is_inline(value) or Path(value).is_absolute():
+        return value
+    return str(Path(root) / value)
+
+
 def image_bytes(value: str, root: Path | str | None = None) -> bytes:
     """The encoded image a cell holds or points at."""
     if not isinstance(value, str) or not value:
@@ -58,9 +77,7 @@ def image_bytes(value: str, root: Path | str | None = None) -> bytes:
             return base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ImageError(f"inline image content is not valid base64 ({exc})") from None
-    path = Path(value)
-    if not path.is_absolute() and root is not None:
-        path = Path(root) / path
+    path = Path(resolve_cell(value, root))
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -97,3 +114,34 @@ def store_image(data: bytes, folder: Path | str, suffix: str) -> Path:
         partial.write_bytes(data)
         os.replace(partial, path)
     return path
+
+
+# -- item frames: the cell for prompts and logs, the readable file for the features ---------------------------------
+IMAGE_FILE = "__image_file__"  # prefix of the column holding the resolved file of an image column
+
+
+def image_file_column(name: str) -> str:
+    """The hidden column next to image column `name` with its cells resolved for reading on this machine: models
+    read pixels from it when present, while prompts (rendered from `name`) keep the relative cell."""
+    return f"{IMAGE_FILE}{name}"
+
+
+def with_image_files(frame, columns, root: Path | str):
+    """The pandas frame `frame` plus `image_file_column(c)` (`resolve_cell` under `root`) for each of `columns`."""
+    base = str(root)
+    return frame.assign(**{image_file_column(c): [resolve_cell(v, base) for v in frame[c]] for c in columns})
+
+
+def with_image_files_spark(df, columns, root: Path | str):
+    """`with_image_files` for a Spark DataFrame (resolved on the executors, in a pandas UDF)."""
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return df
+    base = str(root)
+
+    def resolve(cells):
+        return cells.map(lambda v: resolve_cell(v, base))
+
+    udf = F.pandas_udf(resolve, "string")
+    return df.withColumns({image_file_column(c): udf(F.col(c)) for c in columns})

@@ -102,8 +102,14 @@ def _columnar(value: Mapping) -> list[dict]:
     return [{k: v[i] for k, v in value.items()} for i in range(n)]
 
 
-def validate_records(records: Sequence[dict], required: Sequence[str], columns: Mapping[str, ColumnSpec]) -> list[dict]:
-    """Check every required column is present with its spec type; returns typed copies (dates parsed)."""
+def validate_records(
+    records: Sequence[dict],
+    required: Sequence[str],
+    columns: Mapping[str, ColumnSpec],
+    image_root: str | None = None,
+) -> list[dict]:
+    """Check every required column is present with its spec type; returns typed copies (dates parsed). An image
+    must be readable: inline, or a file (a relative path read under `image_root`, the lakehouse files folder)."""
     out = []
     for i, record in enumerate(records):
         missing = [c for c in required if c not in record]
@@ -115,12 +121,12 @@ def validate_records(records: Sequence[dict], required: Sequence[str], columns: 
         for name in required:
             spec = columns.get(name)
             if spec is not None:
-                typed[name] = _typed(record[name], spec, i)
+                typed[name] = _typed(record[name], spec, i, image_root)
         out.append(typed)
     return out
 
 
-def _typed(value: object, spec: ColumnSpec, row: int) -> object:
+def _typed(value: object, spec: ColumnSpec, row: int, image_root: str | None) -> object:
     where = f"record {row}: column {spec.name!r}"
     if value is None:
         if not spec.nullable:
@@ -147,17 +153,17 @@ def _typed(value: object, spec: ColumnSpec, row: int) -> object:
     except ValueError:
         raise BadRequest(400, f"{where}: {value!r} is not a valid {kind}") from None
     if spec.category == "image":
-        _check_image(value, where)  # type: ignore[arg-type]
+        _check_image(value, where, image_root)  # type: ignore[arg-type]
     return int(value) if kind == "integer" else float(value) if kind == "double" else value
 
 
-def _check_image(value: str, where: str) -> None:
+def _check_image(value: str, where: str, root: str | None) -> None:
     """An image column holds a readable image: a file on the serving host, a `data:image/...;base64,` URL or bare
     base64 content; anything else is the client's error (a model would otherwise answer for a blank image)."""
     from PIL import Image
 
     try:
-        open_image(value).close()
+        open_image(value, root).close()
     except ImageError as exc:
         text = str(exc)
         if text.startswith("no image file at"):

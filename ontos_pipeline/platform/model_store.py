@@ -97,7 +97,46 @@ def databricks_store(catalog: str, schema: str) -> ModelStore:
 
 
 def local_store(home: Path | str, catalog: str = "ontos", schema: str = "workbench") -> ModelStore:
-    root = Path(home) / "mlflow"
+    root = Path(home).absolute() / "mlflow"
     root.mkdir(parents=True, exist_ok=True)
+    follow_moves(root)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     return ModelStore(uri, uri, str(root / "artifacts"), catalog, schema)
+
+
+ROOT_MARK = "root.txt"  # the folder the store's artifact URIs were last written for
+# MLflow keeps absolute `file://` URIs of artifacts (it cannot resolve relative ones): these columns hold them
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
+def follow_moves(root: Path) -> None:
+    """A local store that was moved (or copied) with its ONTOS_HOME: rewrite the artifact URIs MLflow recorded
+    under the old folder to the new one, in one SQLite transaction, before anything reads them. Cheap when
+    nothing moved (one small file read)."""
+    import fcntl
+    import sqlite3
+
+    mark, db = root / ROOT_MARK, root / "mlflow.db"
+    here = root.as_uri()
+    if mark.exists() and mark.read_text(encoding="utf-8").strip() == here:
+        return
+    with open(root / ".root.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process rewrites; the others then find the new mark
+        old = mark.read_text(encoding="utf-8").strip() if mark.exists() else None
+        if old and old != here and db.exists():
+            with sqlite3.connect(db) as connection:
+                for table, column in ARTIFACT_COLUMNS:
+                    if connection.execute(f"select 1 from sqlite_master where name = '{table}'").fetchone():
+                        connection.execute(
+                            f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
+                            (here, len(old) + 1, len(old), old),
+                        )
+        partial = mark.with_name(f".{ROOT_MARK}.partial")
+        partial.write_text(here + "\n", encoding="utf-8")
+        partial.replace(mark)

@@ -211,7 +211,9 @@ class ExportManifest:
     rows_per_split: dict[str, int]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        """The manifest file: the folder by name only (the manifest lies in it), so a moved home keeps it true."""
+        data = {**dataclasses.asdict(self), "directory": Path(self.directory).name}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def checksums(self) -> dict[str, str]:
         """{"<format>/<split>": sha256} of every file."""
@@ -224,7 +226,7 @@ class ExportManifest:
     @classmethod
     def read(cls, directory: str | Path) -> ExportManifest:
         data = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
-        return cls(data["directory"], data["files"], data["rows_per_split"])
+        return cls(str(Path(directory).absolute()), data["files"], data["rows_per_split"])
 
 
 def _file_info(directory: Path, relative: str) -> dict:

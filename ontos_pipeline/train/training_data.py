@@ -1,8 +1,9 @@
 """The rows a model learns from and is measured on, read from one training-sheet snapshot.
 
-`export_rows` feeds the JSONL export (qa rows plus image paths), `model_rows` the trainer and the evaluation (the
-usable qa rows next to the item columns the model reads). Both take the qa rows explicitly, so the same functions
-rebuild the training data of an old model from the Delta version of `qa_pairs` it was trained on.
+`export_rows` feeds the JSONL export (qa rows plus the image files, resolved on this machine), `model_rows` the
+trainer and the evaluation (the usable qa rows next to the item columns the model reads). Both take the qa rows
+explicitly, so the same functions rebuild the training data of an old model from the Delta version of `qa_pairs` it
+was trained on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ontos_pipeline.generate.training_sheet import usable
+from ontos_pipeline.platform.images import image_file_column, with_image_files_spark
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 from ontos_pipeline.train.trainer.local import RESPONSE
@@ -28,8 +30,10 @@ def export_rows(
     images = [c.name for c in spec.sheet.columns_of("image")]
     if not images:
         return qa
-    paths = lakehouse.read(spark, sheet_table).select(
-        ITEM_KEY, F.filter(F.array(*[F.col(c) for c in images]), lambda p: p.isNotNull()).alias("image_paths")
+    items = with_image_files_spark(lakehouse.read(spark, sheet_table), images, lakehouse.volume_path())
+    paths = items.select(
+        ITEM_KEY,
+        F.filter(F.array(*[F.col(image_file_column(c)) for c in images]), lambda p: p.isNotNull()).alias("image_paths"),
     )
     return qa.join(paths, ITEM_KEY, "left")
 
@@ -37,9 +41,12 @@ def export_rows(
 def model_rows(
     spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, qa: DataFrame, sheet_table: str, use: str
 ) -> DataFrame:
-    """Usable qa rows for `use` (training or evaluation) with split, response (JSON text) and every item column."""
+    """Usable qa rows for `use` (training or evaluation) with split, response (JSON text) and every item column,
+    plus each image column's file resolved on this machine (`with_image_files`; the cells stay relative)."""
     rows = usable(qa, use).select(ITEM_KEY, SPLIT, F.col("response").cast("string").alias(RESPONSE))
-    return rows.join(lakehouse.read(spark, sheet_table), ITEM_KEY)
+    images = [c.name for c in spec.sheet.columns_of("image")]
+    items = with_image_files_spark(lakehouse.read(spark, sheet_table), images, lakehouse.volume_path())
+    return rows.join(items, ITEM_KEY)
 
 
 def split_frame(rows: DataFrame, split: str, max_rows: int) -> pd.DataFrame:

@@ -108,7 +108,7 @@ def block(ctx: g.BlockContext) -> g.Block:
         "board_id": boards["board_id"][board],
         "line_id": g.pick(LINES, g.draw(rng, LINE_MIX[drifted], n)),
         "inspected_at": inspected_at,
-        "image_path": [str(p) for p in paths],
+        "image_path": [ctx.image_cell(p) for p in paths],
         "solder_temp_c": np.clip(solder_temp, 150, 350).round(1),
         "paste_volume_pct": g.with_nulls(rng, np.clip(paste, 0, 200).round(1)),
         "xray_void_pct": g.with_nulls(rng, np.clip(voids, 0, 100).round(2)),

@@ -4,7 +4,8 @@ Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocati
 `{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
 `X-Request-Id`. Every request, failed ones included, is written to the inference log before it is answered.
 Inline images of answered requests are kept under the lakehouse files folder (`serving_images/<use case>`) and
-logged by path (see `inline_images`).
+logged by their path relative to that folder (see `inline_images`); an image path in a request may be relative to it
+too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ontos_pipeline.deploy.serving.inline_images import ImageStore, loggable, re
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
 from ontos_pipeline.deploy.serving.registry import EndpointRegistry
 from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
+from ontos_pipeline.platform.images import with_image_files
 from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_of, validate_records
 from ontos_pipeline.platform.lakehouse import Lakehouse
 
@@ -39,10 +41,11 @@ def create_app(
 ) -> FastAPI:
     recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
     stores: dict[str, ImageStore] = {}
+    files_root = lakehouse.volume_path()  # relative image cells (requests, kept inline images) live under it
 
     def image_store(use_case: str) -> ImageStore:
         if use_case not in stores:
-            stores[use_case] = ImageStore(lakehouse.volume_path(IMAGES_FOLDER, use_case))
+            stores[use_case] = ImageStore(lakehouse.volume_path(IMAGES_FOLDER, use_case), files_root)
         return stores[use_case]
 
     @asynccontextmanager
@@ -102,14 +105,15 @@ def create_app(
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
             row["inputs"] = json.dumps(redacted(records, images), ensure_ascii=False, default=str)
             # validation decodes every image: off the event loop
-            typed = await run_in_threadpool(validate_records, records, served.required, served.columns)
+            typed = await run_in_threadpool(validate_records, records, served.required, served.columns, files_root)
             checked = [c for c in images if c in served.required]  # validated: readable images
             if checked:  # inline images -> kept files: the model and the log see the same path
                 store, paths = image_store(spec.name), {}
                 typed = await run_in_threadpool(store.keep, typed, checked, paths)
                 logged = redacted(store.keep(records, checked, paths), images)
                 row["inputs"] = json.dumps(logged, ensure_ascii=False, default=str)
-            answers, prompts = await run_in_threadpool(served.model.answer, pd.DataFrame(typed))
+            items = with_image_files(pd.DataFrame(typed), checked, files_root)  # prompts keep the cells as logged
+            answers, prompts = await run_in_threadpool(served.model.answer, items)
             payload, status, message = {"predictions": answers}, 200, None
             row["rendered_prompt"] = "\n---\n".join(prompts)
             refs = {r.get("item_ref") for r in records}

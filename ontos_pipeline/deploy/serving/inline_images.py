@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ontos_pipeline.platform.images import image_bytes, is_inline, looks_inline, store_image
+from ontos_pipeline.platform.images import image_bytes, is_inline, looks_inline, relative_cell, store_image
 from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_of
 
 
@@ -41,19 +41,20 @@ def loggable(body: str, columns: Iterable[str]) -> str:
 
 
 class ImageStore:
-    """Content-addressed image files in one folder; `put` returns the path of an inline cell's image."""
+    """Content-addressed image files in one folder under the files root; `put` returns the cell naming an inline
+    image's kept file (its path relative to `root`, as tables keep it)."""
 
-    def __init__(self, folder: Path | str):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | str, root: Path | str):
+        self.folder, self.root = Path(folder), Path(root)
 
     def put(self, value: str) -> str:
-        """Decode an inline cell and keep it (once per distinct content); returns the absolute path of the file."""
+        """Decode an inline cell and keep it (once per distinct content); returns the kept file's cell."""
         from PIL import Image
 
         data = image_bytes(value)
         with Image.open(io.BytesIO(data)) as image:  # the header only: the format names the file
             suffix = (image.format or "img").lower()
-        return str(store_image(data, self.folder, f".{suffix}"))
+        return relative_cell(store_image(data, self.folder, f".{suffix}"), self.root)
 
     def keep(self, rows: Sequence[dict], columns: Iterable[str], paths: dict[str, str] | None = None) -> list[dict]:
         """Copies of `rows` with every inline image cell of `columns` replaced by its kept file's path; `paths`
