@@ -58,3 +58,36 @@ def test_an_image_too_large_to_decode_is_a_client_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels > 2 x 100: PIL refuses to decode
     with pytest.raises(BadRequest, match=r"record 0: column 'photo': '.*big.png' is too large to decode"):
         validate_records([{"photo": str(big)}], ["photo"], {"photo": PHOTO})
+
+
+@pytest.mark.parametrize(
+    "body, named",
+    [
+        (b'{"inputs": [{"x": NaN}]}', "NaN is not a JSON number"),
+        (b'{"inputs": [{"x": -Infinity}]}', "-Infinity is not a JSON number"),
+        (b'{"inputs": [{"x": 1e400}]}', "1e400 is out of the range of a double"),
+    ],
+)
+def test_non_finite_numbers_are_a_400_not_a_value(body, named):
+    """Python's json reads NaN and Infinity and makes 1e400 infinite; none of them is JSON a request may carry."""
+    from ontos_pipeline.platform.invocations import parse_json
+
+    with pytest.raises(BadRequest) as err:
+        parse_json(body)
+    assert err.value.status == 400 and named in err.value.message
+    assert parse_json(b'{"inputs": [{"x": 1.5e300}]}') == {"inputs": [{"x": 1.5e300}]}
+
+
+def test_a_nan_or_infinite_label_or_correction_is_refused_by_the_one_label_validator():
+    """Labels, review edits and feedback corrections all pass `validate_label`: a NaN number label there once
+    passed the schema's minimum/maximum (every comparison with NaN is false) and then failed every training."""
+    from ontos_pipeline.label.label_files import response_validator, validate_label
+
+    validator = response_validator({"type": "number", "minimum": 0, "maximum": 10})
+    assert (
+        validate_label(validator, "NaN")[0]
+        == "label is not valid JSON (NaN is not a JSON number; send a finite number or null)"
+    )
+    assert "out of the range of a double" in validate_label(validator, "1e999")[0]
+    assert validate_label(validator, "Infinity")[1] is None
+    assert validate_label(validator, "7.5") == (None, "7.5")

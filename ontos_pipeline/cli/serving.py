@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
+from ontos_pipeline.platform import strict_json
 from ontos_pipeline.platform.console import format_table
 from ontos_pipeline.settings import load_settings
 from ontos_pipeline.specs import load_use_cases
@@ -135,7 +136,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         }
         if args.correction is not None:
             try:
-                body["correction"] = json.loads(args.correction)
+                body["correction"] = strict_json.loads(args.correction)
+            except strict_json.NonFiniteNumber as exc:
+                raise ValueError(f"--correction {args.correction}: {exc}; nothing was sent") from None
             except json.JSONDecodeError:
                 body["correction"] = args.correction  # a plain string answer (enum or text)
         bodies = [("--flags", body)]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ontos_pipeline.platform import strict_json
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, USES
 
@@ -136,7 +137,9 @@ def validate_label(validator, text: str | None) -> tuple[str | None, str | None]
     if text is None:
         return "label is empty", None
     try:
-        value = json.loads(text)
+        value = strict_json.loads(text)
+    except strict_json.NonFiniteNumber as exc:
+        return f"label is not valid JSON ({exc})", None
     except json.JSONDecodeError as exc:
         return f"label is not JSON ({exc.msg})", None
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))

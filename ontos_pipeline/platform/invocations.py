@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
+from ontos_pipeline.platform import strict_json
 from ontos_pipeline.platform.images import ImageError, is_inline, open_image
 from ontos_pipeline.specs import ColumnSpec
 
@@ -35,7 +36,9 @@ class BadRequest(Exception):
 
 def parse_json(body: bytes) -> object:
     try:
-        return json.loads(body)
+        return strict_json.loads(body)
+    except strict_json.NonFiniteNumber as exc:
+        raise BadRequest(400, f"the body is not valid JSON: {exc}", "MALFORMED_REQUEST") from None
     except UnicodeDecodeError:
         raise BadRequest(400, "the body is not UTF-8 text; send JSON") from None
     except json.JSONDecodeError as exc:
