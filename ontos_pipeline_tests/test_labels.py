@@ -123,6 +123,39 @@ def test_phi_tags_prohibit_training_unless_consent(spark, lakehouse, home, widge
         assert list(label["allowed_uses"]) == ["evaluation", "serving"]
 
 
+def test_the_current_sheet_holds_back_labelled_items_it_now_prohibits_and_the_checks_see_it(
+    spark, lakehouse, home, widgets_dir
+):
+    """Labels merged while training was allowed; then the sheet prohibits it (a PHI tag here, a consent revoked in
+    the invoice demo) and only sheet and training sheet are materialized again: the rows are held back at once,
+    and the checks, which compare the rows with the current sheet, would name the old rows as leaks."""
+    from ontos_pipeline.label.labels import prohibited_for_training
+
+    spec = widgets_spec(widgets_dir)
+    write_widgets(spark, lakehouse, good_widgets(home))
+    snapshot = build_sheet(spark, lakehouse, spec)
+    write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa")])
+    merge_labels(spark, lakehouse, spec, snapshot)
+    template = compile_template(spec)
+    register_template(lakehouse, template)
+    first = build_training_sheet(spark, lakehouse, spec, snapshot, template)
+    before = current_training_sheet(spark, lakehouse, spec.training_sheet_id)
+    assert {r["item_ref"]: list(r["prohibited_uses"]) for r in before.collect()}["W1"] == []
+
+    text = (widgets_dir / "widgets.yaml").read_text().replace("category: text}", "category: text, tags: [phi]}")
+    (widgets_dir / "widgets.yaml").write_text(text)
+    spec = widgets_spec(widgets_dir)
+    snapshot = build_sheet(spark, lakehouse, spec)  # canonical_labels is not run again
+    sheet_df = lakehouse.read(spark, snapshot.table)
+    stale = {r["item_ref"] for r in prohibited_for_training(before, sheet_df, spec, snapshot).collect()}
+    assert {"W1", "W2"} <= stale  # what the blocking checks count as leaked if the old rows were still trainable
+    again = build_training_sheet(spark, lakehouse, spec, snapshot, compile_template(spec))
+    assert again.created and again.version != first.version  # only the usage changed: a new version all the same
+    after = {r["item_ref"]: r for r in current_training_sheet(spark, lakehouse, spec.training_sheet_id).collect()}
+    for item in ("W1", "W2"):
+        assert "training" in after[item]["prohibited_uses"] and "training" not in after[item]["allowed_uses"]
+
+
 def test_label_files_report_exact_lines(tmp_path):
     csv = tmp_path / "a.csv"
     csv.write_text("item_ref,label,confidence\nW1,ok,0.9\nW2,ok,high\n,ok,1\n")

@@ -99,8 +99,13 @@ def assemble_sheet(spec: UseCaseSpec, sources: Mapping[str, DataFrame]) -> DataF
 
 
 def content_version(df: DataFrame) -> str:
-    """Order-independent content hash of the rows and the schema, computed in one distributed pass."""
-    cols = [F.col(f"`{c}`") for c in df.columns]
+    """Order-independent content hash of the rows and the schema, computed in one distributed pass.
+
+    Each column is hashed on its own (with its null flag) before the row's hash: Spark hashes the elements of
+    adjacent array columns as one sequence, so moving `training` from `allowed_uses` to the next column,
+    `prohibited_uses`, left the row's hash unchanged, and a training sheet whose usage changed kept its old
+    version and rows."""
+    cols = [F.xxhash64(F.col(f"`{c}`").isNull(), F.col(f"`{c}`")) for c in df.columns]
     agg = df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64(*cols).cast("decimal(20,0)")).alias("h")).first()
     digest = hashlib.sha256(json.dumps([df.schema.json(), agg["n"], str(agg["h"])]).encode())
     return digest.hexdigest()[:20]

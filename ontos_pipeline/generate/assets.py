@@ -10,9 +10,11 @@ from ontos_pipeline.data.sheet import published_sheet
 from ontos_pipeline.generate.prelabel import champion_proposer
 from ontos_pipeline.generate.template import compile_template, current_template, register_template
 from ontos_pipeline.generate.training_sheet import build_training_sheet, current_training_sheet, trainable_condition
+from ontos_pipeline.label.labels import prohibited_for_training
 from ontos_pipeline.metadata import check_result
 from ontos_pipeline.platform.checks import CheckOutcome
 from ontos_pipeline.resources.base import LakehouseResource, ModelStoreResource, SparkResource, UseCasesResource
+from ontos_pipeline.specs import ITEM_KEY
 from ontos_pipeline.steps import Check, Step, step_inputs
 
 
@@ -76,7 +78,10 @@ def trainable_rows_allow_training(
 ) -> AssetCheckResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     qa = current_training_sheet(session, lh, spec.training_sheet_id)
-    prohibited = F.coalesce(F.array_contains("prohibited_uses", "training"), F.lit(False))
+    snapshot = published_sheet(lh, spec)
+    blocked = prohibited_for_training(qa, lh.read(session, snapshot.table), spec, snapshot)
+    qa = qa.join(blocked.withColumn("_blocked", F.lit(True)), ITEM_KEY, "left")
+    prohibited = F.coalesce(F.col("_blocked"), F.lit(False))  # by the row or by the current sheet
     trainable = trainable_condition()
     counts = qa.agg(
         F.sum((trainable & prohibited).cast("long")).alias("leaked"),

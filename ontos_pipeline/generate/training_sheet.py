@@ -6,7 +6,8 @@ else from the champion model's proposal with its confidence (`pending`, source `
 else it stays empty (`pending`). The latest review decision per item is applied on top, so decisions survive
 re-materialization: an edit, or the approval of a proposal, sets the response the person chose (source `review`).
 A proposal is never trainable by itself (the dual quality gate excludes source `model`). The split is a stable
-hash of `item_ref`; usage constraints come with the label (or from the sheet's PHI tags for unlabelled items).
+hash of `item_ref`; usage constraints are the label's plus the current sheet's (PHI tags without consent), so a
+consent revoked after the labels were merged holds back the item at once.
 """
 
 from __future__ import annotations
@@ -152,11 +153,7 @@ def assemble_training_sheet(
         .withColumn("allowed_uses", F.col("label_allowed"))
         .withColumn("prohibited_uses", F.col("label_prohibited"))
     )
-    df = apply_usage(
-        df.withColumn(
-            "sheet_prohibited", F.when(labelled, F.array().cast("array<string>")).otherwise(F.col("sheet_prohibited"))
-        )
-    )
+    df = apply_usage(df)  # the current sheet's prohibitions on every row: consent revoked since the labels counts
     return df.select(
         F.lit(spec.training_sheet_id).alias("training_sheet_id"),
         ITEM_KEY,

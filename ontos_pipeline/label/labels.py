@@ -210,6 +210,17 @@ def item_usage(sheet_df: DataFrame, spec: UseCaseSpec, snapshot: SheetSnapshot) 
     )
 
 
+def prohibited_for_training(
+    qa: DataFrame, sheet_df: DataFrame, spec: UseCaseSpec, snapshot: SheetSnapshot
+) -> DataFrame:
+    """item_ref of the items prohibited for training by their rows' own constraints or by the current sheet (PHI
+    without consent now): a check compares the rows against the sheet, not against themselves."""
+    own = qa.filter(F.array_contains("prohibited_uses", "training")).select(ITEM_KEY)
+    usage = item_usage(sheet_df, spec, snapshot)
+    by_sheet = usage.filter(F.array_contains("sheet_prohibited", "training")).select(ITEM_KEY)
+    return own.unionByName(by_sheet).distinct()
+
+
 def apply_usage(df: DataFrame) -> DataFrame:
     """allowed = (declared or all uses) minus prohibited; prohibited = declared plus the sheet's prohibitions."""
     prohibited = F.array_sort(

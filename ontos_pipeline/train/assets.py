@@ -20,6 +20,7 @@ from ontos_pipeline.data.sheet import published_sheet
 from ontos_pipeline.generate.qa_pairs import training_sheet_version
 from ontos_pipeline.generate.template import current_template
 from ontos_pipeline.generate.training_sheet import QA, current_training_sheet
+from ontos_pipeline.label.labels import prohibited_for_training
 from ontos_pipeline.metadata import check_result, first_values, md_table
 from ontos_pipeline.platform.checks import CheckOutcome
 from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION
@@ -83,7 +84,8 @@ def export_excludes_prohibited(
     spec, session, lh, directory = _exported(context, spark, lakehouse, use_cases)
     index = session.read.json(str(directory / export_stage.INDEX))
     qa = current_training_sheet(session, lh, spec.training_sheet_id)
-    prohibited = qa.filter(F.array_contains("prohibited_uses", "training")).select(ITEM_KEY)
+    snapshot = published_sheet(lh, spec)  # the rows and the current sheet: consent revoked since counts
+    prohibited = prohibited_for_training(qa, lh.read(session, snapshot.table), spec, snapshot)
     if "item_ref" in index.columns:
         marked = prohibited.select(ITEM_KEY, F.lit(True).alias("_prohibited")).join(
             index.select(ITEM_KEY, F.lit(True).alias("_exported")), ITEM_KEY, "full"
