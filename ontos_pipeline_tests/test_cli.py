@@ -165,3 +165,26 @@ def test_review_decisions_are_validated_and_appended_without_spark(state):
     )
     assert bad.returncode == 2 and "has no proposed response to approve" in bad.stderr
     assert len(LocalLakehouse.under(state["ONTOS_HOME"]).records("label_reviews")) == 1  # nothing more written
+
+
+def test_label_files_of_the_same_name_from_two_folders_both_stay_in_the_inbox(state, tmp_path):
+    """`labels.csv` imported from two folders once replaced the first file's labels silently; inbox files are now
+    named by content, so both stay and importing the same file again changes nothing."""
+    inbox = Path(state["ONTOS_HOME"]) / "files" / "inbox" / "widgets"
+    first, second = tmp_path / "a" / "labels.csv", tmp_path / "b" / "labels.csv"
+    for path, label in ((first, "ok"), (second, "not_ok")):
+        path.parent.mkdir()
+        path.write_text(f"item_ref,label\nW3,{label}\n", encoding="utf-8")
+    for path in (first, second, first):
+        done = subprocess.run(
+            [sys.executable, "-m", "ontos_pipeline.cli", "labels", "import", str(path), "--use-case", "widgets"],
+            env=state,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert "already imported" in done.stdout
+    kept = sorted(p.read_text(encoding="utf-8") for p in inbox.iterdir() if p.suffix == ".csv")
+    assert kept == ["item_ref,label\nW3,not_ok\n", "item_ref,label\nW3,ok\n"]
+    assert not [p for p in inbox.iterdir() if p.name.startswith(".")]  # no temporary file left behind

@@ -4,9 +4,9 @@ no Dagster)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -149,9 +149,16 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    target = inbox_dir(ctx.lakehouse, spec.name) / source.name
+    content = source.read_bytes()
+    # named by content: two files called labels.csv from two folders both stay; the same file again is a no-op
+    target = (
+        inbox_dir(ctx.lakehouse, spec.name) / f"{source.stem}-{hashlib.sha256(content).hexdigest()[:12]}{source.suffix}"
+    )
+    if target.exists():
+        print(f"already imported as {target}; nothing changed")
+        return 0
     tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
+    tmp.write_bytes(content)
     os.replace(tmp, target)
     print(f"imported into {target}; it is merged at the next materialization of canonical_labels ({spec.name})")
     return 0
