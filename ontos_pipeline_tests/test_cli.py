@@ -188,3 +188,17 @@ def test_label_files_of_the_same_name_from_two_folders_both_stay_in_the_inbox(st
     kept = sorted(p.read_text(encoding="utf-8") for p in inbox.iterdir() if p.suffix == ".csv")
     assert kept == ["item_ref,label\nW3,not_ok\n", "item_ref,label\nW3,ok\n"]
     assert not [p for p in inbox.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_a_missing_file_argument_is_a_clear_error_not_a_traceback(state, tmp_path):
+    """`ontos feedback --file` with a file that is not there printed a FileNotFoundError traceback."""
+    gone = tmp_path / "feedback.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "ontos_pipeline.cli", "feedback", "widgets", "--file", str(gone)],
+        env=state,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.strip() == f"error: no such file: {gone}; nothing was changed"
+    assert not LocalLakehouse.under(state["ONTOS_HOME"]).exists("feedback")

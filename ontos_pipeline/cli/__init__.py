@@ -43,3 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:  # a --file or FILE argument that does not exist: the user's, not a crash
+        print(f"error: no such file: {exc.filename}; nothing was changed", file=sys.stderr)
+        return 2
