@@ -151,9 +151,8 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
         return 2
     content = source.read_bytes()
     # named by content: two files called labels.csv from two folders both stay; the same file again is a no-op
-    target = (
-        inbox_dir(ctx.lakehouse, spec.name) / f"{source.stem}-{hashlib.sha256(content).hexdigest()[:12]}{source.suffix}"
-    )
+    digest = hashlib.sha256(content).hexdigest()[:12]
+    target = inbox_dir(ctx.lakehouse, spec.name) / f"{source.stem}-{digest}{source.suffix}"
     if target.exists():
         print(f"already imported as {target}; nothing changed")
         return 0

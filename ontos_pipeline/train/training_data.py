@@ -30,8 +30,7 @@ def export_rows(
     images = [c.name for c in spec.sheet.columns_of("image")]
     if not images:
         return qa
-    items = with_image_files_spark(lakehouse.read(spark, sheet_table), images, lakehouse.volume_path())
-    paths = items.select(
+    paths = sheet_items(spark, lakehouse, spec, sheet_table).select(
         ITEM_KEY,
         F.filter(F.array(*[F.col(image_file_column(c)) for c in images]), lambda p: p.isNotNull()).alias("image_paths"),
     )
@@ -44,9 +43,14 @@ def model_rows(
     """Usable qa rows for `use` (training or evaluation) with split, response (JSON text) and every item column,
     plus each image column's file resolved on this machine (`with_image_files`; the cells stay relative)."""
     rows = usable(qa, use).select(ITEM_KEY, SPLIT, F.col("response").cast("string").alias(RESPONSE))
+    return rows.join(sheet_items(spark, lakehouse, spec, sheet_table), ITEM_KEY)
+
+
+def sheet_items(spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_table: str) -> DataFrame:
+    """The sheet's rows plus each image column's file resolved under the lakehouse files folder
+    (`with_image_files`: readers open the resolved file, prompts keep the relative cell)."""
     images = [c.name for c in spec.sheet.columns_of("image")]
-    items = with_image_files_spark(lakehouse.read(spark, sheet_table), images, lakehouse.volume_path())
-    return rows.join(items, ITEM_KEY)
+    return with_image_files_spark(lakehouse.read(spark, sheet_table), images, lakehouse.volume_path())
 
 
 def split_frame(rows: DataFrame, split: str, max_rows: int) -> pd.DataFrame:
