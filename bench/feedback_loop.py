@@ -38,14 +38,15 @@ from ontos_pipeline.instance import prepare_dagster_home  # noqa: E402
 from ontos_pipeline.settings import load_settings  # noqa: E402
 
 
-def _served_version(url: str, endpoint: str) -> str | None:
-    return requests.get(f"{url}/serving-endpoints/{endpoint}", timeout=10).json().get("served_version")
+def _served_version(url: str, endpoint: str, token: str) -> str | None:
+    auth = {"Authorization": f"Bearer {token}"}
+    return requests.get(f"{url}/serving-endpoints/{endpoint}", headers=auth, timeout=10).json().get("served_version")
 
 
-def _wait_for_new_version(url: str, endpoint: str, old: str, timeout: float = 3600) -> tuple[float, str]:
+def _wait_for_new_version(url: str, endpoint: str, token: str, old: str, timeout: float = 3600) -> tuple[float, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        version = _served_version(url, endpoint)
+        version = _served_version(url, endpoint, token)
         if version not in (None, old):
             return time.time(), version
         time.sleep(0.25)
@@ -86,13 +87,14 @@ def main() -> None:
     traffic.land_batch(spark, lakehouse, spec, "drifted")
     halves = batch.iloc[: len(batch) // 2], batch.iloc[len(batch) // 2 :]
     endpoint, results = spec.serving.endpoint_name, {}
-    with ServingProcess(settings, [endpoint]) as url, DaemonProcess(settings, args.interval) as daemon:
+    with ServingProcess(settings, [endpoint]) as serving, DaemonProcess(settings, args.interval) as daemon:
+        url = serving.url
         while sensor_cursor(instance) is None:  # the daemon is up and its sensor has ticked
             daemon.check()
             time.sleep(0.5)
         for label, half in (("sensor + daemon (ours)", halves[0]), ("direct in-process retrain (plain)", halves[1])):
-            old = _served_version(url, endpoint)
-            sent = traffic.send(url, spec, half, 0.9, 0.9, seed=len(results))
+            old = _served_version(url, endpoint, serving.token)
+            sent = traffic.send(url, spec, half, 0.9, 0.9, seed=len(results), token=serving.token)
             written = time.time()
             since = datetime.now(UTC)
             if label.startswith("direct"):
@@ -102,7 +104,7 @@ def main() -> None:
                 )
                 created = started
                 ended = time.time()
-            answered, version = _wait_for_new_version(url, endpoint, old)
+            answered, version = _wait_for_new_version(url, endpoint, serving.token, old)
             if label.startswith("sensor"):
                 run = sensor_runs(instance, since)[-1]
                 record = instance.get_run_record_by_id(run.run_id)

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -97,7 +98,8 @@ def _start(command: list[str], env: dict, ready: str, log: Path) -> subprocess.P
     raise SystemExit(f"{command[:4]} not ready after 300 s; see {log}")
 
 
-def _load(url: str, records: list[dict], concurrency: int, total: int) -> dict:
+def _load(url: str, records: list[dict], concurrency: int, total: int, token: str) -> dict:
+    auth = {"Authorization": f"Bearer {token}"}  # ontos serve needs it; mlflow ignores it
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -105,6 +107,7 @@ def _load(url: str, records: list[dict], concurrency: int, total: int) -> dict:
 
     def client(k: int) -> None:
         session = requests.Session()
+        session.headers.update(auth)
         mine, bad = [], 0
         for i in range(per_thread):
             body = {"dataframe_records": [records[(k * per_thread + i) % len(records)]]}
@@ -117,7 +120,7 @@ def _load(url: str, records: list[dict], concurrency: int, total: int) -> dict:
             errors[0] += bad
 
     for i in range(20):  # warm-up
-        requests.post(url, json={"dataframe_records": [records[i % len(records)]]}, timeout=120)
+        requests.post(url, json={"dataframe_records": [records[i % len(records)]]}, headers=auth, timeout=120)
     threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
     started = time.perf_counter()
     for t in threads:
@@ -154,10 +157,12 @@ def main() -> None:
     t = time.perf_counter()
     records = _setup(home)
     print(f"setup (pipeline + deploy of {USE_CASE}) {time.perf_counter() - t:.0f} s; {len(records)} held-out items")
+    token = secrets.token_urlsafe(32)
     env = {
         **os.environ,
         "ONTOS_HOME": str(home),
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "ONTOS_SERVE_TOKEN": token,
         "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
@@ -195,7 +200,7 @@ def main() -> None:
         proc = _start(command, env, ready, home / f"{label.split()[0]}.log")
         try:
             for c in CONCURRENCY:
-                result = _load(url, records, c, args.requests)
+                result = _load(url, records, c, args.requests, token)
                 rows.append({"server": label, "concurrency": c, **result})
                 print(
                     f"  {label:22} c={c:<3} {result['rps']:7.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ontos_pipeline.platform.identifiers import validate_identifier
@@ -24,6 +24,7 @@ class Settings:
     use_cases_dir: Path
     serve_port: int = 8765  # the local serving process (`ontos serve`) on 127.0.0.1
     sensor_interval: int = 30  # seconds between evaluations of the retrain sensor (ONTOS_SENSOR_INTERVAL)
+    serve_token: str | None = field(default=None, repr=False)  # ONTOS_SERVE_TOKEN: a secret, never printed
 
     @property
     def dagster_home(self) -> Path:
@@ -74,4 +75,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     interval = env.get("ONTOS_SENSOR_INTERVAL", "30")
     if not interval.isdigit() or int(interval) < 1:
         raise SettingsError(f"ONTOS_SENSOR_INTERVAL={interval!r} is not a number of seconds; use an integer >= 1")
-    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval))
+    token = env.get("ONTOS_SERVE_TOKEN") or None
+    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval), token)

@@ -205,6 +205,12 @@ FIELDS: tuple[SpecField, ...] = (
     SpecField(
         "serving.max_body_bytes", "integer >= 1024", "Request body limit", ClassDefault("ServingSpec", "max_body_bytes")
     ),
+    SpecField(
+        "serving.log_phi",
+        "redact, hash or mask",
+        "How PHI-tagged columns reach the inference log: replaced, keyed hash (ONTOS_LOG_KEY), or PHI patterns masked",
+        ClassDefault("ServingSpec", "log_phi"),
+    ),
     SpecField("monitoring", "mapping", "Monitoring window and alert thresholds", "{}"),
     SpecField(
         "monitoring.window_minutes",

@@ -89,6 +89,15 @@ class SheetSpec:
     def columns_of(self, category: str) -> tuple[ColumnSpec, ...]:
         return tuple(c for c in self.columns if c.category == category)
 
+    @property
+    def phi_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if "phi" in c.tags)
+
+    @property
+    def holds_phi(self) -> bool:
+        """PHI-tagged columns or a consent column: usage constraints apply (PHI sheets)."""
+        return self.consent_column is not None or bool(self.phi_columns)
+
 
 @dataclass(frozen=True)
 class LabelsSpec:
@@ -129,6 +138,7 @@ class ServingSpec:
     endpoint_name: str
     max_rows_per_request: int = 1000
     max_body_bytes: int = 5_000_000
+    log_phi: str = "redact"  # how PHI-tagged columns reach the inference log: redact | hash | mask
 
 
 @dataclass(frozen=True)
@@ -615,6 +625,7 @@ def _synthetic(r: _Reader, raw: Mapping[str, Any]) -> SyntheticSpec:
     return spec
 
 
+LOG_PHI = ("redact", "hash", "mask")
 _ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # Databricks serving endpoint names
 
 
@@ -631,6 +642,7 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
         name,
         r.get(raw, "max_rows_per_request", "serving", int, 1000),
         r.get(raw, "max_body_bytes", "serving", int, 5_000_000),
+        r.choice(raw, "log_phi", "serving", LOG_PHI, "redact"),
     )
     if spec.max_rows_per_request < 1 or spec.max_body_bytes < 1024:
         raise r.fail("serving", "max_rows_per_request must be >= 1 and max_body_bytes >= 1024")
@@ -668,7 +680,7 @@ def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:
 def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpec:
     w = "retrain"
     r.unknown_keys(raw, w)
-    phi = sheet.consent_column is not None or any("phi" in c.tags for c in sheet.columns)
+    phi = sheet.holds_phi
     spec = RetrainSpec(
         min_actionable_feedback=r.get(raw, "min_actionable_feedback", w, int, 20),
         min_reviewed_labels=r.get(raw, "min_reviewed_labels", w, int, 20),

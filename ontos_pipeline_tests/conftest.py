@@ -106,5 +106,16 @@ def demo_dir(tmp_path: Path) -> Path:
     return folder
 
 
+SERVE_TOKEN = "ontos_test-serve-token-0123456789abcdef"  # the tests' ONTOS_SERVE_TOKEN (every scope)
+AUTH = {"Authorization": f"Bearer {SERVE_TOKEN}"}
+
+
 def make_settings(home: Path, use_cases_dir: Path) -> Settings:
-    return Settings(target="local", home=home, catalog="ontos", schema="workbench", use_cases_dir=use_cases_dir)
+    return Settings(
+        target="local",
+        home=home,
+        catalog="ontos",
+        schema="workbench",
+        use_cases_dir=use_cases_dir,
+        serve_token=SERVE_TOKEN,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,24 @@ def test_a_missing_file_argument_is_a_clear_error_not_a_traceback(state, tmp_pat
     )
     assert done.returncode == 2 and done.stderr.strip() == f"error: no such file: {gone}; nothing was changed"
     assert not LocalLakehouse.under(state["ONTOS_HOME"]).exists("feedback")
+
+
+def test_serving_tokens_are_made_once_listed_without_secrets_and_revoked(state):
+    """`ontos token create` prints the token alone on stdout (for `$(...)`), stores only its hash; `list` shows
+    names and scopes, never a secret; a second token of a name, a revoke of an unknown name or a bad scope is a
+    clear error; none of it loads Spark, Dagster or MLflow."""
+    code, created, heavy = ontos(state, "token", "create", "checkout-app", "--scopes", "invoke")
+    assert (code, heavy) == (0, "-") and created.strip().startswith("ontos_")
+    token = created.strip()
+    stored = (Path(state["ONTOS_HOME"]) / "serving" / "tokens.json").read_text()
+    assert token not in stored and token[6:] not in stored
+    code, listing, _ = ontos(state, "token", "list")
+    assert code == 0 and "checkout-app" in listing and "invoke" in listing and "rita" in listing
+    assert token not in listing
+    assert ontos(state, "token", "create", "checkout-app")[0] == 2  # exists: revoke first (or --replace)
+    assert ontos(state, "token", "create", "x", "--scopes", "admin")[0] == 2
+    assert ontos(state, "token", "revoke", "checkout-app")[0] == 0
+    assert ontos(state, "token", "revoke", "checkout-app")[0] == 2  # no active token of that name
+    code, listing, _ = ontos(state, "token", "list")
+    assert [line.split()[0] for line in listing.splitlines()[2:]] == ["checkout-app"]
+    assert re.search(r"rita +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$", listing.splitlines()[2])  # revoked, when

@@ -14,6 +14,7 @@ import jsonschema
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from deltalake import DeltaTable
 
+from ontos_pipeline.platform.phi import found
 from ontos_pipeline.specs import load_use_cases
 from ontos_pipeline_tests.conftest import DEMO_USE_CASES
 from ontos_pipeline_tests.test_definitions import DEMO
@@ -172,6 +173,22 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     ]
     assert exported and all(consent[ref] for ref in exported)
     assert sum(not c for c in consent.values()) > 0  # there were invoices to hold back
+
+    # ... and the inference log of every PHI use case holds no PHI pattern in any column (the issue found 172 rows
+    # with e-mail addresses and dates of birth, 58 with SSN-like numbers), while the invoices sent carried them.
+    specs = load_use_cases(Path(env["ONTOS_USE_CASES_DIR"]))
+    phi_endpoints = [s.serving.endpoint_name for n, s in specs.items() if s.sheet.holds_phi and n in served]
+    assert "invoice_extraction" in phi_endpoints
+    phi_rows = log[log["endpoint_name"].isin(phi_endpoints)]
+    assert len(phi_rows) > 50 and phi_rows["caller"].eq("demo").all()
+    leaks = {
+        column: [kind for v in phi_rows[column].dropna() for kind in found(str(v))]
+        for column in ("inputs", "rendered_prompt", "response", "error")
+    }
+    assert leaks == {"inputs": [], "rendered_prompt": [], "response": [], "error": []}
+    assert phi_rows["inputs"].str.contains(r"\[REDACTED invoice_text\]").mean() > 0.9
+    sent_text = " ".join(sheet["invoice_text"])
+    assert found(sent_text), "the demo invoices carry PHI patterns: the scan above would have found them"
 
     # The review round trip from a shell: an edit shows up in the next materialization.
     item = sorted(ref for ref, c in consent.items() if c and ref not in set(feedback["item_ref"]))[0]

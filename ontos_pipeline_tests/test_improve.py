@@ -20,7 +20,7 @@ from ontos_pipeline.label.labels import DEFAULT_SOURCES, current_labels, merge_l
 from ontos_pipeline.pipeline import RETRAIN
 from ontos_pipeline.settings import load_settings
 from ontos_pipeline.specs import load_use_case
-from ontos_pipeline_tests.conftest import WIDGETS_SPEC
+from ontos_pipeline_tests.conftest import SERVE_TOKEN, WIDGETS_SPEC
 from ontos_pipeline_tests.widgets import good_widgets, write_labels, write_widgets
 
 THRESHOLD = 7
@@ -248,7 +248,9 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
         sent = drifted.iloc[:200].rename(columns={"response": traffic.TRUTH})
         held_out = drifted.iloc[200:].rename(columns={"response": traffic.TRUTH})
         with BackgroundServer(settings, ServingOptions(port=_port(), poll_seconds=0.2)) as server:
-            result = traffic.send(server.url, spec, sent, feedback_rate=1.0, correction_share=1.0, error_share=0)
+            result = traffic.send(
+                server.url, spec, sent, feedback_rate=1.0, correction_share=1.0, error_share=0, token=SERVE_TOKEN
+            )
         assert result.versions == {"1": 200} and result.feedback["correction"] >= 10
 
         [request] = tick(defs, instance, None).run_requests

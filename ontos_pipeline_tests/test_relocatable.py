@@ -62,14 +62,21 @@ def test_an_image_folder_use_case_keeps_relative_cells_so_a_moved_home_serves_an
         port = s.getsockname()[1]
     rust = {"item_ref": "new-1", "image": cells[-1]}  # a stored image, named by its relative cell
     inline = {"item_ref": "new-2", "image": base64.b64encode(png((160, 80, 20), size=8)).decode()}
+    capsys.readouterr()
+    assert main(["token", "create", "relocator", "--scopes", "invoke"]) == 0  # a named token, made by the CLI
+    auth = {"Authorization": f"Bearer {capsys.readouterr().out.strip()}"}
     with BackgroundServer(settings, ServingOptions(port=port)) as server:
         answer = requests.post(
-            f"{server.url}/serving-endpoints/leaves/invocations", json={"inputs": [rust, inline]}, timeout=30
+            f"{server.url}/serving-endpoints/leaves/invocations",
+            json={"inputs": [rust, inline]},
+            headers=auth,
+            timeout=30,
         )
     assert answer.status_code == 200, answer.text
     assert [p["response"] for p in answer.json()["predictions"]] == ["rust", "rust"]
     logged = [r for r in lakehouse.records(INFERENCE_LOG) if r["status_code"] == 200]
     kept = json.loads(logged[-1]["inputs"])[1]["image"]
+    assert logged[-1]["caller"] == "relocator"
     assert kept.startswith("serving_images/leaves/") and (moved / "files" / kept).is_file()
 
     capsys.readouterr()

@@ -24,7 +24,7 @@ from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION, local_store
 from ontos_pipeline.train.tracking import log_pyfunc, number_types
 from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
-from ontos_pipeline_tests.conftest import make_settings
+from ontos_pipeline_tests.conftest import AUTH, SERVE_TOKEN, make_settings
 from ontos_pipeline_tests.kinds import items, kind_spec
 
 ENDPOINT = "enum_case"
@@ -62,6 +62,15 @@ def champion_v1(served):
     return served
 
 
+def api_post(url: str, headers: dict | None = None, **kwargs) -> requests.Response:
+    """requests.post with the tests' bearer token."""
+    return requests.post(url, headers={**AUTH, **(headers or {})}, **kwargs)
+
+
+def api_get(url: str, headers: dict | None = None, **kwargs) -> requests.Response:
+    return requests.get(url, headers={**AUTH, **(headers or {})}, **kwargs)
+
+
 def _port() -> int:
     import socket
 
@@ -91,7 +100,7 @@ def test_the_three_databricks_request_shapes_give_the_same_predictions(champion_
     with _server(served) as server:
         url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
         answers = [
-            requests.post(url, json=body, timeout=30)
+            api_post(url, json=body, timeout=30)
             for body in (
                 {"dataframe_records": records},
                 {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}},
@@ -99,8 +108,8 @@ def test_the_three_databricks_request_shapes_give_the_same_predictions(champion_
                 {"inputs": {c: [r[c] for r in records] for c in columns}},
             )
         ]
-        listing = requests.get(f"{server.url}/serving-endpoints", timeout=30).json()["endpoints"]
-        health = requests.get(f"{server.url}/health", timeout=30).json()
+        listing = api_get(f"{server.url}/serving-endpoints", timeout=30).json()["endpoints"]
+        health = api_get(f"{server.url}/health", timeout=30).json()
     assert [a.status_code for a in answers] == [200] * 4
     predictions = [a.json()["predictions"] for a in answers]
     assert all(p == predictions[0] for p in predictions) and len(predictions[0]) == 3
@@ -127,14 +136,14 @@ def test_bad_input_gets_a_named_4xx_never_a_500_and_every_request_is_logged(cham
     with _server(served) as server:
         url = url_of(server.url, ENDPOINT)
         cases = {
-            "malformed": requests.post(url, data=b'{"dataframe_records": [', timeout=30),
-            "unknown endpoint": requests.post(url_of(server.url, "nope"), json={"inputs": [record]}, timeout=30),
-            "missing column": requests.post(url, json={"dataframe_records": [{"x": 1.0}]}, timeout=30),
-            "mistyped column": requests.post(url, json={"dataframe_records": [{**record, "x": "high"}]}, timeout=30),
-            "no shape": requests.post(url, json={"records": [record]}, timeout=30),
-            "oversized": requests.post(url, data=b" " * 6_000_000, timeout=30),
-            "too many rows": requests.post(url, json={"dataframe_records": [record] * 1001}, timeout=30),
-            "ok": requests.post(url, json={"dataframe_records": [record]}, timeout=30),
+            "malformed": api_post(url, data=b'{"dataframe_records": [', timeout=30),
+            "unknown endpoint": api_post(url_of(server.url, "nope"), json={"inputs": [record]}, timeout=30),
+            "missing column": api_post(url, json={"dataframe_records": [{"x": 1.0}]}, timeout=30),
+            "mistyped column": api_post(url, json={"dataframe_records": [{**record, "x": "high"}]}, timeout=30),
+            "no shape": api_post(url, json={"records": [record]}, timeout=30),
+            "oversized": api_post(url, data=b" " * 6_000_000, timeout=30),
+            "too many rows": api_post(url, json={"dataframe_records": [record] * 1001}, timeout=30),
+            "ok": api_post(url, json={"dataframe_records": [record]}, timeout=30),
         }
     status = {k: r.status_code for k, r in cases.items()}
     assert status == {
@@ -172,6 +181,7 @@ def test_hot_swap_serves_the_new_champion_without_failing_a_request(champion_v1)
 
     def client() -> None:
         session = requests.Session()
+        session.headers.update(AUTH)
         while not stop.is_set():
             r = session.post(url, json={"dataframe_records": records}, timeout=60)
             seen.append((r.headers["x-request-id"], r.status_code, r.headers.get("x-model-version")))
@@ -190,7 +200,7 @@ def test_hot_swap_serves_the_new_champion_without_failing_a_request(champion_v1)
         for t in threads:
             t.join()
         time.sleep(0.5)  # a few more alias polls
-        loads = requests.get(f"{server.url}/health", timeout=30).json()["model_loads"]
+        loads = api_get(f"{server.url}/health", timeout=30).json()["model_loads"]
     assert loads == 2  # v1 at start, v2 once: an unchanged alias never reloads
     assert seen and all(status == 200 for _, status, _ in seen)
     assert {v for _, _, v in seen} == {v1, v2}
@@ -204,13 +214,13 @@ def test_hot_swap_serves_the_new_champion_without_failing_a_request(champion_v1)
 def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
     served = champion_v1
     with _server(served) as server:
-        answer = requests.post(
+        answer = api_post(
             f"{server.url}/serving-endpoints/{ENDPOINT}/invocations",
             json={"dataframe_records": _records(1)},
             timeout=30,
         )
         rid = answer.headers["x-request-id"]
-        post = lambda body: requests.post(f"{server.url}/feedback", json=body, timeout=30)  # noqa: E731
+        post = lambda body: api_post(f"{server.url}/feedback", json=body, timeout=30)  # noqa: E731
         up = post({"request_id": rid, "rating": "up", "comment": "right", "author": "ann"})
         fix = post({"request_id": rid, "rating": "down", "correction": "high"})
         bad = post({"request_id": rid, "correction": "enormous"})
@@ -241,6 +251,84 @@ def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
     assert by_id[up.json()["feedback_id"]]["item_ref"] == "I7-0000"  # taken from the request's record
 
 
+def test_every_route_but_health_needs_a_bearer_token_with_the_routes_scope(champion_v1):
+    """Defect: one anonymous POST /feedback with corrections made canonical labels. Now every route but /health
+    needs a token (401 without, 403 without the scope), refusals change no table and are counted; the caller's
+    name is on the inference log and feedback rows; a revoked token is refused from the next request."""
+    from ontos_pipeline.deploy.serving.auth import TokenStore
+
+    served = champion_v1
+    store = TokenStore(served["settings"].home)
+    app = store.create("checkout-app", ("invoke",), by="ops")
+    reviewer = store.create("reviewer", ("feedback",), by="ops")
+    assert app not in store.path.read_text() and oct(store.path.stat().st_mode & 0o777) == "0o600"
+    lakehouse = served["lakehouse"]
+    version = lambda table: lakehouse.version(table) if lakehouse.exists(table) else None  # noqa: E731
+    before = {t: (len(lakehouse.records(t)), version(t)) for t in ("feedback", INFERENCE_LOG)}
+    bearer = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+    corrections = [{"endpoint": ENDPOINT, "item_ref": f"I7-{i:04d}", "correction": "high"} for i in range(12)]
+    with _server(served) as server:
+        invoke_url, feedback_url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations", f"{server.url}/feedback"
+        body = {"dataframe_records": _records(1)}
+        refused = {
+            "anonymous feedback": requests.post(feedback_url, json=corrections, timeout=30),
+            "anonymous invocation": requests.post(invoke_url, json=body, timeout=30),
+            "anonymous listing": requests.get(f"{server.url}/serving-endpoints", timeout=30),
+            "not bearer": requests.post(invoke_url, json=body, headers={"Authorization": "Basic eDp5"}, timeout=30),
+            "unknown token": requests.post(invoke_url, json=body, headers=bearer("ontos_guess"), timeout=30),
+            "feedback with an invoke token": requests.post(
+                feedback_url, json=corrections, headers=bearer(app), timeout=30
+            ),
+            "invocation with a feedback token": requests.post(
+                invoke_url, json=body, headers=bearer(reviewer), timeout=30
+            ),
+        }
+        mid_health = requests.get(f"{server.url}/health", timeout=30)
+        after = {t: (len(lakehouse.records(t)), version(t)) for t in ("feedback", INFERENCE_LOG)}
+        answer = requests.post(invoke_url, json=body, headers=bearer(app), timeout=30)
+        given = requests.post(
+            feedback_url,
+            json={"request_id": answer.headers["x-request-id"], "rating": "down", "author": "mallory"},
+            headers=bearer(reviewer),
+            timeout=30,
+        )
+        store.revoke("checkout-app")
+        revoked = requests.post(invoke_url, json=body, headers=bearer(app), timeout=30)
+        health = requests.get(f"{server.url}/health", timeout=30).json()
+    assert {k: r.status_code for k, r in refused.items()} == {
+        "anonymous feedback": 401,
+        "anonymous invocation": 401,
+        "anonymous listing": 401,
+        "not bearer": 401,
+        "unknown token": 401,
+        "feedback with an invoke token": 403,
+        "invocation with a feedback token": 403,
+    }
+    assert refused["anonymous feedback"].headers["www-authenticate"] == "Bearer"
+    assert refused["anonymous feedback"].json()["error_code"] == "UNAUTHENTICATED"
+    assert "ontos token create" in refused["anonymous invocation"].json()["message"]
+    assert "needs 'feedback'" in refused["feedback with an invoke token"].json()["message"]
+    assert mid_health.status_code == 200 and after == before  # nothing written for a refused call
+    assert (answer.status_code, given.status_code, revoked.status_code) == (200, 201, 401)
+    assert health["refused"] == {"401": 6, "403": 2}
+    [logged] = _logged(served, [answer.headers["x-request-id"]]).values()
+    assert logged["caller"] == "checkout-app"
+    [row] = [r for r in lakehouse.records("feedback") if r["feedback_id"] == given.json()["feedback_id"]]
+    assert (row["caller"], row["author"]) == ("reviewer", "mallory")
+
+
+def test_serving_beyond_loopback_needs_a_configured_token(served, tmp_path):
+    from dataclasses import replace
+
+    from ontos_pipeline.deploy.serving.server import build_app
+
+    bare = replace(served["settings"], home=tmp_path / "home", serve_token=None)
+    with pytest.raises(ValueError, match="needs a token: set ONTOS_SERVE_TOKEN"):
+        build_app(bare, ServingOptions(host="0.0.0.0"))
+    build_app(bare, ServingOptions(host="127.0.0.1"))  # loopback: starts, refusing every call until one is made
+    build_app(replace(bare, serve_token="ontos_x" * 4), ServingOptions(host="0.0.0.0"))
+
+
 def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
     served = champion_v1
     port = _port()
@@ -248,6 +336,7 @@ def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
         **os.environ,
         "ONTOS_HOME": str(served["settings"].home),
         "ONTOS_USE_CASES_DIR": str(served["settings"].use_cases_dir),
+        "ONTOS_SERVE_TOKEN": SERVE_TOKEN,
     }
     env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
     process = subprocess.Popen(
@@ -262,12 +351,12 @@ def test_acknowledged_requests_survive_a_hard_stop(champion_v1, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{url}/health", timeout=2).json()["endpoints"].get(ENDPOINT) == "READY":
+                if api_get(f"{url}/health", timeout=2).json()["endpoints"].get(ENDPOINT) == "READY":
                     break
             except requests.RequestException:
                 time.sleep(0.3)
         ids = [
-            requests.post(
+            api_post(
                 f"{url}/serving-endpoints/{ENDPOINT}/invocations",
                 json={"dataframe_records": _records(1, seed=i)},
                 timeout=30,
@@ -414,8 +503,8 @@ def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference
     ]
     with _server(served) as server:
         url = f"{server.url}/serving-endpoints/image_case/invocations"
-        first = requests.post(url, json={"dataframe_records": records}, timeout=30)
-        again = requests.post(url, json={"inputs": [records[2]]}, timeout=30)  # same content: kept once
+        first = api_post(url, json={"dataframe_records": records}, timeout=30)
+        again = api_post(url, json={"inputs": [records[2]]}, timeout=30)  # same content: kept once
     assert (first.status_code, again.status_code) == (200, 200), first.text
     answers = [p["response"] for p in first.json()["predictions"]]
     assert answers == ["bright"] * 3 + ["dark"] * 2  # the model saw the inline images themselves
@@ -438,7 +527,7 @@ def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference
     assert json.loads(logged[again.headers["x-request-id"]]["inputs"])[0]["photo"] == by_digest[digests["bright"]]
     with _server(served) as server:  # a kept image named by its relative cell is answered like the file itself
         relative = {"item_ref": "R5", "x": 0.1, "photo": by_digest[digests["dark"]]}
-        answer = requests.post(f"{server.url}/serving-endpoints/image_case/invocations", json={"inputs": [relative]})
+        answer = api_post(f"{server.url}/serving-endpoints/image_case/invocations", json={"inputs": [relative]})
     assert answer.status_code == 200 and answer.json()["predictions"][0]["response"] == "dark"
     assert "base64" not in logged[first.headers["x-request-id"]]["inputs"]
     stats = image_statistics(pd.Series([r["photo"] for r in inputs]), str(kept_dir.parents[1])).to_dict("records")
@@ -462,7 +551,7 @@ def test_bad_inline_or_missing_images_get_a_400_naming_record_and_column(image_s
     }
     with _server(served) as server:
         url = f"{server.url}/serving-endpoints/image_case/invocations"
-        answers = {k: requests.post(url, json={"dataframe_records": b}, timeout=30) for k, b in bodies.items()}
+        answers = {k: api_post(url, json={"dataframe_records": b}, timeout=30) for k, b in bodies.items()}
     assert {k: a.status_code for k, a in answers.items()} == {**dict.fromkeys(bodies, 400), "too many rows": 413}
     message = {k: a.json()["message"] for k, a in answers.items()}
     assert message["bad base64"].startswith("record 1: column 'photo': inline image content is not valid base64")

@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.feedback (
   rating STRING COMMENT 'up | down',
   correction VARIANT COMMENT 'corrected label, validated against the response schema',
   comment STRING,
-  author STRING,
+  author STRING COMMENT 'who the feedback says it is from',
+  caller STRING COMMENT 'who sent it: the serving token name, or the login name for ontos feedback',
   status STRING NOT NULL COMMENT 'new | applied | rejected',
   reason STRING COMMENT 'why it was rejected',
   created_at TIMESTAMP NOT NULL

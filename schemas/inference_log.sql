@@ -9,7 +9,8 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.inference_log (
   response STRING COMMENT 'JSON prediction',
   latency_ms DOUBLE,
   status_code INT NOT NULL,
-  error STRING
+  error STRING,
+  caller STRING COMMENT 'who called: the name of the serving token'
 )
 USING DELTA
 COMMENT 'Inference log';

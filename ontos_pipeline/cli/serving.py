@@ -1,4 +1,4 @@
-"""`ontos serve | endpoint | simulate-traffic | feedback | alerts`: the commands around the serving process."""
+"""`ontos serve | token | endpoint | simulate-traffic | feedback | alerts`: the commands around the serving process."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every use case's champion on 127.0.0.1 until interrupted (Ctrl-C flushes the inference log)."""
     import logging
 
+    from ontos_pipeline.deploy.serving.auth import ENV_TOKEN, Authenticator, TokenStore
     from ontos_pipeline.deploy.serving.server import ServingOptions, make_server
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -48,7 +49,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(state in {settings.home}); GET /serving-endpoints lists them",
         flush=True,
     )
-    make_server(settings, options).run()
+    server = make_server(settings, options)
+    if not Authenticator(TokenStore(settings.home), settings.serve_token).configured():
+        print(
+            f"no token is configured: every call but /health is refused (401) until you set {ENV_TOKEN} or make "
+            "one with `ontos token create NAME`",
+            flush=True,
+        )
+    server.run()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Make, list and revoke the bearer tokens `ontos serve` accepts (stored hashed under ONTOS_HOME)."""
+    from ontos_pipeline.deploy.serving.auth import TokenStore, parse_scopes
+
+    store = TokenStore(load_settings().home)
+    if args.action == "create":
+        token = store.create(args.name, parse_scopes(args.scopes), _actor(args), replace=args.replace)
+        print(token)  # the only time it is shown: stdout alone, so `$(ontos token create NAME)` captures it
+        print(
+            f"token {args.name!r} ({args.scopes}) made; send it as 'Authorization: Bearer <token>'. It is not "
+            "stored in clear and cannot be shown again.",
+            file=sys.stderr,
+        )
+        return 0
+    if args.action == "revoke":
+        store.revoke(args.name)
+        print(f"token {args.name!r} revoked; a running `ontos serve` refuses it from its next request")
+        return 0
+    rows = [
+        [t["name"], ",".join(t["scopes"]), t["created_at"][:19], t.get("created_by") or "-", t.get("revoked_at")]
+        for t in store.tokens()
+    ]
+    rows = [[*r[:4], (r[4] or "")[:19]] for r in rows]
+    print(format_table(["name", "scopes", "created (UTC)", "by", "revoked (UTC)"], rows) if rows else "no tokens")
     return 0
 
 
@@ -96,13 +131,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not 0 <= args.feedback_rate <= 1:
         raise ValueError("--feedback-rate must be between 0 and 1")
     url = args.url or f"http://127.0.0.1:{settings.serve_port}"
+    if not settings.serve_token:
+        raise ValueError(
+            "set ONTOS_SERVE_TOKEN to a token with the invoke and feedback scopes: "
+            "export ONTOS_SERVE_TOKEN=$(uv run ontos token create traffic)"
+        )
     lakehouse = settings.local_lakehouse()
     frame = traffic.items(get_spark(), lakehouse, spec, args.batch, args.n)
     if args.land:
         landed = traffic.land_batch(get_spark(), lakehouse, spec, args.batch)
         print(f"{landed} {args.batch} rows landed in {lakehouse.name(spec.primary_table)} (the next sheet holds them)")
     result = traffic.send(
-        url, spec, frame, args.feedback_rate, args.correction_share, args.error_share, args.concurrency, args.seed
+        url,
+        spec,
+        frame,
+        args.feedback_rate,
+        args.correction_share,
+        args.error_share,
+        args.concurrency,
+        args.seed,
+        token=settings.serve_token,
     )
     acc = "n/a" if result.accuracy is None else f"{result.accuracy:.1%}"
     print(
@@ -155,7 +203,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             item = replace(item, item_ref=known[1])
         items.append(item)
         problems.append(f"unknown request_id {item.request_id!r}" if item.request_id and known is None else None)
-    rows = record_feedback(lakehouse, spec, items, problems)
+    rows = record_feedback(lakehouse, spec, items, problems, caller=_actor(args))
     for row in rows:
         state = "accepted" if row["status"] == "new" else f"REJECTED: {row['reason']}"
         print(f"feedback {row['feedback_id'][:12]} (seq {row['seq']}, item {row['item_ref'] or '-'}): {state}")
@@ -206,6 +254,18 @@ def add_parsers(sub) -> None:
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often a moved champion is picked up")
     serve.add_argument("--flush-seconds", type=float, default=1.0, help="inference log commit interval")
     serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="bearer tokens for `ontos serve`: create, list, revoke")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    make = token_sub.add_parser("create", help="make a token and print it (once)")
+    make.add_argument("name", help="the caller's name, recorded in the inference log and on feedback")
+    make.add_argument("--scopes", default="invoke,feedback", help="comma-separated: invoke, feedback (default both)")
+    make.add_argument("--replace", action="store_true", help="revoke an active token of that name first")
+    make.add_argument("--by", help="who makes it (default: $ONTOS_USER or the login name)")
+    token_sub.add_parser("list", help="every token, without secrets")
+    drop = token_sub.add_parser("revoke", help="refuse a token from now on")
+    drop.add_argument("name")
+    token.set_defaults(func=cmd_token)
 
     endpoint = sub.add_parser("endpoint", help="endpoint history and rollback")
     endpoint_sub = endpoint.add_subparsers(dest="action", required=True)

@@ -17,18 +17,10 @@ from pyspark.sql import functions as F
 from ontos_pipeline.platform.checks import CheckOutcome
 from ontos_pipeline.platform.ddl import SPEC_TYPES, spark_type
 from ontos_pipeline.platform.images import resolve_cell
+from ontos_pipeline.platform.phi import PHI_PATTERNS
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 
 EXAMPLES = 5
-
-# Java regular expressions (Spark `rlike`). Dates of birth count only next to a DOB keyword.
-PHI_PATTERNS: Mapping[str, str] = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "phone": r"(\+?1[ .-]?)?(\(\d{3}\)|\b\d{3})[ .-]\d{3}[ .-]\d{4}\b",
-    "ssn": r"\b\d{3}-\d{2}-\d{4}\b",
-    "date_of_birth": r"(?i)\b(dob|d\.o\.b\.|date of birth|born( on)?)\b\W{0,3}"
-    r"(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}|[A-Z][a-z]{2,8}\.? \d{1,2},? \d{4})",
-}
 
 
 def _examples(df: DataFrame, condition, extra: str | None = None) -> list[str]:

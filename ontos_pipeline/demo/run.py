@@ -179,15 +179,16 @@ def serve_traffic_and_monitor(
     )
     lakehouse, spark = settings.local_lakehouse(), get_spark()
     windows, results, held_out = {}, {}, {}
-    with ServingProcess(settings, [s.serving.endpoint_name for s in live]) as url:
+    with ServingProcess(settings, [s.serving.endpoint_name for s in live]) as serving:
+        url, token = serving.url, serving.token
         for spec in live:
             t0 = datetime.now(UTC)
-            normal = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "normal", TRAFFIC), 0.5)
+            normal = traffic.send(url, spec, traffic.items(spark, lakehouse, spec, "normal", TRAFFIC), 0.5, token=token)
             t1 = datetime.now(UTC)
             batch = traffic.items(spark, lakehouse, spec, "drifted", 2 * TRAFFIC)
             landed = traffic.land_batch(spark, lakehouse, spec, "drifted")
             sent, held_out[spec.name] = batch.iloc[: len(batch) // 2], batch.iloc[len(batch) // 2 :]
-            drifted = traffic.send(url, spec, sent, DRIFTED_FEEDBACK, DRIFTED_FEEDBACK, seed=1)
+            drifted = traffic.send(url, spec, sent, DRIFTED_FEEDBACK, DRIFTED_FEEDBACK, seed=1, token=token)
             windows[spec.name], results[spec.name] = (t0, t1, datetime.now(UTC)), (normal, drifted)
             print(
                 f"  {spec.name}: {normal.requests} normal + {drifted.requests} drifted requests ({landed} drifted "
@@ -238,15 +239,20 @@ def serve_traffic_and_monitor(
 
 
 class ServingProcess:
-    """`ontos serve` as a child process on a free port; leaving the block stops it gracefully (log flushed)."""
+    """`ontos serve` as a child process on a free port, with a bearer token of its own (`token`, named `demo`, made
+    anew each time); leaving the block stops it gracefully (log flushed)."""
 
     def __init__(self, settings: Settings, endpoints: list[str], timeout: float = 300.0):
         self.settings, self.endpoints, self.timeout = settings, endpoints, timeout
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.token = ""
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> ServingProcess:
+        from ontos_pipeline.deploy.serving.auth import TokenStore
+
+        self.token = TokenStore(self.settings.home).create("demo", by="ontos demo", replace=True)
         log = self.settings.home / "serving" / "demo-serve.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "ONTOS_HOME": str(self.settings.home)}
@@ -264,7 +270,7 @@ class ServingProcess:
             try:
                 states = requests.get(f"{self.url}/health", timeout=2).json()["endpoints"]
                 if all(states.get(e) == "READY" for e in self.endpoints):
-                    return self.url
+                    return self
             except requests.RequestException:
                 pass
             time.sleep(0.5)

@@ -114,8 +114,10 @@ def send(
     error_share: float = 0.02,
     concurrency: int = 4,
     seed: int = 0,
+    token: str | None = None,
 ) -> TrafficResult:
-    """One request per item to `url` (the serving process root), then feedback for a share of the answers."""
+    """One request per item to `url` (the serving process root), then feedback for a share of the answers; `token`
+    is the bearer token sent with every call."""
     rng = random.Random(seed)
     endpoint = f"{url}/serving-endpoints/{spec.serving.endpoint_name}/invocations"
     records = [
@@ -128,6 +130,8 @@ def send(
     ]
     result = TrafficResult()
     session = requests.Session()
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
     lock = threading.Lock()
     started = time.perf_counter()
 

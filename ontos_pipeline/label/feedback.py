@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -86,11 +86,16 @@ def logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | No
 
 
 def record_feedback(
-    lakehouse: Lakehouse, spec: UseCaseSpec, items: Sequence[Feedback], problems: Sequence[str | None] | None = None
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    items: Sequence[Feedback],
+    problems: Sequence[str | None] | None = None,
+    caller: str | None = None,
 ) -> list[dict]:
     """Append feedback rows in one commit; each row says whether it was accepted (`new`) or `rejected` and why.
 
-    `problems` (one per item, optional) are reasons found by the caller, e.g. an unknown request id.
+    `problems` (one per item, optional) are reasons found by the caller, e.g. an unknown request id; `caller` is who
+    sent them (the serving token's name, or the login name of `ontos feedback`).
     """
     validator = response_validator(spec.template.response_schema)
     now = datetime.now(UTC)
@@ -108,6 +113,7 @@ def record_feedback(
                 "correction": correction,
                 "comment": f.comment,
                 "author": f.author,
+                "caller": caller,
                 "status": "rejected" if reason else "new",
                 "reason": reason if problem or not reason else f"correction {reason}",
                 "created_at": now,
@@ -184,12 +190,26 @@ class FeedbackSource:
             F.col("conf").cast("double").alias("confidence"),
             F.lit("feedback").alias("source"),
             F.concat(F.lit("feedback:"), F.col("feedback_id")).alias("source_ref"),
-            F.coalesce(F.col("author"), F.lit("feedback")).alias("labeled_by"),
+            _labeled_by(rows).alias("labeled_by"),
             F.lit(None).cast("array<string>").alias("allowed_uses"),
             F.lit(None).cast("array<string>").alias("prohibited_uses"),
             F.col("created_at"),
             error.alias("error"),
         ).select(*CANDIDATE_SCHEMA.fieldNames())
+
+
+def _labeled_by(rows: DataFrame) -> Column:
+    """Who a feedback label is from: the authenticated caller, with the author it names when that is someone else
+    ("alice (via support-app)"); a token cannot pass its feedback off as someone else's."""
+    author = F.col("author")
+    if "caller" not in rows.columns:  # a feedback table from before callers were recorded
+        return F.coalesce(author, F.lit("feedback"))
+    caller = F.col("caller")
+    return (
+        F.when(caller.isNull(), F.coalesce(author, F.lit("feedback")))
+        .when(author.isNull() | (author == caller), caller)
+        .otherwise(F.concat(author, F.lit(" (via "), caller, F.lit(")")))
+    )
 
 
 def _single_answer(response: str | None) -> str | None:

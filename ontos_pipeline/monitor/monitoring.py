@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
+from ontos_pipeline.deploy.serving.redaction import hidden_in_log
 from ontos_pipeline.generate.training_sheet import QA
 from ontos_pipeline.label.feedback import FEEDBACK
 from ontos_pipeline.monitor.alerts import Breach
@@ -125,7 +126,10 @@ def features(
     (categorical); their expressions run the image UDF (relative cells read under `image_root`), or read
     `with_image_stats` columns when `precomputed`."""
     out: dict[str, tuple[str, Column]] = {}
+    hidden = hidden_in_log(spec)  # redacted or hashed in the inference log: nothing to compare
     for c in spec.sheet.columns:
+        if c.name in hidden:
+            continue
         if c.category == "numeric":
             out[c.name] = ("numeric", F.col(c.name).try_cast("double"))
         elif c.category == "categorical" or (c.category != "metadata" and c.type == "boolean"):

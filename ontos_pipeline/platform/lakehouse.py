@@ -487,7 +487,10 @@ class LocalLakehouse(Lakehouse):
         data = self.record_table(name, records)
         # created first when missing (never an overwrite: a concurrent first append would be lost), then a blind
         # append, retried when a concurrent commit changed the protocol or metadata
-        return self._transact(name, data.schema, lambda dt: write_deltalake(dt, data, mode="append"))
+        # a column the DDL gained since the table was made is added to it (older rows read null)
+        return self._transact(
+            name, data.schema, lambda dt: write_deltalake(dt, data, mode="append", schema_mode="merge")
+        )
 
     def upsert_records(
         self, table: str | TableName, records: Sequence[Mapping[str, object]], keys: Sequence[str]

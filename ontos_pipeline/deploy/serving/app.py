@@ -2,7 +2,10 @@
 
 Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocations` answers
 `{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
-`X-Request-Id`. Every request, failed ones included, is written to the inference log before it is answered.
+`X-Request-Id`. Every route but `/health` (and the OpenAPI document, `/docs`) needs `Authorization: Bearer <token>`
+with the route's scope (`auth`); refused calls get 401/403, are counted in `/health` and are not logged as requests.
+Every authenticated request, failed ones included, is written to the inference log, with its caller, before it is
+answered.
 Inline images of answered requests are kept under the lakehouse files folder (`serving_images/<use case>`) and
 logged by their path relative to that folder (see `inline_images`); an image path in a request may be relative to it
 too.
@@ -17,14 +20,18 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Annotated
 
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from ontos_pipeline.deploy.serving.auth import Authenticator, AuthError, Caller
 from ontos_pipeline.deploy.serving.inline_images import ImageStore, loggable, redacted
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
+from ontos_pipeline.deploy.serving.redaction import NO_REDACTION, LogRedaction
 from ontos_pipeline.deploy.serving.registry import EndpointRegistry
 from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
 from ontos_pipeline.platform.images import with_image_files
@@ -36,12 +43,42 @@ IMAGES_FOLDER = "serving_images"  # inline request images, under the lakehouse f
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
 
 
+BEARER = HTTPBearer(auto_error=False, description="a token made with `ontos token create NAME`")
+
+
+def _caller(request: Request, scope: str | None) -> Caller:
+    return request.app.state.authenticator.caller(request.headers.get("authorization"), scope)
+
+
+def any_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+    """The caller of the request's token (any scope); AuthError (401) without a valid one."""
+    return _caller(request, None)
+
+
+def invoke_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+    return _caller(request, "invoke")
+
+
+def feedback_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+    return _caller(request, "feedback")
+
+
+Invoker = Annotated[Caller, Depends(invoke_caller)]
+FeedbackGiver = Annotated[Caller, Depends(feedback_caller)]
+
+
 def create_app(
-    registry: EndpointRegistry, inference_log: InferenceLog, lakehouse: Lakehouse, poll_seconds: float = 2.0
+    registry: EndpointRegistry,
+    inference_log: InferenceLog,
+    lakehouse: Lakehouse,
+    authenticator: Authenticator,
+    poll_seconds: float = 2.0,
+    log_key: str | None = None,
 ) -> FastAPI:
     recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
     stores: dict[str, ImageStore] = {}
     files_root = lakehouse.volume_path()  # relative image cells (requests, kept inline images) live under it
+    redactions = {name: LogRedaction.of(spec, log_key) for name, spec in registry.specs.items()}  # fails early
 
     def image_store(use_case: str) -> ImageStore:
         if use_case not in stores:
@@ -65,12 +102,18 @@ def create_app(
             inference_log.close()
 
     app = FastAPI(title="Ontos Pipeline serving", lifespan=lifespan)
+    app.state.authenticator = authenticator
 
     def error(http_status: int, code: str, message: str, **extra) -> JSONResponse:
         return JSONResponse({"error_code": code, "message": message, **extra}, status_code=http_status)
 
+    @app.exception_handler(AuthError)
+    async def refused(request: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error_code": exc.code, "message": exc.message}, exc.status, headers=headers)
+
     @app.post("/serving-endpoints/{name}/invocations")
-    async def invocations(name: str, request: Request) -> JSONResponse:
+    async def invocations(name: str, request: Request, caller: Invoker) -> JSONResponse:
         started = time.perf_counter()
         served, request_time = registry.acquire(name)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -80,10 +123,12 @@ def create_app(
             "request_time": request_time,
             "endpoint_name": name,
             "model_version": served and served.version,
+            "caller": caller.name,
         }
         if served is not None:
             headers["X-Model-Version"] = served.version
         spec = registry.specs.get(name)
+        redaction = redactions.get(name) or NO_REDACTION
         try:
             if spec is None:
                 raise BadRequest(
@@ -94,8 +139,8 @@ def create_app(
             body = await _body(request, spec.serving.max_body_bytes)
             images = [c.name for c in spec.sheet.columns_of("image")]
             row["inputs"] = body.decode("utf-8", "replace")
-            if images:  # refused requests are logged too: without their inline images
-                row["inputs"] = await run_in_threadpool(loggable, row["inputs"], images)
+            if images or redaction.active:  # refused requests are logged too: without inline images or PHI
+                row["inputs"] = redaction.body(await run_in_threadpool(loggable, row["inputs"], images))
             if served is None:
                 raise BadRequest(
                     503,
@@ -103,7 +148,7 @@ def create_app(
                     "NOT_READY",
                 )
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
-            row["inputs"] = json.dumps(redacted(records, images), ensure_ascii=False, default=str)
+            row["inputs"] = json.dumps(redaction.records(redacted(records, images)), ensure_ascii=False, default=str)
             # validation decodes every image: off the event loop
             typed = await run_in_threadpool(validate_records, records, served.required, served.columns, files_root)
             checked = [c for c in images if c in served.required]  # validated: readable images
@@ -111,11 +156,11 @@ def create_app(
                 store, paths = image_store(spec.name), {}
                 typed = await run_in_threadpool(store.keep, typed, checked, paths)
                 logged = redacted(store.keep(records, checked, paths), images)
-                row["inputs"] = json.dumps(logged, ensure_ascii=False, default=str)
+                row["inputs"] = json.dumps(redaction.records(logged), ensure_ascii=False, default=str)
             items = with_image_files(pd.DataFrame(typed), checked, files_root)  # prompts keep the cells as logged
             answers, prompts = await run_in_threadpool(served.model.answer, items)
             payload, status, message = {"predictions": answers}, 200, None
-            row["rendered_prompt"] = "\n---\n".join(prompts)
+            row["rendered_prompt"] = "\n---\n".join(redaction.prompt(p, records) for p in prompts)
             refs = {r.get("item_ref") for r in records}
             recent[request_id] = (name, refs.pop() if len(refs) == 1 else None)
             while len(recent) > RECENT_REQUESTS:
@@ -126,9 +171,9 @@ def create_app(
             payload, status = {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}, 500
             message = payload["message"]
         row.update(
-            response=json.dumps(payload.get("predictions"), default=str) if status == 200 else None,
+            response=json.dumps(redaction.masked(payload.get("predictions")), default=str) if status == 200 else None,
             status_code=status,
-            error=message,
+            error=redaction.text(message),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
         inference_log.write(row)
@@ -142,13 +187,14 @@ def create_app(
             "endpoints": {e["name"]: e["state"] for e in endpoints},
             "model_loads": len(registry.swaps),
             "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged},
+            "refused": {str(status): n for status, n in sorted(authenticator.refused.items())},
         }
 
-    @app.get("/serving-endpoints")
+    @app.get("/serving-endpoints", dependencies=[Depends(any_caller)])
     def endpoints(request: Request) -> dict:
         return {"endpoints": registry.describe(str(request.base_url).rstrip("/"))}
 
-    @app.get("/serving-endpoints/{name}")
+    @app.get("/serving-endpoints/{name}", dependencies=[Depends(any_caller)])
     def endpoint(name: str, request: Request) -> JSONResponse:
         found = [e for e in registry.describe(str(request.base_url).rstrip("/")) if e["name"] == name]
         if not found:
@@ -156,7 +202,7 @@ def create_app(
         return JSONResponse(found[0])
 
     @app.post("/feedback")
-    async def feedback(request: Request) -> JSONResponse:
+    async def feedback(request: Request, caller: FeedbackGiver) -> JSONResponse:
         """One feedback object, or a list of them (one commit per endpoint)."""
         try:
             body = parse_json(await _body(request, DEFAULT_MAX_BODY))
@@ -172,7 +218,7 @@ def create_app(
         for spec in {id(s): s for s, _, _ in resolved}.values():
             mine = [(item, problem) for s, item, problem in resolved if s is spec]
             rows += await run_in_threadpool(
-                record_feedback, lakehouse, spec, [i for i, _ in mine], [p for _, p in mine]
+                record_feedback, lakehouse, spec, [i for i, _ in mine], [p for _, p in mine], caller.name
             )
         results = [{k: row[k] for k in ("feedback_id", "seq", "status", "reason", "item_ref")} for row in rows]
         if not isinstance(body, list):

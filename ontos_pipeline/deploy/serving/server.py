@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -9,7 +10,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from ontos_pipeline.deploy.serving.app import create_app
+from ontos_pipeline.deploy.serving.auth import ENV_TOKEN, Authenticator, TokenStore, is_loopback
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
+from ontos_pipeline.deploy.serving.redaction import LOG_KEY
 from ontos_pipeline.deploy.serving.registry import EndpointRegistry
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.platform.model_store import local_store
@@ -35,7 +38,16 @@ def build_app(settings: Settings, options: ServingOptions) -> tuple[FastAPI, End
     inference_log = InferenceLog(
         lakehouse, settings.home / "serving" / "spool", options.flush_seconds, options.flush_rows
     )
-    return create_app(registry, inference_log, lakehouse, options.poll_seconds), registry, inference_log
+    authenticator = Authenticator(TokenStore(settings.home), settings.serve_token)
+    if not is_loopback(options.host) and not authenticator.configured():
+        raise ValueError(
+            f"serving on {options.host} (beyond this machine) needs a token: set {ENV_TOKEN} or make one with "
+            "`ontos token create NAME`; nothing was started"
+        )
+    app = create_app(
+        registry, inference_log, lakehouse, authenticator, options.poll_seconds, os.environ.get(LOG_KEY) or None
+    )
+    return app, registry, inference_log
 
 
 def make_server(settings: Settings, options: ServingOptions) -> uvicorn.Server:
