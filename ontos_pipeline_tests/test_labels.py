@@ -45,6 +45,29 @@ def test_import_validates_rejects_and_is_idempotent(spark, lakehouse, setup):
     assert lakehouse.row_count("canonical_labels") == 2 and lakehouse.row_count("label_rejects") == 2
 
 
+def test_two_merges_of_one_partition_at_once_append_each_label_once(spark, lakehouse, setup):
+    """Defect: two canonical_labels runs of one partition at once both read "no current label" and both appended
+    (60 labels twice). The merge now appends under the table lock: the second finds the first's labels."""
+    import threading
+
+    spec, snapshot = setup
+    write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "not_ok", "qa"), ("W4", "ok", "qa")])
+    start, results = threading.Barrier(2), []
+
+    def merge() -> None:
+        start.wait()
+        results.append(merge_labels(spark, lakehouse, spec, snapshot).appended)
+
+    threads = [threading.Thread(target=merge) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = lakehouse.read(spark, "canonical_labels").select("item_ref", "version").collect()
+    assert sorted(results) == [0, 3]
+    assert sorted((r["item_ref"], r["version"]) for r in rows) == [("W1", 1), ("W2", 1), ("W4", 1)]
+
+
 def test_an_import_table_of_another_layout_is_refused_naming_every_problem_and_writes_nothing(spark, lakehouse, setup):
     spec, snapshot = setup
     wrong = spark.createDataFrame(

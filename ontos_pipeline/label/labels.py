@@ -295,7 +295,6 @@ def merge_labels(
         .cache()
     )
     try:
-        rejects = _record_rejects(spark, lakehouse, checked.filter(F.col("reason").isNotNull()), sheet_id, label_type)
         valid = apply_usage(
             checked.filter(F.col("reason").isNull())
             .drop("reason")
@@ -320,8 +319,15 @@ def merge_labels(
                 24,
             ),
         ).withColumn("precedence", _precedence())
-        conflicts = _record_conflicts(spark, lakehouse, valid, sheet_id, label_type)
-        appended, version = _append_winners(spark, lakehouse, valid, sheet_id, label_type)
+        # one merge at a time (two runs of a partition would both read "no current label" and both append);
+        # the labels first: conflicts and rejects are derived, replaced or upserted by id, so a run killed between
+        # the three commits leaves labels whose reports the next run completes, never duplicates
+        with lakehouse.locked(LABELS):
+            appended, version = _append_winners(spark, lakehouse, valid, sheet_id, label_type)
+            conflicts = _record_conflicts(spark, lakehouse, valid, sheet_id, label_type)
+            rejects = _record_rejects(
+                spark, lakehouse, checked.filter(F.col("reason").isNotNull()), sheet_id, label_type
+            )
     finally:
         checked.unpersist()
 
