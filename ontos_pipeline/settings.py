@@ -25,6 +25,7 @@ class Settings:
     serve_port: int = 8765  # the local serving process (`ontos serve`) on 127.0.0.1
     sensor_interval: int = 30  # seconds between evaluations of the retrain sensor (ONTOS_SENSOR_INTERVAL)
     serve_token: str | None = field(default=None, repr=False)  # ONTOS_SERVE_TOKEN: a secret, never printed
+    serve_image_roots: tuple[Path, ...] = ()  # ONTOS_SERVE_IMAGE_ROOTS: folders besides files/ requests may name
 
     @property
     def dagster_home(self) -> Path:
@@ -76,4 +77,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if not interval.isdigit() or int(interval) < 1:
         raise SettingsError(f"ONTOS_SENSOR_INTERVAL={interval!r} is not a number of seconds; use an integer >= 1")
     token = env.get("ONTOS_SERVE_TOKEN") or None
-    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval), token)
+    roots = tuple(Path(p).expanduser().resolve() for p in env.get("ONTOS_SERVE_IMAGE_ROOTS", "").split(os.pathsep) if p)
+    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval), token, roots)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -251,6 +252,26 @@ def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
     assert by_id[up.json()["feedback_id"]]["item_ref"] == "I7-0000"  # taken from the request's record
 
 
+def test_feedback_lists_are_bounded_and_their_unknown_request_ids_looked_up_in_one_read(champion_v1):
+    """Defect: each unknown request id of a feedback list read the whole inference log on the event loop (100
+    items stalled /health 19 s). Now one read for the list, off the loop, and at most 1000 objects a request."""
+    served = champion_v1
+    lakehouse = served["lakehouse"]
+    unknown = [{"endpoint": ENDPOINT, "request_id": f"nope-{i}", "rating": "down"} for i in range(1000)]
+    with _server(served) as server:
+        before = lakehouse.version("feedback") if lakehouse.exists("feedback") else -1
+        too_many = api_post(f"{server.url}/feedback", json=[*unknown, unknown[0]], timeout=60)
+        unchanged = lakehouse.version("feedback") if lakehouse.exists("feedback") else -1
+        answer = api_post(f"{server.url}/feedback", json=unknown, timeout=120)
+        health = api_get(f"{server.url}/health", timeout=30)
+    assert too_many.status_code == 413 and "send at most 1000" in too_many.json()["message"] and unchanged == before
+    assert answer.status_code == 201 and health.status_code == 200
+    results = answer.json()["feedback"]
+    assert len(results) == 1000 and {r["status"] for r in results} == {"rejected"}
+    assert results[7]["reason"] == "unknown request_id 'nope-7'"
+    assert lakehouse.version("feedback") == before + 1  # one commit for the endpoint's 1000 rows
+
+
 def test_every_route_but_health_needs_a_bearer_token_with_the_routes_scope(champion_v1):
     """Defect: one anonymous POST /feedback with corrections made canonical labels. Now every route but /health
     needs a token (401 without, 403 without the scope), refusals change no table and are counted; the caller's
@@ -475,7 +496,7 @@ def image_served(tmp_path_factory):
         info = log_pyfunc(store, outcome.best.model, example, store.model_name(spec.name), number_types(spec))
     store.set_alias(spec.name, CHAMPION, str(info.registered_model_version))
     return {
-        "settings": make_settings(root / "home", cases),
+        "settings": replace(make_settings(root / "home", cases), serve_image_roots=(root,)),  # its pictures
         "lakehouse": LocalLakehouse(root / "home" / "tables"),
         "bright": _png(root / "bright.png", 225, 7),
         "dark": _png(root / "dark.png", 30, 8),
@@ -532,6 +553,36 @@ def test_inline_images_are_answered_like_paths_kept_once_and_logged_by_reference
     assert "base64" not in logged[first.headers["x-request-id"]]["inputs"]
     stats = image_statistics(pd.Series([r["photo"] for r in inputs]), str(kept_dir.parents[1])).to_dict("records")
     assert stats[0] == stats[1] == stats[2] != stats[3] == stats[4] and stats[0]["unreadable"] == "false"
+
+
+def test_image_paths_outside_the_image_folders_fifos_and_escaping_symlinks_are_refused(image_served, tmp_path):
+    """Defect: the server opened any path a request named (/etc/passwd) and a FIFO blocked a request thread for
+    good. A path must resolve, symlinks followed, to a regular file under files/ or ONTOS_SERVE_IMAGE_ROOTS."""
+    served = image_served
+    fifo, escape = served["root"] / "pipe.png", served["root"] / "escape.png"
+    os.mkfifo(fifo)
+    escape.symlink_to("/etc/passwd")
+    good = {"item_ref": "R0", "x": 0.5, "photo": str(served["bright"])}
+    bodies = {
+        "system file": {**good, "photo": "/etc/passwd"},
+        "traversal": {**good, "photo": "../../../../../../etc/passwd"},
+        "symlink out": {**good, "photo": str(escape)},
+        "fifo": {**good, "photo": str(fifo)},
+        "ok": good,
+    }
+    try:
+        with _server(served) as server:
+            url = f"{server.url}/serving-endpoints/image_case/invocations"
+            answers = {k: api_post(url, json={"inputs": [b]}, timeout=10) for k, b in bodies.items()}
+    finally:
+        fifo.unlink()
+        escape.unlink()
+    assert {k: a.status_code for k, a in answers.items()} == {**dict.fromkeys(bodies, 400), "ok": 200}
+    message = {k: a.json().get("message", "") for k, a in answers.items()}
+    for case in ("system file", "traversal", "symlink out"):
+        assert "is outside the folders this server reads images from" in message[case], message[case]
+        assert "root:" not in message[case]  # nothing of the file's content or existence
+    assert message["fifo"] == f"record 0: column 'photo': {str(fifo)!r} is not a regular file"
 
 
 def test_bad_inline_or_missing_images_get_a_400_naming_record_and_column(image_served):

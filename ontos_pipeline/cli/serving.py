@@ -163,7 +163,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Record feedback on served answers (one from the flags, or a JSONL file of them) in the feedback table."""
-    from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
+    from ontos_pipeline.label.feedback import FeedbackError, logged_requests, parse_feedback, record_feedback
     from ontos_pipeline.platform.files import jsonl_records
 
     settings = load_settings()
@@ -190,15 +190,18 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             except json.JSONDecodeError:
                 body["correction"] = args.correction  # a plain string answer (enum or text)
         bodies = [("--flags", body)]
-    items, problems = [], []
+    parsed = []
     for where, body in bodies:
         if isinstance(body, dict):
             body = {"author": _actor(args), **body}
         try:
-            item = parse_feedback(body, spec.name)
+            parsed.append(parse_feedback(body, spec.name))
         except FeedbackError as exc:
             raise FeedbackError(f"{where}: {exc}") from None
-        known = logged_request(lakehouse, item.request_id) if item.request_id else None
+    logged = logged_requests(lakehouse, [i.request_id for i in parsed if i.request_id])
+    items, problems = [], []
+    for item in parsed:
+        known = logged.get(item.request_id) if item.request_id else None
         if known and known[1] and item.item_ref is None:
             item = replace(item, item_ref=known[1])
         items.append(item)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -73,16 +73,23 @@ def parse_feedback(body: object, use_case: str) -> Feedback:
     )
 
 
-def logged_request(lakehouse: Lakehouse, request_id: str) -> tuple[str, str | None] | None:
-    """(endpoint, item_ref of its single record or None) of a request in the inference log; None if unknown."""
-    rows = lakehouse.records(INFERENCE_LOG, {"request_id": request_id}, columns=["endpoint_name", "inputs"])
-    if not rows:
-        return None
-    try:
-        refs = {r.get(ITEM_KEY) for r in json.loads(rows[0]["inputs"] or "[]") if isinstance(r, dict)}
-    except (json.JSONDecodeError, TypeError):
-        refs = set()
-    return rows[0]["endpoint_name"], refs.pop() if len(refs) == 1 else None
+def logged_requests(lakehouse: Lakehouse, request_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """Request id -> (endpoint, item_ref of its single record or None) for those of `request_ids` in the inference
+    log, in one read of the table (unknown ids are absent)."""
+    wanted = sorted(set(request_ids))
+    if not wanted:
+        return {}
+    found = {}
+    for row in lakehouse.records(
+        INFERENCE_LOG, {"request_id": wanted}, columns=["request_id", "endpoint_name", "inputs"]
+    ):
+        try:
+            records = json.loads(row["inputs"] or "[]")
+            refs = {r.get(ITEM_KEY) for r in records if isinstance(r, dict)} if isinstance(records, list) else set()
+        except (json.JSONDecodeError, TypeError):
+            refs = set()
+        found.setdefault(row["request_id"], (row["endpoint_name"], refs.pop() if len(refs) == 1 else None))
+    return found
 
 
 def record_feedback(

@@ -17,7 +17,9 @@ import hashlib
 import io
 import os
 import re
+import stat
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 _DATA_URL = re.compile(r"^data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
@@ -65,6 +67,30 @@ def resolve_cell(value: object, root: Path | str | None) -> object:
     if root is None or not isinstance(value, str) or not value or is_inline(value) or Path(value).is_absolute():
         return value
     return str(Path(root) / value)
+
+
+def served_file(value: str, root: Path | str | None, allowed: Sequence[Path | str]) -> Path:
+    """The regular file an image path of a request names, refused (ImageError) unless it lies, symlinks resolved,
+    under one of the `allowed` folders: a client must not make the server open /etc/passwd or block on a FIFO."""
+    path = Path(resolve_cell(value, root)).resolve()
+    folders = [Path(a).resolve() for a in allowed]
+    not_an_image = ImageError("inline content is not a readable image (not a known image format)")
+    if not any(path.is_relative_to(f) for f in folders):
+        if looks_inline(value):  # base64 of no format we read, not a path: never opened
+            raise not_an_image
+        raise ImageError(
+            f"{value!r} is outside the folders this server reads images from ({', '.join(map(str, folders))}); "
+            "send the image inline or put the file under one of them (ONTOS_SERVE_IMAGE_ROOTS adds folders)"
+        )
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise (not_an_image if looks_inline(value) else ImageError(f"no image file at {value!r}")) from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {value!r} ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{value!r} is not a regular file")
+    return path
 
 
 def image_bytes(value: str, root: Path | str | None = None) -> bytes:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
 from ontos_pipeline.platform import strict_json
-from ontos_pipeline.platform.images import ImageError, is_inline, open_image
+from ontos_pipeline.platform.images import ImageError, is_inline, open_image, served_file
 from ontos_pipeline.specs import ColumnSpec
 
 SHAPES = ("dataframe_records", "dataframe_split", "inputs")
@@ -110,9 +110,11 @@ def validate_records(
     required: Sequence[str],
     columns: Mapping[str, ColumnSpec],
     image_root: str | None = None,
+    image_folders: Sequence[str] | None = None,
 ) -> list[dict]:
     """Check every required column is present with its spec type; returns typed copies (dates parsed). An image
-    must be readable: inline, or a file (a relative path read under `image_root`, the lakehouse files folder)."""
+    must be readable: inline, or a file (a relative path read under `image_root`, the lakehouse files folder) that
+    is a regular file under one of `image_folders` (None: anywhere)."""
     out = []
     for i, record in enumerate(records):
         missing = [c for c in required if c not in record]
@@ -124,12 +126,14 @@ def validate_records(
         for name in required:
             spec = columns.get(name)
             if spec is not None:
-                typed[name] = _typed(record[name], spec, i, image_root)
+                typed[name] = _typed(record[name], spec, i, image_root, image_folders)
         out.append(typed)
     return out
 
 
-def _typed(value: object, spec: ColumnSpec, row: int, image_root: str | None) -> object:
+def _typed(
+    value: object, spec: ColumnSpec, row: int, image_root: str | None, image_folders: Sequence[str] | None
+) -> object:
     where = f"record {row}: column {spec.name!r}"
     if value is None:
         if not spec.nullable:
@@ -156,16 +160,18 @@ def _typed(value: object, spec: ColumnSpec, row: int, image_root: str | None) ->
     except ValueError:
         raise BadRequest(400, f"{where}: {value!r} is not a valid {kind}") from None
     if spec.category == "image":
-        _check_image(value, where, image_root)  # type: ignore[arg-type]
+        _check_image(value, where, image_root, image_folders)  # type: ignore[arg-type]
     return int(value) if kind == "integer" else float(value) if kind == "double" else value
 
 
-def _check_image(value: str, where: str, root: str | None) -> None:
+def _check_image(value: str, where: str, root: str | None, folders: Sequence[str] | None) -> None:
     """An image column holds a readable image: a file on the serving host, a `data:image/...;base64,` URL or bare
     base64 content; anything else is the client's error (a model would otherwise answer for a blank image)."""
     from PIL import Image
 
     try:
+        if folders is not None and not is_inline(value):
+            served_file(value, root, folders)
         open_image(value, root).close()
     except ImageError as exc:
         text = str(exc)

@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Annotated
@@ -33,13 +33,14 @@ from ontos_pipeline.deploy.serving.inline_images import ImageStore, loggable, re
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
 from ontos_pipeline.deploy.serving.redaction import NO_REDACTION, LogRedaction
 from ontos_pipeline.deploy.serving.registry import EndpointRegistry
-from ontos_pipeline.label.feedback import FeedbackError, logged_request, parse_feedback, record_feedback
+from ontos_pipeline.label.feedback import FeedbackError, logged_requests, parse_feedback, record_feedback
 from ontos_pipeline.platform.images import with_image_files
 from ontos_pipeline.platform.invocations import BadRequest, parse_json, records_of, validate_records
 from ontos_pipeline.platform.lakehouse import Lakehouse
 
 DEFAULT_MAX_BODY = 5_000_000
 IMAGES_FOLDER = "serving_images"  # inline request images, under the lakehouse files folder
+MAX_FEEDBACK_ITEMS = 1000  # feedback objects in one POST /feedback
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
 
 
@@ -74,10 +75,12 @@ def create_app(
     authenticator: Authenticator,
     poll_seconds: float = 2.0,
     log_key: str | None = None,
+    image_folders: Sequence[str] = (),
 ) -> FastAPI:
     recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
     stores: dict[str, ImageStore] = {}
     files_root = lakehouse.volume_path()  # relative image cells (requests, kept inline images) live under it
+    readable = [files_root, *image_folders]  # the only folders a request's image path may name
     redactions = {name: LogRedaction.of(spec, log_key) for name, spec in registry.specs.items()}  # fails early
 
     def image_store(use_case: str) -> ImageStore:
@@ -150,7 +153,9 @@ def create_app(
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
             row["inputs"] = json.dumps(redaction.records(redacted(records, images)), ensure_ascii=False, default=str)
             # validation decodes every image: off the event loop
-            typed = await run_in_threadpool(validate_records, records, served.required, served.columns, files_root)
+            typed = await run_in_threadpool(
+                validate_records, records, served.required, served.columns, files_root, readable
+            )
             checked = [c for c in images if c in served.required]  # validated: readable images
             if checked:  # inline images -> kept files: the model and the log see the same path
                 store, paths = image_store(spec.name), {}
@@ -209,7 +214,16 @@ def create_app(
             items = body if isinstance(body, list) else [body]
             if not items:
                 raise FeedbackError("the list of feedback is empty")
-            resolved = [resolve(b) for b in items]
+            if len(items) > MAX_FEEDBACK_ITEMS:
+                raise BadRequest(
+                    413,
+                    f"{len(items)} feedback objects in one request; send at most {MAX_FEEDBACK_ITEMS} at a time",
+                    "REQUEST_LIMIT_EXCEEDED",
+                )
+            ids = {b.get("request_id") for b in items if isinstance(b, Mapping)}
+            unknown = {i for i in ids if isinstance(i, str) and i not in recent}
+            logged = await run_in_threadpool(logged_requests, lakehouse, unknown)  # one read, off the event loop
+            resolved = [resolve(b, logged) for b in items]
         except BadRequest as exc:
             return error(exc.status, exc.code, exc.message)
         except FeedbackError as exc:
@@ -227,17 +241,16 @@ def create_app(
             return JSONResponse(results[0], status_code=201)
         return JSONResponse({"feedback": results}, status_code=201)
 
-    def resolve(body: object):
-        """(use case spec, parsed feedback, problem) for one feedback object; raises on unusable ones."""
+    def resolve(body: object, logged: Mapping[str, tuple[str, str | None]]):
+        """(use case spec, parsed feedback, problem) for one feedback object (`logged`: the requests it may name
+        that are in the inference log); raises on unusable ones."""
         if not isinstance(body, Mapping):
             raise FeedbackError("feedback must be a JSON object (or a list of them)")
         name = body.get("endpoint")
         if name is None and body.get("use_case"):
             name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
         rid = body.get("request_id")
-        known = recent.get(rid) if isinstance(rid, str) else None
-        if known is None and isinstance(rid, str):
-            known = logged_request(lakehouse, rid)
+        known = (recent.get(rid) or logged.get(rid)) if isinstance(rid, str) else None
         if name is None and known is None:
             raise BadRequest(
                 404 if rid else 400,

@@ -45,7 +45,13 @@ def build_app(settings: Settings, options: ServingOptions) -> tuple[FastAPI, End
             "`ontos token create NAME`; nothing was started"
         )
     app = create_app(
-        registry, inference_log, lakehouse, authenticator, options.poll_seconds, os.environ.get(LOG_KEY) or None
+        registry,
+        inference_log,
+        lakehouse,
+        authenticator,
+        options.poll_seconds,
+        os.environ.get(LOG_KEY) or None,
+        [str(p) for p in settings.serve_image_roots],
     )
     return app, registry, inference_log
 
