@@ -252,6 +252,43 @@ def test_feedback_is_validated_numbered_and_never_dropped(champion_v1):
     assert by_id[up.json()["feedback_id"]]["item_ref"] == "I7-0000"  # taken from the request's record
 
 
+def test_hostile_bodies_get_a_named_400_never_a_500_and_are_logged(champion_v1):
+    """Defects: a lone surrogate (and that request missing from the inference log), 200,000-deep nesting, list
+    column names in dataframe_split, a list item_ref and a list endpoint in feedback were 500s."""
+    served = champion_v1
+    record = _records(1)[0]
+    columns = list(record)
+    invocations = {
+        "lone surrogate": b'{"inputs": [{"item_ref": "\\ud800"}]}',
+        "deep nesting": b'{"inputs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+        "list column names": json.dumps(
+            {"dataframe_split": {"columns": [[c] for c in columns], "data": [[record[c] for c in columns]]}}
+        ).encode(),
+        "list item_ref": json.dumps({"inputs": [{**record, "item_ref": ["a", "b"]}]}).encode(),
+    }
+    with _server(served) as server:
+        url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
+        answers = {k: api_post(url, data=b, timeout=60) for k, b in invocations.items()}
+        feedback = {
+            "list endpoint": api_post(
+                f"{server.url}/feedback", json={"endpoint": [ENDPOINT], "item_ref": "I7-0001", "rating": "up"}
+            ),
+            "surrogate comment": api_post(
+                f"{server.url}/feedback",
+                data=b'{"endpoint": "enum_case", "item_ref": "I7-0001", "rating": "up", "comment": "\\udfff"}',
+            ),
+        }
+    assert {k: a.status_code for k, a in {**answers, **feedback}.items()} == dict.fromkeys([*answers, *feedback], 400)
+    message = {k: a.json()["message"] for k, a in {**answers, **feedback}.items()}
+    assert "lone surrogate" in message["lone surrogate"] and "lone surrogate" in message["surrogate comment"]
+    assert "nested deeper than 64 levels" in message["deep nesting"]
+    assert message["list column names"] == "'dataframe_split' 'columns' must be distinct column names (strings)"
+    assert message["list item_ref"] == "record 0: 'item_ref' must be a string (the item's id), not a list"
+    assert message["list endpoint"] == "field 'endpoint' must be a string (an endpoint or use case name)"
+    logged = _logged(served, [a.headers["x-request-id"] for a in answers.values()])
+    assert len(logged) == 4 and {r["status_code"] for r in logged.values()} == {400}
+
+
 def test_feedback_lists_are_bounded_and_their_unknown_request_ids_looked_up_in_one_read(champion_v1):
     """Defect: each unknown request id of a feedback list read the whole inference log on the event loop (100
     items stalled /health 19 s). Now one read for the list, off the loop, and at most 1000 objects a request."""

@@ -185,7 +185,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         if args.correction is not None:
             try:
                 body["correction"] = strict_json.loads(args.correction)
-            except strict_json.NonFiniteNumber as exc:
+            except strict_json.Unstorable as exc:
                 raise ValueError(f"--correction {args.correction}: {exc}; nothing was sent") from None
             except json.JSONDecodeError:
                 body["correction"] = args.correction  # a plain string answer (enum or text)

@@ -138,7 +138,7 @@ def validate_label(validator, text: str | None) -> tuple[str | None, str | None]
         return "label is empty", None
     try:
         value = strict_json.loads(text)
-    except strict_json.NonFiniteNumber as exc:
+    except strict_json.Unstorable as exc:
         return f"label is not valid JSON ({exc})", None
     except json.JSONDecodeError as exc:
         return f"label is not JSON ({exc.msg})", None

@@ -7,6 +7,8 @@ import json
 import os
 from collections.abc import Iterable
 
+from ontos_pipeline.platform import strict_json
+
 
 def jsonl_records(lines: Iterable[str], name: str, error: type[Exception]) -> list[tuple[str, object]]:
     """(`name:line`, parsed value) for each non-empty line; a line that is not JSON raises `error` naming it."""
@@ -14,7 +16,9 @@ def jsonl_records(lines: Iterable[str], name: str, error: type[Exception]) -> li
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                records.append((f"{name}:{number}", json.loads(line)))
+                records.append((f"{name}:{number}", strict_json.loads(line)))
+            except strict_json.Unstorable as exc:
+                raise error(f"{name}:{number}: {exc}") from None
             except json.JSONDecodeError as exc:
                 raise error(f"{name}:{number}: not JSON ({exc.msg})") from None
     return records

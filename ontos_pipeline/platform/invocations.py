@@ -20,7 +20,7 @@ from datetime import date, datetime
 
 from ontos_pipeline.platform import strict_json
 from ontos_pipeline.platform.images import ImageError, is_inline, open_image, served_file
-from ontos_pipeline.specs import ColumnSpec
+from ontos_pipeline.specs import ITEM_KEY, ColumnSpec
 
 SHAPES = ("dataframe_records", "dataframe_split", "inputs")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -37,7 +37,7 @@ class BadRequest(Exception):
 def parse_json(body: bytes) -> object:
     try:
         return strict_json.loads(body)
-    except strict_json.NonFiniteNumber as exc:
+    except strict_json.Unstorable as exc:
         raise BadRequest(400, f"the body is not valid JSON: {exc}", "MALFORMED_REQUEST") from None
     except UnicodeDecodeError:
         raise BadRequest(400, "the body is not UTF-8 text; send JSON") from None
@@ -76,7 +76,17 @@ def records_of(payload: object, max_rows: int) -> list[dict]:
     for i, r in enumerate(records):
         if not isinstance(r, Mapping):
             raise BadRequest(400, f"record {i} of '{shape}' is not an object of column -> value")
+        if r.get(ITEM_KEY) is not None and not isinstance(r[ITEM_KEY], str):
+            raise BadRequest(
+                400, f"record {i}: '{ITEM_KEY}' must be a string (the item's id), not {_json_kind(r[ITEM_KEY])}"
+            )
     return [dict(r) for r in records]
+
+
+def _json_kind(value: object) -> str:
+    return {list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _split(value: object) -> list[dict]:
@@ -87,6 +97,8 @@ def _split(value: object) -> list[dict]:
     ):
         raise BadRequest(400, "'dataframe_split' must be an object with 'columns' (a list) and 'data' (rows)")
     columns = value["columns"]
+    if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+        raise BadRequest(400, "'dataframe_split' 'columns' must be distinct column names (strings)")
     out = []
     for i, row in enumerate(value["data"]):
         if not isinstance(row, list) or len(row) != len(columns):

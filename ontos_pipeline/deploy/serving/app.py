@@ -246,6 +246,9 @@ def create_app(
         that are in the inference log); raises on unusable ones."""
         if not isinstance(body, Mapping):
             raise FeedbackError("feedback must be a JSON object (or a list of them)")
+        for key in ("endpoint", "use_case"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise FeedbackError(f"field {key!r} must be a string (an endpoint or use case name)")
         name = body.get("endpoint")
         if name is None and body.get("use_case"):
             name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
