@@ -289,6 +289,32 @@ def test_hostile_bodies_get_a_named_400_never_a_500_and_are_logged(champion_v1):
     assert len(logged) == 4 and {r["status_code"] for r in logged.values()} == {400}
 
 
+def test_a_client_chosen_request_id_is_kept_apart_from_the_servers_own(champion_v1):
+    """Defect: the server took the client's X-Request-Id as the request id: duplicates were logged twice under one
+    id, feedback attached to the wrong answer, and recovery after a kill dropped an answered request whose id
+    already existed. The id is now always the server's; the client's is logged as client_request_id."""
+    served = champion_v1
+    first, second = _records(1, seed=11), _records(1, seed=12)
+    with _server(served) as server:
+        url = f"{server.url}/serving-endpoints/{ENDPOINT}/invocations"
+        answers = [
+            api_post(url, json={"inputs": body}, headers={"X-Request-Id": "order-42"}, timeout=30)
+            for body in (first, second)
+        ]
+        odd = api_post(url, json={"inputs": first}, headers={"X-Request-Id": "x" * 500}, timeout=30)
+        given = api_post(
+            f"{server.url}/feedback", json={"request_id": answers[1].headers["x-request-id"], "rating": "up"}
+        )
+    ids = [a.headers["x-request-id"] for a in answers]
+    assert len(set(ids)) == 2 and "order-42" not in ids
+    assert [a.headers["x-client-request-id"] for a in answers] == ["order-42", "order-42"]
+    assert "x-client-request-id" not in odd.headers  # not an id we keep: 500 characters
+    logged = _logged(served, [*ids, odd.headers["x-request-id"]])
+    assert [logged[i]["client_request_id"] for i in ids] == ["order-42", "order-42"]
+    assert logged[odd.headers["x-request-id"]]["client_request_id"] is None
+    assert given.status_code == 201 and given.json()["item_ref"] == second[0]["item_ref"]  # the second answer's
+
+
 def test_feedback_lists_are_bounded_and_their_unknown_request_ids_looked_up_in_one_read(champion_v1):
     """Defect: each unknown request id of a feedback list read the whole inference log on the event loop (100
     items stalled /health 19 s). Now one read for the list, off the loop, and at most 1000 objects a request."""

@@ -12,7 +12,8 @@ The payload table has one row per request, like `inference_log`; the mapping, co
 - error: for non-200 answers, the server's `message` (else its raw answer, the logging error codes or the HTTP
   status); null for 200
 - rendered_prompt: null (the prompt is rendered inside the served model and not logged by Databricks)
-- caller: `requester` (the identity Databricks authenticated), null when the table has no such column
+- client_request_id: as logged; caller: `requester` (the identity Databricks authenticated), null when the table
+  has no such column
 
 Rows are a sample when the endpoint logs with `sampling_fraction` < 1: counts are not re-weighted. Bodies too large
 to log are null (`logging_error_codes`), so such requests count as requests but give no records.
@@ -92,6 +93,7 @@ def payload_as_inference_log(
         "status_code": status,
         "error": F.when(~ok, error),
         "caller": F.col("requester") if "requester" in payload.columns else F.lit(None),
+        "client_request_id": F.col("client_request_id"),
     }
     schema = load_ddl(INFERENCE_LOG).spark_schema()
     return payload.select(*[values[f.name].cast(f.dataType).alias(f.name) for f in schema.fields])

@@ -2,10 +2,11 @@
 
 Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocations` answers
 `{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
-`X-Request-Id`. Every route but `/health` (and the OpenAPI document, `/docs`) needs `Authorization: Bearer <token>`
-with the route's scope (`auth`); refused calls get 401/403, are counted in `/health` and are not logged as requests.
-Every authenticated request, failed ones included, is written to the inference log, with its caller, before it is
-answered.
+`X-Request-Id` (always the server's; an `X-Request-Id` the client sends is logged as `client_request_id` and echoed
+as `X-Client-Request-Id`). Every route but `/health` (and the OpenAPI document, `/docs`) needs `Authorization:
+Bearer <token>` with the route's scope (`auth`); refused calls get 401/403, are counted in `/health` and are not
+logged as requests. Every authenticated request, failed ones included, is written to the inference log, with its
+caller, before it is answered.
 Inline images of answered requests are kept under the lakehouse files folder (`serving_images/<use case>`) and
 logged by their path relative to that folder (see `inline_images`); an image path in a request may be relative to it
 too.
@@ -119,10 +120,14 @@ def create_app(
     async def invocations(name: str, request: Request, caller: Invoker) -> JSONResponse:
         started = time.perf_counter()
         served, request_time = registry.acquire(name)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex  # ours, always: a client's id may repeat (Databricks keeps it apart too)
+        client_id = _client_request_id(request.headers.get("x-request-id"))
         headers = {"X-Request-Id": request_id}
+        if client_id:
+            headers["X-Client-Request-Id"] = client_id
         row = {
             "request_id": request_id,
+            "client_request_id": client_id,
             "request_time": request_time,
             "endpoint_name": name,
             "model_version": served and served.version,
@@ -273,6 +278,13 @@ def create_app(
         return spec, item, f"unknown request_id {rid!r}" if rid and known is None else None
 
     return app
+
+
+def _client_request_id(value: str | None) -> str | None:
+    """A client's own request id (the X-Request-Id it sent), kept when it is 1-128 printable ASCII characters."""
+    if value and len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None
 
 
 async def _body(request: Request, limit: int) -> bytes:
