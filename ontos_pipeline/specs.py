@@ -7,6 +7,7 @@ file, the field path and what is expected.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ontos_pipeline.platform.files import TextFileError, read_text_file
 from ontos_pipeline.platform.identifiers import validate_identifier
 from ontos_pipeline.spec_fields import (
     CATEGORIES,
@@ -278,14 +280,58 @@ def _kind(value: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def _find_ref(schema: object, path: str = "") -> str | None:
+    """The dotted path of the first `$ref` / `$dynamicRef` in a JSON schema, None when it has none."""
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            if key in ("$ref", "$dynamicRef", "$recursiveRef"):
+                return path
+            found = _find_ref(value, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            found = _find_ref(value, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
+
+
+class _KeyProblem(ValueError):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML keeps the last silently) and keys that are not
+    strings (`1: x`, `[a]: x`: no spec field is named so)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise _KeyProblem(line, f"the key {key!r} is not a name; keys are field names (text)")
+            if key in seen:
+                raise _KeyProblem(line, f"the key {key!r} is given twice (also on line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_use_case(path: Path | str) -> UseCaseSpec:
     """Load and validate one use-case file."""
     path = Path(path)
     r = _Reader(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(read_text_file(path), Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
     except OSError as exc:
         raise SpecError(path, "", f"cannot read the file ({exc.strerror})") from None
+    except TextFileError as exc:
+        raise SpecError(path, f"line {exc.where.rsplit(':', 1)[1]}", exc.reason) from None
+    except _KeyProblem as exc:
+        raise SpecError(path, f"line {exc.line}", str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -482,10 +528,10 @@ def _column(r: _Reader, raw: Mapping[str, Any], where: str, sources: Mapping[str
         if (
             not isinstance(bounds, list)
             or len(bounds) != 2
-            or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            or not all(isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
             or bounds[0] > bounds[1]
         ):
-            raise r.fail(f"{where}.range", f"expected [min, max] numbers with min <= max, got {bounds!r}")
+            raise r.fail(f"{where}.range", f"expected [min, max] finite numbers with min <= max, got {bounds!r}")
         if ctype not in ("integer", "double"):
             raise r.fail(f"{where}.range", f"a range needs an integer or double column, not {ctype}")
         rng = (float(bounds[0]), float(bounds[1]))
@@ -554,6 +600,12 @@ def _template(r: _Reader, raw: Mapping[str, Any]) -> TemplateSpec:
         raise r.fail(
             f"template.response_schema{'.' + loc if loc else ''}", f"not a valid JSON Schema: {exc.message}"
         ) from None
+    ref = _find_ref(schema)
+    if ref is not None:
+        raise r.fail(
+            f"template.response_schema{'.' + ref if ref else ''}",
+            "$ref is not supported (every label would fail to resolve it); write the schema out in full",
+        )
     kind = response_kind(schema)
     if kind is None:
         raise r.fail(

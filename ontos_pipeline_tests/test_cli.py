@@ -224,3 +224,35 @@ def test_serving_tokens_are_made_once_listed_without_secrets_and_revoked(state):
     code, listing, _ = ontos(state, "token", "list")
     assert [line.split()[0] for line in listing.splitlines()[2:]] == ["checkout-app"]
     assert re.search(r"rita +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$", listing.splitlines()[2])  # revoked, when
+
+
+def test_ctrl_c_stops_ontos_serve_without_a_traceback(tmp_path):
+    """Ctrl-C on `ontos serve` printed a KeyboardInterrupt traceback; now it stops (exit 0 once serving, 130 while
+    starting) and says so."""
+    import signal
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ONTOS_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "ontos_pipeline.cli", "serve", "--port", str(port)]
+    early = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # still importing
+    early.send_signal(signal.SIGINT)
+    _, early_err = early.communicate(timeout=60)
+    served = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.3)
+    served.send_signal(signal.SIGINT)
+    _, served_err = served.communicate(timeout=60)
+    assert (early.returncode, early_err.strip()) == (130, "interrupted")
+    assert served.returncode == 0 and "Traceback" not in served_err, served_err

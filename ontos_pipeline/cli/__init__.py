@@ -7,23 +7,32 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ontos_pipeline.cli import data, rebuild, review, serving, tasks, workbench
-from ontos_pipeline.settings import SettingsError, load_settings
-from ontos_pipeline.specs import SpecError
-
-GROUPS = (workbench, data, review, rebuild, serving, tasks)
 TARGET_INDEPENDENT = {"ui", "specs", "engine"}  # the other commands read or write the local target's state
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ontos_pipeline.cli import data, rebuild, review, serving, tasks, workbench
+
     parser = argparse.ArgumentParser(prog="ontos", description="Ontos Pipeline: the fine-tuning data loop on Dagster.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in GROUPS:
+    for group in (workbench, data, review, rebuild, serving, tasks):
         group.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `ontos` command (its modules are imported here, so a Ctrl-C while they load is handled too)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: every writer commits atomically, so there is nothing half-done to report
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from ontos_pipeline.settings import SettingsError, load_settings
+    from ontos_pipeline.specs import SpecError
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = build_parser().parse_args(argv)
     if getattr(args, "rows", None) is not None and args.rows < 1:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import sys
 from dataclasses import replace
 from datetime import UTC
-from pathlib import Path
 
 from ontos_pipeline.platform import strict_json
 from ontos_pipeline.platform.console import format_table
@@ -56,7 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "one with `ontos token create NAME`",
             flush=True,
         )
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down gracefully, then re-raised the Ctrl-C
+        server.run()
+    print("stopped; the inference log is flushed", flush=True)
     return 0
 
 
@@ -164,13 +166,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Record feedback on served answers (one from the flags, or a JSONL file of them) in the feedback table."""
     from ontos_pipeline.label.feedback import FeedbackError, logged_requests, parse_feedback, record_feedback
-    from ontos_pipeline.platform.files import jsonl_records
+    from ontos_pipeline.platform.files import jsonl_records, read_text_file
 
     settings = load_settings()
     spec = _spec(settings, args.use_case)
     lakehouse = settings.local_lakehouse()
     if args.file:
-        bodies = jsonl_records(Path(args.file).read_text(encoding="utf-8").splitlines(), args.file, FeedbackError)
+        bodies = jsonl_records(read_text_file(args.file).splitlines(), args.file, FeedbackError)
     else:
         body = {
             k: v

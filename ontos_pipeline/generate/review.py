@@ -11,7 +11,6 @@ Reviewing reads and writes small row sets with delta-rs: no Spark.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections import Counter
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from ontos_pipeline.generate.qa_pairs import REVIEWS, training_sheet_rows, training_sheet_version
 from ontos_pipeline.label.label_files import normalize_label, response_validator, validate_label
-from ontos_pipeline.platform.files import jsonl_records
+from ontos_pipeline.platform.files import TextFileError, csv_records, jsonl_records, read_text_file
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 
@@ -49,16 +48,18 @@ def read_decisions(path: Path, default_decision: str | None = None) -> list[Deci
     out: list[Decision] = []
     if not path.exists():
         raise ReviewError(f"{path}: no such file")
-    with path.open(encoding="utf-8", newline="") as handle:
+    if path.suffix not in (".csv", ".jsonl"):
+        raise ReviewError(f"{path}: use a .csv or .jsonl file")
+    try:
+        text = read_text_file(path)
         if path.suffix == ".csv":
-            reader = csv.DictReader(handle)
-            if ITEM_KEY not in (reader.fieldnames or []):
+            header, records = csv_records(text, path.name)
+            if ITEM_KEY not in header:
                 raise ReviewError(f"{path}:1: the header must name an {ITEM_KEY} column")
-            records = [(f"{path.name}:{reader.line_num}", r) for r in reader]
-        elif path.suffix == ".jsonl":
-            records = jsonl_records(handle, path.name, ReviewError)
         else:
-            raise ReviewError(f"{path}: use a .csv or .jsonl file")
+            records = jsonl_records(text.splitlines(), path.name, ReviewError)
+    except TextFileError as exc:
+        raise ReviewError(f"{exc}; nothing was recorded") from None
     for where, record in records:
         if not isinstance(record, dict) or not record.get(ITEM_KEY):
             raise ReviewError(f"{where}: each line needs an {ITEM_KEY}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -64,7 +65,47 @@ def finalize_value(value: object) -> object:
     return value
 
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=finalize_value)
+MAX_LOOP_STEPS = 100_000  # loop iterations of one render, all loops together
+MAX_RENDERED_CHARS = 1_000_000  # characters one render may produce
+_COUNTED = "__ontos_counted"  # a global no template can name (private names are refused)
+_budget = threading.local()
+
+
+def _counted(iterable: object):
+    """A template loop's iterable, counted against the render's step budget (nested loops multiply)."""
+    for item in iterable:  # type: ignore[attr-defined]
+        _budget.steps = getattr(_budget, "steps", MAX_LOOP_STEPS) - 1
+        if _budget.steps < 0:
+            raise SecurityError(f"the template loops more than {MAX_LOOP_STEPS:,} times in one render")
+        yield item
+
+
+class _LimitedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus limits on what one render may cost: loop steps, string/list repetition and
+    powers (`'x' * 10**10` would take the memory of the process; the sandbox alone computes it)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_RENDERED_CHARS:
+                    raise SecurityError(f"a repetition of {len(seq)} x {n} exceeds {MAX_RENDERED_CHARS:,} items")
+        big_power = isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0
+        if operator == "**" and big_power and right * math.log2(abs(left)) > 4096:
+            raise SecurityError(f"{left} ** {right} is too large a number")
+        return super().call_binop(context, operator, left, right)
+
+    def _parse(self, source, name, filename):
+        tree = super()._parse(source, name, filename)
+        for loop in list(tree.find_all(nodes.For)):
+            counted = nodes.Call(nodes.Name(_COUNTED, "load"), [loop.iter], [], None, None)
+            loop.iter = counted.set_lineno(loop.lineno).set_environment(self)
+        return tree
+
+
+_ENV = _LimitedSandbox(undefined=StrictUndefined, autoescape=False, finalize=finalize_value)
+_ENV.globals[_COUNTED] = _counted
 
 
 @dataclass(frozen=True)
@@ -118,8 +159,15 @@ class Renderer:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def _render(self, part: str, context: dict[str, object], row: Mapping[str, object] | None) -> str:
+        _budget.steps = MAX_LOOP_STEPS
         try:
-            return self._templates[part].render(context)
+            chunks, size = [], 0
+            for chunk in self._templates[part].generate(context):
+                size += len(chunk)
+                if size > MAX_RENDERED_CHARS:
+                    raise SecurityError(f"the template renders more than {MAX_RENDERED_CHARS:,} characters")
+                chunks.append(chunk)
+            return "".join(chunks)
         except Exception as exc:
             where = (
                 "on a sample row of typed placeholder values"

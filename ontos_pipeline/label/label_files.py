@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ontos_pipeline.platform import strict_json
+from ontos_pipeline.platform.files import BadLine, TextFileError, csv_records, jsonl_records, read_text_file
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, USES
 
@@ -39,31 +40,26 @@ def inbox_dir(lakehouse: Lakehouse, use_case: str) -> Path:
 
 def parse_label_file(path: Path, kind: str) -> list[dict]:
     """Parse a CSV (header: item_ref,label[,confidence,labeled_by,allowed_uses,prohibited_uses]) or JSONL file."""
-    import csv
-
     rows: list[dict] = []
     stamp = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)  # stable across re-materializations
-    with path.open(encoding="utf-8", newline="") as handle:
+    try:
+        text = read_text_file(path)
         if path.suffix == ".csv":
-            reader = csv.DictReader(handle)
-            missing = {ITEM_KEY, "label"} - set(reader.fieldnames or [])
-            if missing:
-                return [_unusable(f"{path.name}:1", f"the header lacks {', '.join(sorted(missing))}", stamp)]
-            for record in reader:
-                rows.append(parse_label_record(record, kind, f"{path.name}:{reader.line_num}", stamp))
-            return rows
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rows.append(_unusable(where, f"not JSON ({exc.msg})", stamp))
-                continue
-            if not isinstance(record, dict):
-                rows.append(_unusable(where, "expected a JSON object", stamp))
-                continue
+            header, records = csv_records(text, path.name)
+        else:
+            header, records = [], jsonl_records(text.splitlines(), path.name, TextFileError, strict=False)
+    except TextFileError as exc:  # the whole file is unusable: one reject naming where, nothing else read
+        return [_unusable(exc.where, exc.reason, stamp)]
+    if path.suffix == ".csv":
+        missing = {ITEM_KEY, "label"} - set(header)
+        if missing:
+            return [_unusable(f"{path.name}:1", f"the header lacks {', '.join(sorted(missing))}", stamp)]
+    for where, record in records:
+        if isinstance(record, BadLine):
+            rows.append(_unusable(where, record.reason, stamp))
+        elif not isinstance(record, dict):
+            rows.append(_unusable(where, "expected a JSON object", stamp))
+        else:
             rows.append(parse_label_record(record, kind, where, stamp))
     return rows
 
@@ -118,8 +114,11 @@ def parse_label_record(record: Mapping[str, object], kind: str, where: str, crea
         value = record.get(key)
         if isinstance(value, str):
             value = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
-        if value not in (None, []) and (not isinstance(value, list) or not set(value) <= set(USES)):
+        if value not in (None, []) and (
+            not isinstance(value, list) or not all(isinstance(v, str) and v in USES for v in value)
+        ):
             out["error"] = f"{where}: {key} must be a list of {', '.join(USES)}, got {value!r}"
+            value = None  # the row is rejected with the reason; the column keeps only valid lists
         out[key] = value or None
     return out
 
