@@ -238,3 +238,15 @@ def test_a_bad_file_given_to_a_command_is_refused_naming_the_line_and_changes_no
     else:
         after = _snapshot(home)
         assert after["tables"]["feedback"][1] == 1 and after["files"] == before["files"]
+
+
+def test_a_refused_rollback_is_an_error_line_not_a_traceback(state, monkeypatch, capsys):  # noqa: F811
+    """`ontos endpoint rollback` with nothing to roll back raised DeployError through the CLI (a traceback)."""
+    for key in ("ONTOS_HOME", "ONTOS_USE_CASES_DIR", "ONTOS_USER"):
+        monkeypatch.setenv(key, state[key])
+    before = _snapshot(Path(state["ONTOS_HOME"]))
+    assert main(["endpoint", "rollback", "widgets"]) == 1
+    err = capsys.readouterr().err
+    assert "error: widgets has no champion" in err and err.rstrip().endswith("nothing was changed")
+    assert "Traceback" not in err
+    assert _snapshot(Path(state["ONTOS_HOME"])) == before

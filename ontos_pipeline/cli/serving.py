@@ -90,15 +90,19 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoint(args: argparse.Namespace) -> int:
-    from ontos_pipeline.deploy.endpoints import history, rollback
+    from ontos_pipeline.deploy.endpoints import DeployError, history, rollback
 
     settings = load_settings()
     spec = _spec(settings, args.use_case)
     lakehouse = settings.local_lakehouse()
     if args.action == "rollback":
-        event = rollback(
-            settings.local_model_store(), lakehouse, spec.name, spec.serving.endpoint_name, _actor(args), args.to
-        )
+        try:
+            event = rollback(
+                settings.local_model_store(), lakehouse, spec.name, spec.serving.endpoint_name, _actor(args), args.to
+            )
+        except DeployError as exc:
+            print(f"error: {exc}; nothing was changed", file=sys.stderr)
+            return 1
         print(
             f"{event.endpoint_name}: {event.reason} (event {event.event_id[:12]}); a running `ontos serve` "
             "switches within its poll interval"
