@@ -273,6 +273,9 @@ def test_hostile_bodies_get_a_named_400_never_a_500_and_are_logged(champion_v1):
             "list endpoint": api_post(
                 f"{server.url}/feedback", json={"endpoint": [ENDPOINT], "item_ref": "I7-0001", "rating": "up"}
             ),
+            "empty endpoint": api_post(  # found by test_fuzz: a 500
+                f"{server.url}/feedback", json={"endpoint": "", "item_ref": "I7-0001", "rating": "up"}
+            ),
             "surrogate comment": api_post(
                 f"{server.url}/feedback",
                 data=b'{"endpoint": "enum_case", "item_ref": "I7-0001", "rating": "up", "comment": "\\udfff"}',
@@ -285,6 +288,7 @@ def test_hostile_bodies_get_a_named_400_never_a_500_and_are_logged(champion_v1):
     assert message["list column names"] == "'dataframe_split' 'columns' must be distinct column names (strings)"
     assert message["list item_ref"] == "record 0: 'item_ref' must be a string (the item's id), not a list"
     assert message["list endpoint"] == "field 'endpoint' must be a string (an endpoint or use case name)"
+    assert message["empty endpoint"].startswith("give the 'endpoint' (or 'use_case')")
     logged = _logged(served, [a.headers["x-request-id"] for a in answers.values()])
     assert len(logged) == 4 and {r["status_code"] for r in logged.values()} == {400}
 

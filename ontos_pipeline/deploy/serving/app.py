@@ -45,6 +45,42 @@ MAX_FEEDBACK_ITEMS = 1000  # feedback objects in one POST /feedback
 RECENT_REQUESTS = 100_000  # request id -> (endpoint, item_ref) for feedback on answers not flushed yet
 
 
+_RECORDS = {"type": "array", "items": {"type": "object"}, "description": "one object of column -> value per record"}
+INVOCATION_BODY = {  # the Databricks Model Serving shapes (OpenAPI document; the parser checks them itself)
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "exactly one of the shapes",
+                "properties": {
+                    "dataframe_records": _RECORDS,
+                    "dataframe_split": {
+                        "type": "object",
+                        "properties": {
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "data": {"type": "array", "items": {"type": "array"}},
+                        },
+                    },
+                    "inputs": {"oneOf": [_RECORDS, {"type": "object"}]},
+                },
+            }
+        }
+    },
+}
+_FEEDBACK = {
+    "type": "object",
+    "properties": {
+        **{k: {"type": "string"} for k in ("endpoint", "use_case", "request_id", "item_ref", "comment", "author")},
+        "rating": {"enum": ["up", "down"]},
+        "correction": {"description": "the right answer, valid against the endpoint's response schema"},
+    },
+}
+FEEDBACK_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [_FEEDBACK, {"type": "array", "items": _FEEDBACK}]}}},
+}
+
 BEARER = HTTPBearer(auto_error=False, description="a token made with `ontos token create NAME`")
 
 
@@ -116,7 +152,7 @@ def create_app(
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"error_code": exc.code, "message": exc.message}, exc.status, headers=headers)
 
-    @app.post("/serving-endpoints/{name}/invocations")
+    @app.post("/serving-endpoints/{name}/invocations", openapi_extra={"requestBody": INVOCATION_BODY})
     async def invocations(name: str, request: Request, caller: Invoker) -> JSONResponse:
         started = time.perf_counter()
         served, request_time = registry.acquire(name)
@@ -211,7 +247,7 @@ def create_app(
             return error(404, "RESOURCE_DOES_NOT_EXIST", f"no endpoint named {name!r}")
         return JSONResponse(found[0])
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra={"requestBody": FEEDBACK_BODY})
     async def feedback(request: Request, caller: FeedbackGiver) -> JSONResponse:
         """One feedback object, or a list of them (one commit per endpoint)."""
         try:
@@ -254,7 +290,7 @@ def create_app(
         for key in ("endpoint", "use_case"):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise FeedbackError(f"field {key!r} must be a string (an endpoint or use case name)")
-        name = body.get("endpoint")
+        name = body.get("endpoint") or None  # "" names nothing
         if name is None and body.get("use_case"):
             name = next((e for e, s in registry.specs.items() if s.name == body["use_case"]), body["use_case"])
         rid = body.get("request_id")
@@ -266,11 +302,12 @@ def create_app(
                 if rid
                 else "give the 'endpoint' (or 'use_case') the feedback is about, or a request_id",
             )
-        name = name or known[0]
-        spec = registry.specs.get(name)
+        spec = registry.specs.get(name or known[0])
         if spec is None:
             raise BadRequest(
-                404, f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}", "RESOURCE_DOES_NOT_EXIST"
+                404,
+                f"no endpoint named {name or known[0]!r}; endpoints: {', '.join(registry.names())}",
+                "RESOURCE_DOES_NOT_EXIST",
             )
         item = parse_feedback({k: v for k, v in body.items() if k not in ("endpoint", "use_case")}, spec.name)
         if item.item_ref is None and known is not None and known[1]:
