@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pyarrow as pa
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from ontos_pipeline.platform.phi import found
 from ontos_pipeline.specs import load_use_cases
@@ -36,12 +37,38 @@ def demo_specs(folder: Path) -> Path:
     return folder
 
 
+CANARIES = {
+    "DATABRICKS_TOKEN": "dapi-canary-5f1c0b9e2d7a4e3c",
+    "ONTOS_SERVE_TOKEN": "ontos_canary-serve-token-8d2e6a1b",
+    "ONTOS_LOG_KEY": "canary-log-key-3b7f9c2a",
+}
+SERVE_TOKEN = re.compile(rb"ontos_[A-Za-z0-9_-]{43}")  # what `ontos token create` makes (the demo makes one)
+
+
+def secrets_in(home: Path, secrets: list[str]) -> list[str]:
+    """Where under `home` a secret (or a serving token) occurs: every file's bytes (SQLite stores, MLflow artifacts,
+    Dagster's event log and compute logs, spools) and, since Parquet compresses, every Delta table's rows."""
+    hits = []
+    needles = [s.encode() for s in secrets]
+    for path in home.rglob("*"):
+        if path.is_file() and not path.name.endswith(".parquet"):
+            data = path.read_bytes()
+            hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+            hits += [f"{path}: a serving token" for _ in SERVE_TOKEN.finditer(data)]
+    for log in home.rglob("_delta_log"):
+        text = DeltaTable(str(log.parent)).to_pandas().astype(str).to_csv().encode()
+        hits += [f"{log.parent}: {n.decode()}" for n in needles if n in text]
+        hits += [f"{log.parent}: a serving token" for _ in SERVE_TOKEN.finditer(text)]
+    return hits
+
+
 def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path):
     home = tmp_path / "home"
     # a fresh shell: MLflow exports the URIs of any store an earlier test used (set_tracking_uri sets env vars)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"}
     env["ONTOS_HOME"] = str(home)
     env["ONTOS_USE_CASES_DIR"] = str(demo_specs(tmp_path / "use_cases"))
+    env.update(CANARIES)  # secrets in the environment, as on a real host: none may reach the home (scanned below)
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run(
         [sys.executable, "-m", "ontos_pipeline.cli", "demo", "--rows", "120"],
@@ -306,7 +333,8 @@ def test_demo_materializes_every_use_case_into_the_persistent_instance(tmp_path)
     # The registered pyfunc loads by alias in a fresh process and answers from the item's columns.
     script = f"""
 import json, mlflow, pandas as pd
-from deltalake import DeltaTable
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
 mlflow.set_tracking_uri("sqlite:///{home}/mlflow/mlflow.db")
 model = mlflow.pyfunc.load_model("models:/ontos.workbench.invoice_extraction@challenger")
 rows = DeltaTable("{next(tables.glob("sheet_invoice_extraction_*"))}").to_pandas().head(3)
@@ -320,3 +348,13 @@ print(json.dumps(model.predict(rows), default=str))
     for p in predictions:
         jsonschema.validate(p["response"], schema)
         assert 0 <= p["confidence"] <= 1
+
+    # No secret of the environment, and no serving token, is anywhere under the home.
+    assert secrets_in(home, list(CANARIES.values())) == []
+    assert (home / "serving" / "tokens.json").exists()  # the demo's own token: stored as a hash only
+    planted = tmp_path / "planted"  # the scan finds what it looks for, in files and in tables
+    planted.mkdir()
+    (planted / "log.txt").write_text(f"token={CANARIES['DATABRICKS_TOKEN']}")
+    write_deltalake(str(planted / "t"), pa.table({"x": ["ontos_" + "a" * 43]}))
+    hits = secrets_in(planted, list(CANARIES.values()))
+    assert any("log.txt: dapi-canary" in h for h in hits) and f"{planted / 't'}: a serving token" in hits
