@@ -89,10 +89,22 @@ def test_a_bad_use_case_file_is_a_spec_error_naming_the_field(tmp_path, case):
     assert str(err.value).startswith(str(path)) and expected in str(err.value), str(err.value)
 
 
-def test_a_utf8_bom_is_read_as_utf8(tmp_path):
+def test_a_utf8_bom_and_yaml_merge_keys_still_load(tmp_path):
     path = tmp_path / "case.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + WIDGETS_SPEC.encode())  # as Windows editors save it
     assert load_use_case(path).name == "widgets"
+    merged = WIDGETS_SPEC.replace(
+        "labels: {label_type: widget_ok, import_table: factory.widget_labels}",
+        "defaults: &labels {label_type: widget_ok, import_table: factory.other}\n"
+        "labels: {<<: *labels, import_table: factory.widget_labels}",
+    ).replace("name: widgets\n", "name: widgets\n", 1)
+    doc = yaml.safe_load(merged)
+    del doc["defaults"]  # not a spec field: the anchor only shows that overriding a merged key is no duplicate
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert load_use_case(path).labels.import_table == "factory.widget_labels"
+    from ontos_pipeline.specs import _StrictLoader
+
+    assert yaml.load(merged, Loader=_StrictLoader)["labels"]["import_table"] == "factory.widget_labels"
 
 
 TEMPLATE_CASES = {
