@@ -44,31 +44,44 @@ BIN = Path(sys.executable).parent
 TOKEN = "ontos_bench-faults-token-0123456789abcdef"
 
 WRITER = """
-import sys, uuid, json
+import sys, time
 from datetime import UTC, datetime
 from pathlib import Path
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
-kind, home, batch = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+kind, home, batch, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 lh = LocalLakehouse.under(home)
 now = datetime.now(UTC)
-if kind == "inference log flush":
-    rows = [{"request_id": f"{batch}-{i}", "request_time": now, "endpoint_name": "e", "status_code": 200,
-             "inputs": "x" * 2000} for i in range(200)]
-    lh.append_records("inference_log", rows)
+if kind == "inference log flush":  # the serving process's own path: spool lines, then a flush commits them
+    from ontos_pipeline.deploy.serving.logbook import InferenceLog, recover
+    log = InferenceLog(lh, home / "spool", flush_seconds=3600, flush_rows=10**6)
+    if mode == "retry":  # what the next `ontos serve` does first
+        write = lambda: recover(lh, home / "spool")
+    else:
+        log.open()
+        for i in range(200):
+            log.write({"request_id": f"{batch}-{i}", "request_time": now, "endpoint_name": "e", "status_code": 200,
+                       "inputs": "x" * 2000})
+        write = log.flush
 elif kind == "registry upsert":
     rows = [{"event_id": f"{batch}-{i}", "endpoint_name": "e", "use_case": "u", "event": "deploy",
              "served_version": "1", "reason": "r" * 500, "actor": "bench", "created_at": now} for i in range(200)]
-    lh.upsert_records("serving_endpoints", rows, keys=["event_id"])
+    write = lambda: lh.upsert_records("serving_endpoints", rows, keys=["event_id"])
 elif kind == "feedback append":
     from ontos_pipeline.label.feedback import Feedback, record_feedback
     from ontos_pipeline.specs import load_use_cases
     spec = load_use_cases(home.parent / "use_cases")["widgets"]
     items = [Feedback("widgets", None, f"{batch}-{i}", "up", None, batch, "bench") for i in range(200)]
-    record_feedback(lh, spec, items)
+    write = lambda: record_feedback(lh, spec, items)
 else:  # label file import: the CLI copies the file into the inbox, named by content
     from ontos_pipeline.cli import main
-    sys.exit(main(["labels", "import", str(home.parent / f"labels-{batch}.csv"), "--use-case", "widgets"]))
+    write = lambda: main(["labels", "import", str(home.parent / f"labels-{batch}.csv"), "--use-case", "widgets"])
+print("READY", flush=True)
+sys.stdin.readline()  # the parent starts the clock, then kills at a random moment of the write
+started = time.perf_counter()
+write()
+print("DONE", time.perf_counter() - started, flush=True)
 """
+RETRIED = {"inference log flush", "registry upsert", "label file import"}  # feedback: a retry is a new submission
 
 
 def _port() -> int:
@@ -99,35 +112,51 @@ def table_writes(root: Path, trials: int, rng: random.Random) -> dict:
     (cases / "widgets.yaml").write_text(WIDGETS_SPEC, encoding="utf-8")
     kinds = ["inference log flush", "registry upsert", "feedback append", "label file import"]
     env = _env(home, cases)
-    for kind in kinds:  # the tables exist before the first kill
-        _run_writer(kind, home, f"warm{kind[:3]}", env)
+    durations: dict[str, float] = {}
+    for kind in kinds:  # the tables exist before the first kill; how long one write takes, to kill inside it
+        durations[kind] = _run_writer(kind, home, f"warm{kind[:3]}", env, "write")
     results = []
     for trial in range(trials):
         kind, batch = kinds[trial % len(kinds)], f"b{trial}"
-        started = time.perf_counter()
         _label_file(kind, home, batch)
-        proc = subprocess.Popen([PY, "-c", WRITER, kind, str(home), batch], env=env, cwd=ROOT)
-        time.sleep(rng.uniform(0.5, 4.0))  # imports take ~1-3 s: some kills land in the write, some before
+        proc = subprocess.Popen(
+            [PY, "-c", WRITER, kind, str(home), batch, "write"],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        while proc.stdout.readline().strip() != "READY":
+            pass
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        delay = rng.uniform(0, 1.2 * durations[kind])
+        time.sleep(delay)
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
         state = _check_write(kind, home, batch, DeltaTable)
-        _run_writer(kind, home, batch, env)  # retried: must complete the batch, never double it
-        again = _check_write(kind, home, batch, DeltaTable)
+        again = state
+        if kind in RETRIED:
+            _run_writer(kind, home, batch, env, "retry" if kind == "inference log flush" else "write")
+            again = _check_write(kind, home, batch, DeltaTable)
         results.append(
             {
                 "kind": kind,
                 "killed": killed,
-                "after_kill_s": round(time.perf_counter() - started, 2),
+                "kill_after_ms": round(delay * 1000),
+                "write_ms": round(durations[kind] * 1000),
                 "readable": state["readable"] and again["readable"],
-                "partial": state["rows"] not in (0, 200) or again["rows"] != 200,
+                "partial": state["rows"] not in (0, 200) or (kind in RETRIED and again["rows"] != 200),
                 "duplicates": state["duplicates"] + again["duplicates"],
+                "rows_after_kill": state["rows"],
             }
         )
     return {
         "trials": len(results),
-        "killed mid-write or before": sum(r["killed"] for r in results),
+        "killed mid-write": sum(r["killed"] for r in results),
         "unreadable tables": sum(not r["readable"] for r in results),
         "partial batches": sum(r["partial"] for r in results),
         "duplicate rows": sum(r["duplicates"] for r in results),
@@ -135,9 +164,19 @@ def table_writes(root: Path, trials: int, rng: random.Random) -> dict:
     }
 
 
-def _run_writer(kind: str, home: Path, batch: str, env: dict) -> None:
+def _run_writer(kind: str, home: Path, batch: str, env: dict, mode: str) -> float:
+    """One write to completion; returns how long the write itself took (seconds)."""
     _label_file(kind, home, batch)
-    subprocess.run([PY, "-c", WRITER, kind, str(home), batch], env=env, cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run(
+        [PY, "-c", WRITER, kind, str(home), batch, mode],
+        env=env,
+        cwd=ROOT,
+        input="go\n",
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(next(line for line in done.stdout.splitlines() if line.startswith("DONE")).split()[1])
 
 
 def _label_file(kind: str, home: Path, batch: str) -> None:
@@ -165,7 +204,11 @@ def _check_write(kind: str, home: Path, batch: str, DeltaTable) -> dict:
     except Exception:
         return {"readable": False, "rows": -1, "duplicates": 0}
     mine = frame[frame[key].astype(str).str.startswith(f"{batch}-")]
-    return {"readable": True, "rows": len(mine), "duplicates": int(mine[key].duplicated().sum())}
+    duplicates = int(mine[key].duplicated().sum())
+    if kind == "feedback append":  # seq stays gap-free: a high-water mark that skipped rows would lose them
+        seq = DeltaTable(str(path)).to_pandas(columns=["seq"])["seq"]
+        duplicates += int(seq.duplicated().sum()) + int(seq.max() - len(seq))
+    return {"readable": True, "rows": len(mine), "duplicates": duplicates}
 
 
 # -- 2 and 3. serving ---------------------------------------------------------------------------------------------
@@ -314,7 +357,7 @@ run_queue:
 """
 
 
-def feedback_exactly_once(root: Path, total: int, rng: random.Random) -> dict:
+def feedback_exactly_once(root: Path, total: int, rng: random.Random, seconds: float = 120.0) -> dict:
     from dagster import DagsterInstance
 
     from ontos_pipeline.demo.daemon import SENSOR_TAG
@@ -351,18 +394,24 @@ def feedback_exactly_once(root: Path, total: int, rng: random.Random) -> dict:
                 start_new_session=True,
             )
 
-    proc, next_kill = daemon(), time.monotonic() + rng.uniform(5, 15)
+    def ticks() -> int:
+        return log.read_text(errors="replace").count("Checking for new runs for sensor") if log.exists() else 0
+
+    pace = seconds / (total / 22.5)  # batches of 5-40 rows
+    proc, seen_ticks, kill_at = daemon(), ticks(), None
     while written < total:
         n = min(rng.randint(5, 40), total - written)
         items = [Feedback(spec.name, None, f"PM-{written + i}", "down", None, None, "bench") for i in range(n)]
         record_feedback(lakehouse, spec, items)
         written += n
-        time.sleep(rng.uniform(0.05, 0.6))
-        if time.monotonic() > next_kill:
+        time.sleep(rng.uniform(0.5, 1.5) * pace)  # arrivals spread over `seconds`: a dozen daemon lives
+        if kill_at is None and ticks() > seen_ticks:  # this daemon has ticked: kill it at a random moment soon
+            kill_at = time.monotonic() + rng.uniform(0, 2.5)
+        if kill_at is not None and time.monotonic() > kill_at:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             restarts += 1
-            proc, next_kill = daemon(), time.monotonic() + rng.uniform(5, 15)
+            proc, seen_ticks, kill_at = daemon(), ticks(), None
     deadline = time.monotonic() + 180
     ranges: list[tuple[int, int]] = []
     while time.monotonic() < deadline:
@@ -447,6 +496,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--flip-seconds", type=float, default=60.0)
     parser.add_argument("--feedback", type=int, default=1000)
+    parser.add_argument("--feedback-seconds", type=float, default=120.0, help="how long the feedback arrives")
     parser.add_argument("--merges", type=int, default=4)
     parser.add_argument("--home", help="work folder (default: a fresh temporary one)")
     parser.add_argument("--seed", type=int, default=17)
@@ -466,7 +516,7 @@ def main() -> None:
     t = time.perf_counter()
     results["3 alias moves"] = alias_flips(root, home, cases, versions, records, args.flip_seconds)
     t = time.perf_counter()
-    results["4 feedback, daemon restarts"] = feedback_exactly_once(root, args.feedback, rng) | {
+    results["4 feedback, daemon restarts"] = feedback_exactly_once(root, args.feedback, rng, args.feedback_seconds) | {
         "seconds": round(time.perf_counter() - t)
     }
     t = time.perf_counter()
