@@ -502,6 +502,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args()
     root = Path(args.home or tempfile.mkdtemp(prefix="ontos-bench-faults-"))
+    os.environ["ONTOS_ENGINE_HOME"] = str(root / "engine")  # one Spark engine for this process and its children
     rng = random.Random(args.seed)
     results, started = {}, time.perf_counter()
     t = time.perf_counter()
@@ -520,7 +521,14 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t)
     }
     t = time.perf_counter()
-    results["5 two merges at once"] = concurrent_merges(root, args.merges) | {"seconds": round(time.perf_counter() - t)}
+    try:
+        results["5 two merges at once"] = concurrent_merges(root, args.merges) | {
+            "seconds": round(time.perf_counter() - t)
+        }
+    finally:
+        from ontos_pipeline.platform import engine
+
+        engine.stop(root / "engine")  # the engine this bench started
     print(f"\nfaults ({platform.node()}, {os.cpu_count()} cores, {time.perf_counter() - started:.0f} s)")
     for name, figures in results.items():
         shown = {k: v for k, v in figures.items() if k != "detail"}
