@@ -108,6 +108,10 @@ _ENV = _LimitedSandbox(undefined=StrictUndefined, autoescape=False, finalize=fin
 _ENV.globals[_COUNTED] = _counted
 
 
+_RENDERERS: dict[tuple[str, str, str], Renderer] = {}
+_RENDERERS_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class CompiledTemplate:
     """A validated template of one use case; plain data (pickles), content-versioned."""
@@ -122,8 +126,16 @@ class CompiledTemplate:
     variables: dict[str, str]  # every template variable -> sheet column (resolved)
 
     def renderer(self) -> Renderer:
-        """Compile the Jinja sources (a few ms): call once per Spark partition, then render each row."""
-        return Renderer(self)
+        """The compiled Jinja sources (a few ms to compile; kept per process by content version, so a served model
+        does not recompile them on every request)."""
+        key = (self.version, self.system_prompt, self.prompt)
+        with _RENDERERS_LOCK:
+            found = _RENDERERS.get(key)
+            if found is None or found.compiled != self:
+                found = _RENDERERS[key] = Renderer(self)
+                while len(_RENDERERS) > 64:
+                    _RENDERERS.pop(next(iter(_RENDERERS)))
+            return found
 
 
 class Renderer:

@@ -85,19 +85,20 @@ BEARER = HTTPBearer(auto_error=False, description="a token made with `ontos toke
 
 
 def _caller(request: Request, scope: str | None) -> Caller:
+    """On the event loop (a dict lookup and one stat of the token file): no thread hop per request."""
     return request.app.state.authenticator.caller(request.headers.get("authorization"), scope)
 
 
-def any_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+async def any_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
     """The caller of the request's token (any scope); AuthError (401) without a valid one."""
     return _caller(request, None)
 
 
-def invoke_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+async def invoke_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
     return _caller(request, "invoke")
 
 
-def feedback_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
+async def feedback_caller(request: Request, _: Annotated[object, Security(BEARER)]) -> Caller:
     return _caller(request, "feedback")
 
 
