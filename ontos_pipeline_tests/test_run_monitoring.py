@@ -74,8 +74,9 @@ def test_a_run_killed_with_kill_9_is_marked_failed_and_retried_once(tmp_path, mo
             timeout=120,
         )
         [run] = instance.get_runs()
+        _wait("the run to start", lambda: instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED)
         pid = _wait("the run worker", lambda: worker_pid(instance, run.run_id))
-        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED and process_alive(pid)
+        assert process_alive(pid)
         os.kill(pid, signal.SIGKILL)
         failed = _wait(
             "the killed run to be marked failed",

@@ -7,7 +7,9 @@ import contextlib
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 from datetime import UTC
 
@@ -49,7 +51,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(state in {settings.home}); GET /serving-endpoints lists them",
         flush=True,
     )
-    server = make_server(settings, options)
+    interrupted = threading.Event()  # a Ctrl-C while models and MLflow load: honoured once that returns
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        server = make_server(settings, options)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        print("interrupted before serving; nothing was started", file=sys.stderr)
+        return 130
     if not Authenticator(TokenStore(settings.home), settings.serve_token).configured():
         print(
             f"no token is configured: every call but /health is refused (401) until you set {ENV_TOKEN} or make "
