@@ -214,25 +214,12 @@ def _check_write(kind: str, home: Path, batch: str, DeltaTable) -> dict:
 # -- 2 and 3. serving ---------------------------------------------------------------------------------------------
 def _serving_home(root: Path) -> tuple[Path, Path, list[str], list[dict]]:
     """A home whose registry holds two versions of a small enum model (as test_serving builds it)."""
-    import mlflow
-
-    from ontos_pipeline.platform.model_store import CHAMPION, local_store
-    from ontos_pipeline.train.tracking import log_pyfunc, number_types
-    from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
-    from ontos_pipeline_tests.kinds import items, kind_spec
+    from ontos_pipeline.train.trainer.local import RESPONSE
+    from ontos_pipeline_tests.kinds import items, registered_enum_versions
 
     home, cases = root / "serving" / "home", root / "serving" / "use_cases"
     cases.mkdir(parents=True)
-    spec, template = kind_spec(cases, "enum")
-    outcome = LocalTrainer(seed=1).train(spec, template, TrainingData(items("enum", 300, 1), items("enum", 80, 2)))
-    store = local_store(home).activate()
-    example = items("enum", 5, 3).drop(columns=[RESPONSE])
-    versions = []
-    for model in (outcome.baseline.model, outcome.best.model):
-        with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-            info = log_pyfunc(store, model, example, store.model_name(spec.name), number_types(spec))
-            versions.append(str(info.registered_model_version))
-    store.set_alias(spec.name, CHAMPION, versions[0])
+    _, _, versions = registered_enum_versions(cases, home)
     records = json.loads(items("enum", 200, 9).drop(columns=[RESPONSE]).to_json(orient="records"))
     return home, cases, versions, records
 

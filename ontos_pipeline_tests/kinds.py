@@ -122,3 +122,25 @@ def items(kind: str, n: int, seed: int, noise: float = 0.05) -> pd.DataFrame:
         flip = rng.random(n) < noise
         frame.loc[flip, RESPONSE] = rng.choice(pool, int(flip.sum()))
     return frame
+
+
+def registered_enum_versions(cases, home):
+    """The enum kind trained in `cases` and registered twice in `home`'s MLflow store (v1 baseline, v2 trained),
+    champion = v1: (spec, store, [v1, v2]). What the serving tests and bench/faults.py serve."""
+    import mlflow
+
+    from ontos_pipeline.platform.model_store import CHAMPION, local_store
+    from ontos_pipeline.train.tracking import log_pyfunc, number_types
+    from ontos_pipeline.train.trainer.local import LocalTrainer, TrainingData
+
+    spec, template = kind_spec(cases, "enum")
+    outcome = LocalTrainer(seed=1).train(spec, template, TrainingData(items("enum", 300, 1), items("enum", 80, 2)))
+    store = local_store(home).activate()
+    example = items("enum", 5, 3).drop(columns=[RESPONSE])
+    versions = []
+    for model in (outcome.baseline.model, outcome.best.model):
+        with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
+            info = log_pyfunc(store, model, example, store.model_name(spec.name), number_types(spec))
+            versions.append(str(info.registered_model_version))
+    store.set_alias(spec.name, CHAMPION, versions[0])
+    return spec, store, versions

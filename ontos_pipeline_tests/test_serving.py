@@ -26,7 +26,7 @@ from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION, local_stor
 from ontos_pipeline.train.tracking import log_pyfunc, number_types
 from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline_tests.conftest import AUTH, SERVE_TOKEN, make_settings
-from ontos_pipeline_tests.kinds import items, kind_spec
+from ontos_pipeline_tests.kinds import items, registered_enum_versions
 
 ENDPOINT = "enum_case"
 
@@ -37,17 +37,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     cases = root / "use_cases"
     cases.mkdir()
-    spec, template = kind_spec(cases, "enum")
-    outcome = LocalTrainer(seed=1).train(spec, template, TrainingData(items("enum", 300, 1), items("enum", 80, 2)))
-    store = local_store(root / "home")
-    store.activate()
-    example = items("enum", 5, 3).drop(columns=[RESPONSE])
-    versions = []
-    for model in (outcome.baseline.model, outcome.best.model):
-        with mlflow.start_run(experiment_id=store.experiment_id(spec.name)):
-            info = log_pyfunc(store, model, example, store.model_name(spec.name), number_types(spec))
-            versions.append(str(info.registered_model_version))
-    store.set_alias(spec.name, CHAMPION, versions[0])
+    spec, store, versions = registered_enum_versions(cases, root / "home")
     return {
         "settings": make_settings(root / "home", cases),
         "store": store,

@@ -108,7 +108,7 @@ _ENV = _LimitedSandbox(undefined=StrictUndefined, autoescape=False, finalize=fin
 _ENV.globals[_COUNTED] = _counted
 
 
-_RENDERERS: dict[tuple[str, str, str], Renderer] = {}
+_RENDERERS: dict[str, Renderer] = {}  # content version -> its compiled renderer
 _RENDERERS_LOCK = threading.Lock()
 
 
@@ -128,11 +128,10 @@ class CompiledTemplate:
     def renderer(self) -> Renderer:
         """The compiled Jinja sources (a few ms to compile; kept per process by content version, so a served model
         does not recompile them on every request)."""
-        key = (self.version, self.system_prompt, self.prompt)
         with _RENDERERS_LOCK:
-            found = _RENDERERS.get(key)
-            if found is None or found.compiled != self:
-                found = _RENDERERS[key] = Renderer(self)
+            found = _RENDERERS.get(self.version)
+            if found is None or found.compiled != self:  # a hand-made template may reuse a version string
+                found = _RENDERERS[self.version] = Renderer(self)
                 while len(_RENDERERS) > 64:
                     _RENDERERS.pop(next(iter(_RENDERERS)))
             return found
