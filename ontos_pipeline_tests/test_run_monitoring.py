@@ -47,6 +47,11 @@ def _wait(what: str, condition, timeout: float = 120.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def test_a_run_killed_with_kill_9_is_marked_failed_and_retried_once(tmp_path, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     dagster_home = prepare_dagster_home(make_settings(tmp_path / "home", tmp_path), poll_seconds=1)
@@ -77,11 +82,18 @@ def test_a_run_killed_with_kill_9_is_marked_failed_and_retried_once(tmp_path, mo
         _wait("the run to start", lambda: instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED)
         pid = _wait("the run worker", lambda: worker_pid(instance, run.run_id))
         assert process_alive(pid)
-        os.kill(pid, signal.SIGKILL)
-        failed = _wait(
-            "the killed run to be marked failed",
-            lambda: (r := instance.get_run_by_id(run.run_id)).status == DagsterRunStatus.FAILURE and r,
-        )
+        # The code server that started the worker would notice its own child's death too (when it lives, unlike
+        # after an OOM kill of the group); it is paused until the run is marked, so only run monitoring can tell.
+        code_server = _parent_pid(pid)
+        os.kill(code_server, signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            failed = _wait(
+                "the killed run to be marked failed",
+                lambda: (r := instance.get_run_by_id(run.run_id)).status == DagsterRunStatus.FAILURE and r,
+            )
+        finally:
+            os.kill(code_server, signal.SIGCONT)
         retry = _wait(
             "the retry to succeed",
             lambda: [
@@ -92,7 +104,7 @@ def test_a_run_killed_with_kill_9_is_marked_failed_and_retried_once(tmp_path, mo
         )
         assert failed.status == DagsterRunStatus.FAILURE and len(retry) == 1
         messages = [e.message for e in instance.all_logs(run.run_id)]
-        assert any(f"run worker process {pid} is gone" in (m or "") for m in messages)
+        assert any(f"run worker process {pid} is gone" in (m or "") for m in messages), "\n".join(m or "" for m in messages)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
