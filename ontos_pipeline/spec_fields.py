@@ -168,10 +168,11 @@ FIELDS: tuple[SpecField, ...] = (
     ),
     SpecField("training.gate.minimum", "number", "Smallest acceptable value of the metric", 0.0, "0.8"),
     SpecField(
-        "training.gate.tolerance",
-        "number >= 0",
-        "How much worse than the champion a challenger may be",
-        ClassDefault("GateSpec", "tolerance"),
+        "training.gate.confidence",
+        "number in [0.5, 1)",
+        "Confidence of the paired bootstrap interval of challenger minus champion: a challenger whose interval lies "
+        "below zero (worse beyond noise) is kept out",
+        ClassDefault("GateSpec", "confidence"),
     ),
     SpecField(
         "training.split", "mapping", "train / val / test shares (add up to 1)", ClassDefault("TrainingSpec", "split")

@@ -123,7 +123,7 @@ class TemplateSpec:
 class GateSpec:
     metric: str
     minimum: float
-    tolerance: float = 0.02
+    confidence: float = 0.95  # of the paired bootstrap interval of challenger - champion
 
 
 @dataclass(frozen=True)
@@ -636,14 +636,21 @@ def _training(r: _Reader, raw: Mapping[str, Any], kind: str) -> TrainingSpec:
     r.unknown_keys(raw, "training")
     allowed = METRICS_BY_KIND[kind]
     graw = r.mapping(r.get(raw, "gate", "training", Mapping, {"metric": allowed[0], "minimum": 0.0}), "training.gate")
+    if "tolerance" in graw:
+        raise r.fail(
+            "training.gate.tolerance",
+            "the gate no longer takes a fixed tolerance: a challenger is kept out when the bootstrap interval of "
+            "its difference to the champion lies below zero (set training.gate.confidence, default 0.95); "
+            "remove tolerance",
+        )
     r.unknown_keys(graw, "training.gate")
     gate = GateSpec(
         r.choice(graw, "metric", "training.gate", allowed, allowed[0]),
         float(r.get(graw, "minimum", "training.gate", (int, float), 0.0)),
-        float(r.get(graw, "tolerance", "training.gate", (int, float), 0.02)),
+        float(r.get(graw, "confidence", "training.gate", (int, float), 0.95)),
     )
-    if gate.tolerance < 0:
-        raise r.fail("training.gate.tolerance", f"expected a tolerance >= 0, got {gate.tolerance:g}")
+    if not 0.5 <= gate.confidence < 1:
+        raise r.fail("training.gate.confidence", f"expected a confidence from 0.5 to below 1, got {gate.confidence:g}")
     search = r.mapping(r.get(raw, "search", "training", Mapping, {}), "training.search")
     r.unknown_keys(search, "training.search")
     trials = r.get(search, "trials", "training.search", int, 0)

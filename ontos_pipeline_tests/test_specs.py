@@ -143,6 +143,12 @@ CASES = [
         "unknown value 'r2'; expected one of accuracy, macro_f1",
     ),
     (
+        "a fixed gate tolerance (replaced by the bootstrap interval)",
+        lambda d: set_path(d, ["training", "gate"], {"metric": "macro_f1", "minimum": 0.5, "tolerance": 0.02}),
+        "training.gate.tolerance",
+        "no longer takes a fixed tolerance",
+    ),
+    (
         "negative search trials",
         lambda d: d["training"].__setitem__("search", {"trials": -1}),
         "training.search.trials",

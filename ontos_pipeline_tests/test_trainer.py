@@ -101,23 +101,47 @@ def test_evaluation_reports_intervals_slices_failures_plots_and_the_champion(tmp
 
 def test_gate_rules_use_the_specs_numbers():
     from ontos_pipeline.specs import GateSpec
+    from ontos_pipeline.train.evaluation import Difference
 
-    gate = GateSpec("macro_f1", 0.6, 0.02)
+    gate = GateSpec("macro_f1", 0.6)
     assert promotion_gate(gate, 0.70, 0.30, None).passed
     assert not promotion_gate(gate, 0.55, 0.30, None).passed  # below the minimum
     assert not promotion_gate(gate, 0.70, 0.70, None).passed  # ties the baseline: does not beat it
-    assert promotion_gate(gate, 0.70, 0.30, 0.715).passed  # worse than the champion, within tolerance
-    result = promotion_gate(gate, 0.70, 0.30, 0.73)
-    assert not result.passed and "champion 0.7300" in result.summary()
-    mae = promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 7.5)  # lower is better
-    assert mae.passed
-    assert not promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 6.5).passed
-    # on items new since the champion there is no tolerance: a retrain must not lose where the data moved
-    new = promotion_gate(gate, 0.70, 0.30, 0.71, on_new=(0.60, 0.61, 17))
+    noisy = Difference(0.70, 0.715, -0.04, 0.01, 80)  # worse, but the interval holds zero: noise
+    assert promotion_gate(gate, 0.70, 0.30, noisy).passed
+    worse = Difference(0.70, 0.73, -0.05, -0.004, 80)  # small but beyond noise: a fixed tolerance let these through
+    result = promotion_gate(gate, 0.70, 0.30, worse)
+    assert not result.passed and "champion 0.7300" in result.summary() and "[-0.0500, -0.0040]" in result.summary()
+    [rule] = [r for r in result.rules if not r.passed]
+    assert rule.numbers["difference"] == pytest.approx(-0.03) and rule.numbers["difference_ci_high"] == -0.004
+    # lower is better: a positive difference interval is worse
+    assert promotion_gate(GateSpec("mae", 10.0), 8.0, 12.0, Difference(8.0, 7.5, -0.2, 1.1, 50)).passed
+    assert not promotion_gate(GateSpec("mae", 10.0), 8.0, 12.0, Difference(8.0, 7.5, 0.1, 0.9, 50)).passed
+    # on the items new since the champion, the same rule on its own
+    new = promotion_gate(gate, 0.70, 0.30, noisy, on_new=Difference(0.60, 0.66, -0.09, -0.02, 17))
     assert not new.passed and [r.rule for r in new.rules if not r.passed] == ["not_worse_on_new_items"]
-    assert "0.6000 vs champion 0.6100 on 17 test items new since the champion" in new.summary()
-    assert promotion_gate(gate, 0.70, 0.30, 0.71, on_new=(0.61, 0.61, 17)).passed
-    assert not promotion_gate(GateSpec("mae", 10.0, 1.0), 8.0, 12.0, 8.0, on_new=(9.0, 8.9, 12)).passed
+    assert "on 17 test items new since the champion" in new.summary()
+
+
+def test_the_paired_interval_separates_a_consistent_loss_from_noise():
+    import numpy as np
+
+    from ontos_pipeline.train.evaluation import paired_difference
+    from ontos_pipeline.train.trainer.models import Prediction
+
+    truths = ["a", "b"] * 100
+    champion = Prediction(list(truths), np.ones(200), None, ["a", "b"])
+    worse = list(truths)
+    for i in range(0, 200, 20):  # wrong on 10 rows the champion gets right: 5 points, every resample sees it
+        worse[i] = "b" if worse[i] == "a" else "a"
+    d = paired_difference("enum", truths, Prediction(worse, np.ones(200), None, ["a", "b"]), champion, {}, "accuracy")
+    assert d.value == pytest.approx(-0.05) and d.high < 0 and d.worse_beyond_noise(True)
+    swapped = list(worse)  # as many rows gained as lost: no clear difference either way
+    for i in range(0, 200, 40):
+        swapped[i], swapped[i + 5] = truths[i], "b" if truths[i + 5] == "a" else "a"
+    mixed = Prediction(swapped, np.ones(200), None, ["a", "b"])
+    d2 = paired_difference("enum", truths, mixed, Prediction(worse, np.ones(200), None, ["a", "b"]), {}, "accuracy")
+    assert d2.value == 0 and d2.low < 0 < d2.high and not d2.worse_beyond_noise(True) and not d2.better_beyond_noise(True)
 
 
 def test_items_from_feedback_weigh_more_in_training():

@@ -346,8 +346,8 @@ MODEL_EVALUATION = Step(
     checks=(
         Check(
             "promotion_gate",
-            "the challenger beats the baseline, meets the spec's minimum and is not worse "
-            "than the champion beyond the tolerance",
+            "the challenger beats the baseline, meets the spec's minimum and is not worse than the champion "
+            "beyond noise (the paired bootstrap interval of the difference), on all test rows and on the newest",
             promotion_gate,
         ),
     ),

@@ -83,17 +83,91 @@ class Evaluation:
         }
 
 
+@dataclass(frozen=True)
+class Difference:
+    """Challenger minus champion on the same rows, with the paired bootstrap interval of that difference."""
+
+    challenger: float
+    champion: float
+    low: float | None
+    high: float | None
+    rows: int
+    confidence: float = 0.95
+
+    @property
+    def value(self) -> float:
+        return self.challenger - self.champion
+
+    def worse_beyond_noise(self, higher_is_better: bool) -> bool:
+        """The whole interval lies on the losing side of zero."""
+        if higher_is_better:
+            return self.high is not None and self.high < 0
+        return self.low is not None and self.low > 0
+
+    def better_beyond_noise(self, higher_is_better: bool) -> bool:
+        """The whole interval lies on the winning side of zero (a clear improvement)."""
+        if higher_is_better:
+            return self.low is not None and self.low > 0
+        return self.high is not None and self.high < 0
+
+    def numbers(self) -> dict:
+        return {
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "difference": self.value,
+            "difference_ci_low": self.low,
+            "difference_ci_high": self.high,
+            "rows": self.rows,
+        }
+
+    def describe(self, metric: str, where: str) -> str:
+        interval = "n/a" if self.low is None else f"[{self.low:+.4f}, {self.high:+.4f}]"
+        return (
+            f"{metric} {self.challenger:.4f} vs champion {self.champion:.4f} on {where}: "
+            f"difference {self.value:+.4f}, {self.confidence:.0%} interval {interval}"
+        )
+
+
+def paired_difference(
+    kind: str,
+    truths: list,
+    challenger: Prediction,
+    champion: Prediction,
+    schema: dict,
+    metric: str,
+    seed: int = 0,
+    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> Difference:
+    """The metric of `challenger` minus that of `champion` on the same rows, and its percentile bootstrap interval
+    (each resample draws rows once and scores both models on them: the pairing removes the noise the two share)."""
+
+    def value(p: Prediction, idx: np.ndarray) -> float | None:
+        return score(kind, [truths[i] for i in idx], _subset(p, idx), schema).get(metric)
+
+    def difference(idx: np.ndarray) -> float | None:
+        a, b = value(challenger, idx), value(champion, idx)
+        return None if a is None or b is None else a - b
+
+    every = np.arange(len(truths))
+    low, high = metrics.bootstrap_ci(difference, len(truths), resamples, seed, confidence)
+    return Difference(
+        float(value(challenger, every)), float(value(champion, every)), low, high, len(truths), confidence
+    )
+
+
 def promotion_gate(
     gate: GateSpec,
     challenger: float,
     baseline: float,
-    champion: float | None,
-    on_new: tuple[float, float, int] | None = None,
+    champion: Difference | None,
+    on_new: Difference | None = None,
 ) -> GateResult:
-    """Beats the baseline, meets the minimum, not worse than the champion beyond the tolerance, and — when the
-    test split holds enough items that arrived since the champion was trained (`on_new`: challenger, champion,
-    rows) — not worse than the champion on those, without tolerance: a retrain on new data (drift, feedback) must not
-    lose where the data moved (test items are never trained on: the split is by item)."""
+    """Beats the baseline, meets the minimum, and is not worse than the champion beyond noise: neither on the whole
+    test split nor — when it holds enough items that arrived since the champion was trained (`on_new`) — on those,
+    the newest data (a retrain on drifted data or feedback must not lose where the data moved; test items are never
+    trained on: the split is by item). "Beyond noise": the paired bootstrap interval of the difference lies wholly
+    below zero (no fixed tolerance, which let small but consistent regressions through)."""
     higher = metrics.HIGHER_IS_BETTER[gate.metric]
     sign = 1 if higher else -1
     m = gate.metric
@@ -111,25 +185,16 @@ def promotion_gate(
             {"challenger": challenger, "minimum": gate.minimum},
         ),
     ]
-    if champion is not None:
-        rules.append(
-            GateRule(
-                "not_worse_than_champion",
-                sign * (challenger - champion) >= -gate.tolerance,
-                f"{m} {challenger:.4f} vs champion {champion:.4f} (tolerance {gate.tolerance:g})",
-                {"challenger": challenger, "champion": champion, "tolerance": gate.tolerance},
+    for rule, diff, where in (
+        ("not_worse_than_champion", champion, "the test split"),
+        ("not_worse_on_new_items", on_new, "test items new since the champion"),
+    ):
+        if diff is not None:
+            rules.append(
+                GateRule(
+                    rule, not diff.worse_beyond_noise(higher), diff.describe(m, f"{diff.rows} {where}"), diff.numbers()
+                )
             )
-        )
-    if on_new is not None:
-        ours, theirs, rows = on_new
-        rules.append(
-            GateRule(
-                "not_worse_on_new_items",
-                sign * (ours - theirs) >= 0,
-                f"{m} {ours:.4f} vs champion {theirs:.4f} on {rows} test items new since the champion",
-                {"challenger": ours, "champion": theirs, "rows": rows},
-            )
-        )
     return GateResult(all(r.passed for r in rules), rules)
 
 
@@ -183,21 +248,25 @@ def evaluate(
     p = challenger.predict_frame(test)
     result = _with_ci(kind, truths, p, schema, metric, seed)
     base = _with_ci(kind, truths, baseline.predict_frame(test), schema, metric, seed)
-    champ, on_new = None, None
+    champ, versus, on_new = None, None, None
+    confidence = spec.training.gate.confidence
     if champion is not None:
         champion_p = champion.predict_frame(test)
         champ = _with_ci(kind, truths, champion_p, schema, metric, seed)
+        versus = paired_difference(kind, truths, p, champion_p, schema, metric, seed, confidence)
         idx = np.flatnonzero(test[ITEM_KEY].isin(new_items).to_numpy())
         if len(idx) >= MIN_NEW_ROWS:
-            sub = [truths[i] for i in idx]
-            on_new = (
-                score(kind, sub, _subset(p, idx), schema)[metric],
-                score(kind, sub, _subset(champion_p, idx), schema)[metric],
-                len(idx),
+            on_new = paired_difference(
+                kind,
+                [truths[i] for i in idx],
+                _subset(p, idx),
+                _subset(champion_p, idx),
+                schema,
+                metric,
+                seed,
+                confidence,
             )
-    gate = promotion_gate(
-        spec.training.gate, result["headline"], base["headline"], None if champ is None else champ["headline"], on_new
-    )
+    gate = promotion_gate(spec.training.gate, result["headline"], base["headline"], versus, on_new)
 
     row_score = metrics.row_scores(kind, truths, p.responses)
     frame = test.assign(_score=row_score)
