@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ontos_pipeline.train.evaluation import evaluate, promotion_gate
-from ontos_pipeline.train.trainer.extraction import parse_date, parse_number
+from ontos_pipeline.train.trainer.extraction import parse_date
 from ontos_pipeline.train.trainer.local import RESPONSE, LocalTrainer, TrainingData
 from ontos_pipeline.train.trainer.scoring import score
 from ontos_pipeline_tests.kinds import GATES, items, kind_spec
@@ -141,7 +141,9 @@ def test_the_paired_interval_separates_a_consistent_loss_from_noise():
         swapped[i], swapped[i + 5] = truths[i], "b" if truths[i + 5] == "a" else "a"
     mixed = Prediction(swapped, np.ones(200), None, ["a", "b"])
     d2 = paired_difference("enum", truths, mixed, Prediction(worse, np.ones(200), None, ["a", "b"]), {}, "accuracy")
-    assert d2.value == 0 and d2.low < 0 < d2.high and not d2.worse_beyond_noise(True) and not d2.better_beyond_noise(True)
+    assert (
+        d2.value == 0 and d2.low < 0 < d2.high and not d2.worse_beyond_noise(True) and not d2.better_beyond_noise(True)
+    )
 
 
 def test_items_from_feedback_weigh_more_in_training():
@@ -182,8 +184,33 @@ def test_dates_are_normalised_to_iso(text, iso):
     assert parse_date(text) == iso
 
 
-def test_amounts_are_parsed():
-    assert parse_number("$1,234.50") == 1234.5 and parse_number("12") == 12.0 and parse_number("$") is None
+def test_amounts_read_the_usual_way_until_examples_teach_another_layout():
+    from ontos_pipeline.train.trainer.layouts import NumberLayouts
+
+    assert [v for v, *_ in NumberLayouts().spans("Total $1,234.50, 12 items")] == [1234.5, 12.0]
+    learned = NumberLayouts().fit(["Summe: 1.234,56 EUR", "Betrag 20,10"], [[1234.56], [20.1]])
+    assert [v for v, *_ in learned.spans("Summe: 2.000,75 EUR; Betrag 3,50")] == [2000.75, 3.5]
+    assert [v for v, *_ in learned.spans("$1,234.50")] == [1234.5]  # a layout it learned nothing about: as usual
+
+
+def test_a_date_layout_unknown_to_the_built_in_formats_is_learned_from_examples():
+    from ontos_pipeline.train.trainer.layouts import DateLayouts
+
+    text = "ref=DX-1; issued=14-MAR-2025; expires=13-MAR-2028"
+    assert DateLayouts().spans(text, parse_date) == []  # "14-MAR-2025" is no built-in format
+    learned = DateLayouts().fit([text], [["2025-03-14", "2028-03-13"]])
+    assert [v for v, *_ in learned.spans("issued=02-JAN-2024; expires=01-JAN-2027", parse_date)] == [
+        "2024-01-02",
+        "2027-01-01",
+    ]
+    # the built-in formats still read, and overlapping spans do not hide a date
+    assert [v for v, *_ in learned.spans("No. 12 4 March 2024 and 05.03.2024", parse_date)] == [
+        "2024-03-04",
+        "2024-03-05",
+    ]
+    # an ambiguous layout takes the reading its examples showed (day first here)
+    day_first = DateLayouts().fit(["on 05/03/2024", "on 17/04/2024"], [["2024-03-05"], ["2024-04-17"]])
+    assert [v for v, *_ in day_first.spans("on 06/02/2025", parse_date)] == ["2025-02-06"]
 
 
 def _use_case(tmp_path, name: str, columns: dict, prompt: str, schema: dict, training: str = ""):

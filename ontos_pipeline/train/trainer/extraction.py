@@ -2,7 +2,9 @@
 
 A span field (a date, a number, a string with a pattern, a list of such strings, a free string) finds candidate
 spans in the item's text, normalises each (dates to ISO 8601, amounts to numbers) and learns which candidate
-fills the field from the words around it (a ranker over candidates). An enum field is a text classifier. A
+fills the field from the words around it (a ranker over candidates). Date and amount layouts are learned from the
+training examples (`layouts`): a layout the built-in formats do not know (a drifted export's "14-MAR-2025") is read
+once corrected examples of it are trained on. An enum field is a text classifier. A
 field without any candidate falls back to its most frequent training value with confidence 0.
 """
 
@@ -20,12 +22,9 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-DATE_PATTERN = (
-    r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2} [A-Z][a-z]{2,8}\.? \d{4}|[A-Z][a-z]{2,8}\.? \d{1,2}, \d{4}"
-    r"|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}\.\d{1,2}\.\d{4})\b"
-)
+from ontos_pipeline.train.trainer.layouts import DateLayouts, NumberLayouts
+
 DATE_FORMATS = ("%Y-%m-%d", "%d %B %Y", "%d %b %Y", "%B %d, %Y", "%b %d, %Y", "%m/%d/%Y", "%d.%m.%Y")
-NUMBER_PATTERN = r"(?<![\w.])\$?-?\d[\d,]*(?:\.\d+)?(?![\w])"
 MIN_FEATURE_COUNT = 10  # boosting rankers use features seen on at least this many candidates
 WORD = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
 
@@ -39,13 +38,6 @@ def parse_date(text: str) -> str | None:
         except ValueError:
             continue
     return None
-
-
-def parse_number(text: str) -> float | None:
-    try:
-        return float(text.replace("$", "").replace(",", ""))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -103,20 +95,16 @@ class SpanField:
         pattern = item.get("pattern", "").removeprefix("^").removesuffix("$")
         self.regex = re.compile(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])") if pattern else None
         self.vocabulary: list[str] = []
+        self.dates, self.numbers = DateLayouts(), NumberLayouts()
         self.fallback: object = None
         self.vectorizer = DictVectorizer()
         self.model = None
 
     def candidates(self, text: str) -> list[Candidate]:
         if self.kind == "date":
-            found = [
-                Candidate(parse_date(m.group()), m.start(), m.end(), "date") for m in re.finditer(DATE_PATTERN, text)
-            ]
+            found = [Candidate(*span) for span in self.dates.spans(text, parse_date)]
         elif self.kind == "number":
-            found = [
-                Candidate(parse_number(m.group()), m.start(), m.end(), "money" if "$" in m.group() else "number")
-                for m in re.finditer(NUMBER_PATTERN, text)
-            ]
+            found = [Candidate(*span) for span in self.numbers.spans(text)]
             if self.integer:
                 found = [c for c in found if c.value is not None and float(c.value).is_integer()]
         elif self.kind == "pattern":
@@ -155,6 +143,11 @@ class SpanField:
         self.fallback = next((v for v in values if _key(v) == self.fallback), None)
         if self.kind == "string":
             self.vocabulary = sorted({v for v in values if isinstance(v, str) and len(v) >= 2})
+        wanted_values = [t if isinstance(t, list) else [t] for t in truths]
+        if self.kind == "date":
+            self.dates.fit(texts, wanted_values)
+        elif self.kind == "number":
+            self.numbers.fit(texts, wanted_values)
         feats, target = [], []
         for text, truth in zip(texts, truths, strict=True):
             wanted = {_key(v) for v in (truth if isinstance(truth, list) else [truth]) if v is not None}
