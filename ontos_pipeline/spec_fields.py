@@ -293,8 +293,28 @@ FIELDS: tuple[SpecField, ...] = (
     SpecField(
         "retrain.feedback_weight",
         "integer >= 1",
-        "Times an item labelled from feedback counts in training",
+        "Times an item corrected by feedback counts in training",
         ClassDefault("RetrainSpec", "feedback_weight"),
+    ),
+    SpecField(
+        "retrain.max_confirmation_share",
+        "number 0..1",
+        "Largest share of the train rows that thumbs-up confirmations (the model's own answers) may make; they are "
+        "never weighted",
+        ClassDefault("RetrainSpec", "max_confirmation_share"),
+    ),
+    SpecField(
+        "retrain.on_breach",
+        "act | off",
+        "A monitoring breach (drift, accuracy or thumbs-up below minimum) requests a retrain when enough new labels "
+        "exist, else opens annotation tasks for the drifted region (breach_sensor)",
+        ClassDefault("RetrainSpec", "on_breach"),
+    ),
+    SpecField(
+        "retrain.breach_min_new_labels",
+        "integer >= 1",
+        "Labels newer than the champion's training run needed for a breach to request a retrain",
+        ClassDefault("RetrainSpec", "breach_min_new_labels"),
     ),
     # -- synthetic -----------------------------------------------------------------------------------------------
     SpecField("synthetic", "mapping", "Demo data only: the generator writes the source tables", None),

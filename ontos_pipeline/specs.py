@@ -166,7 +166,10 @@ class RetrainSpec:
     correction_confidence: float = 0.9  # confidence of a canonical label made from a correction
     confirm_thumbs_up: bool = True  # a thumbs-up confirms the served answer as a label (off for PHI sheets)
     confirm_confidence: float = 0.6
-    feedback_weight: int = 3  # an item labelled from feedback counts this many times in the train split
+    feedback_weight: int = 3  # an item corrected by feedback counts this many times in the train split
+    max_confirmation_share: float = 0.25  # thumbs-up confirmations: at most this share of the train rows, weight 1
+    on_breach: str = "act"  # a monitoring breach: act (retrain or open tasks) | off
+    breach_min_new_labels: int = 20  # labels newer than the champion's training needed to retrain on a breach
 
 
 @dataclass(frozen=True)
@@ -749,9 +752,21 @@ def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpe
         confirm_thumbs_up=r.get(raw, "confirm_thumbs_up", w, bool, not phi),
         confirm_confidence=float(r.get(raw, "confirm_confidence", w, (int, float), 0.6)),
         feedback_weight=r.get(raw, "feedback_weight", w, int, 3),
+        max_confirmation_share=float(r.get(raw, "max_confirmation_share", w, (int, float), 0.25)),
+        on_breach=r.choice(raw, "on_breach", w, ("act", "off"), "act"),
+        breach_min_new_labels=r.get(raw, "breach_min_new_labels", w, int, 20),
     )
-    if spec.min_actionable_feedback < 1 or spec.min_reviewed_labels < 1 or spec.feedback_weight < 1:
-        raise r.fail(w, "min_actionable_feedback, min_reviewed_labels and feedback_weight must be >= 1")
+    if (
+        min(spec.min_actionable_feedback, spec.min_reviewed_labels, spec.feedback_weight, spec.breach_min_new_labels)
+        < 1
+    ):
+        raise r.fail(
+            w, "min_actionable_feedback, min_reviewed_labels, feedback_weight and breach_min_new_labels must be >= 1"
+        )
+    if not 0 <= spec.max_confirmation_share <= 1:
+        raise r.fail(
+            f"{w}.max_confirmation_share", f"expected a share between 0 and 1, got {spec.max_confirmation_share:g}"
+        )
     for key in ("correction_confidence", "confirm_confidence"):
         if not 0 <= getattr(spec, key) <= 1:
             raise r.fail(f"{w}.{key}", f"expected a confidence between 0 and 1, got {getattr(spec, key):g}")

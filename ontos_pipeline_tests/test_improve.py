@@ -85,6 +85,10 @@ def test_corrections_and_confirmations_become_feedback_labels_and_bad_ones_are_r
     assert labels["W2"]["source_ref"] == f"feedback:{rows[0]['feedback_id']}"
     assert (json.loads(labels["W3"]["label_data"]), labels["W3"]["confidence"]) == ("not_ok", 0.55)
     assert json.loads(labels["W1"]["label_data"]) == "ok" and "W4" not in labels
+    from ontos_pipeline.train.training_data import feedback_items
+
+    fed = feedback_items(spark, lakehouse, spec, "widgets")  # what training weights (W2) and caps (W3)
+    assert (fed.corrected, fed.confirmed) == ({"W2"}, {"W3"})
     rejects = {r["item_ref"]: r["reason"] for r in lakehouse.read(spark, "label_rejects").collect()}
     assert rejects == {"W99": f"unknown item_ref: not in sheet widgets version {snapshot.version}"}
     before = lakehouse.row_count("canonical_labels")

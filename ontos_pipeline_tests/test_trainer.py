@@ -157,6 +157,21 @@ def test_items_from_feedback_weigh_more_in_training():
     assert weight_items(frame, {"b"}, 1) is frame and weight_items(frame, set(), 3) is frame
 
 
+def test_thumbs_up_confirmations_make_at_most_their_share_of_the_train_rows():
+    import pandas as pd
+
+    from ontos_pipeline.train.training_data import cap_confirmations
+
+    frame = pd.DataFrame({"item_ref": [f"i{k:03d}" for k in range(100)], "response": ["x"] * 100})
+    confirmed = frozenset(f"i{k:03d}" for k in range(70))  # 70 confirmations, 30 other labels
+    capped = cap_confirmations(frame, confirmed, 0.25)
+    kept = capped["item_ref"].isin(confirmed)
+    assert int(kept.sum()) == 10 and int((~kept).sum()) == 30  # 10 of 40 rows: 25%
+    assert capped.equals(cap_confirmations(frame, confirmed, 0.25))  # the same ones on a rebuild
+    assert cap_confirmations(frame, frozenset(["i000"]), 0.25) is frame  # under the share: untouched
+    assert cap_confirmations(frame, confirmed, 1.0) is frame
+
+
 def test_optuna_search_is_seeded_and_logs_importances(tmp_path):
     spec, template = kind_spec(tmp_path, "number", search_trials=6)
     data = TrainingData(items("number", 300, 1), items("number", 100, 2))

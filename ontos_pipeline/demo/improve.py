@@ -139,7 +139,7 @@ def _feedback_labels(lakehouse, spec: UseCaseSpec) -> int:
     from ontos_pipeline.platform.spark_session import get_spark
     from ontos_pipeline.train.training_data import feedback_items
 
-    return len(feedback_items(get_spark(), lakehouse, spec, spec.name))
+    return len(feedback_items(get_spark(), lakehouse, spec, spec.name).all)
 
 
 def _open_tasks(lakehouse, use_case: str) -> int:

@@ -38,6 +38,7 @@ from ontos_pipeline.train import export as export_stage
 from ontos_pipeline.train.tracking import Lineage, log_training, record_training_run
 from ontos_pipeline.train.trainer.local import TrainingData
 from ontos_pipeline.train.training_data import (
+    cap_confirmations,
     cross_split_leaks,
     export_rows,
     feedback_items,
@@ -141,9 +142,12 @@ def trained_model(
     qa = lh.read(session, QA, version=qa_version).filter(F.col("training_sheet_id") == spec.training_sheet_id)
     rows = model_rows(session, lh, spec, qa, snapshot.table, "training")
     fed = feedback_items(session, lh, spec, snapshot.sheet_id)
-    train = split_frame(rows, "train", trainer.max_train_rows)
+    train = cap_confirmations(
+        split_frame(rows, "train", trainer.max_train_rows), fed.confirmed, spec.retrain.max_confirmation_share
+    )
     data = TrainingData(
-        weight_items(train, fed, spec.retrain.feedback_weight), split_frame(rows, "val", trainer.max_train_rows)
+        weight_items(train, fed.corrected, spec.retrain.feedback_weight),
+        split_frame(rows, "val", trainer.max_train_rows),
     )
     leaks = cross_split_leaks(qa)
     backend = trainer.get(spec.training.seed)
@@ -195,7 +199,8 @@ def trained_model(
             "candidates": md_table(candidates, list(candidates[0])),
             "train_rows": len(train),
             "val_rows": len(data.val),
-            "feedback_items_in_train": int(train["item_ref"].isin(fed).sum()),
+            "corrected_items_in_train": int(train["item_ref"].isin(fed.corrected).sum()),
+            "confirmed_items_in_train": int(train["item_ref"].isin(fed.confirmed).sum()),
             "feedback_weight": spec.retrain.feedback_weight,
             "leaks": MetadataValue.json(leaks),
             "search": MetadataValue.json(outcome.search or {}),

@@ -9,6 +9,7 @@ was trained on.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -83,16 +84,52 @@ def cross_split_leaks(qa: DataFrame) -> dict[str, int]:
     return {"items_in_two_splits": shared_items, "held_out_prompts_seen_in_train": same_prompt}
 
 
-def feedback_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_id: str) -> set[str]:
-    """Items whose current canonical label came from feedback (at most one per feedback row, so a bounded set)."""
-    from pyspark.sql import functions as F
+@dataclass(frozen=True)
+class FeedbackItems:
+    """Items whose current canonical label came from feedback: corrected (someone gave the right answer) or
+    confirmed (a thumbs-up for the model's own answer)."""
 
+    corrected: frozenset[str] = frozenset()
+    confirmed: frozenset[str] = frozenset()
+
+    @property
+    def all(self) -> frozenset[str]:
+        return self.corrected | self.confirmed
+
+
+def feedback_items(spark, lakehouse: Lakehouse, spec: UseCaseSpec, sheet_id: str) -> FeedbackItems:
+    """The feedback-labelled items of the sheet, split into corrections and thumbs-up confirmations (at most one
+    item per feedback row, so bounded sets)."""
+    from ontos_pipeline.label.feedback import FEEDBACK
     from ontos_pipeline.label.labels import LABELS, current_labels
 
     if not lakehouse.exists(LABELS):
-        return set()
+        return FeedbackItems()
     labels = current_labels(spark, lakehouse, sheet_id, spec.labels.label_type, with_conflicts=False)
-    return {r[0] for r in labels.filter(F.col("source") == "feedback").select("item_ref").collect()}
+    fed = labels.filter(F.col("source") == "feedback").select(
+        ITEM_KEY, F.regexp_extract("source_ref", r"^feedback:(.*)$", 1).alias("feedback_id")
+    )
+    if lakehouse.exists(FEEDBACK):
+        corrections = lakehouse.read(spark, FEEDBACK).filter(F.col("correction").isNotNull()).select("feedback_id")
+        fed = fed.join(corrections.withColumn("corrected", F.lit(True)), "feedback_id", "left")
+    else:
+        fed = fed.withColumn("corrected", F.lit(None).cast("boolean"))
+    rows = fed.select(ITEM_KEY, F.coalesce("corrected", F.lit(False)).alias("corrected")).collect()
+    return FeedbackItems(frozenset(r[0] for r in rows if r[1]), frozenset(r[0] for r in rows if not r[1]))
+
+
+def cap_confirmations(frame: pd.DataFrame, confirmed: frozenset[str], max_share: float) -> pd.DataFrame:
+    """`frame` with at most `max_share` of its rows from thumbs-up confirmations: a thumbs-up repeats the model's
+    own answer, so a model trained mostly on them learns itself. The confirmations kept are chosen by a stable hash
+    of the item (a rebuild gives the same frame); they are never repeated (`weight_items` weights corrections)."""
+    is_confirmed = frame[ITEM_KEY].isin(confirmed)
+    others = int((~is_confirmed).sum())
+    allowed = int(max_share / (1 - max_share) * others) if max_share < 1 else len(frame)
+    if int(is_confirmed.sum()) <= allowed:
+        return frame
+    ranked = frame[is_confirmed].assign(_h=lambda f: pd.util.hash_pandas_object(f[ITEM_KEY], index=False).to_numpy())
+    keep = set(ranked.sort_values(["_h", ITEM_KEY])[ITEM_KEY].iloc[:allowed])
+    return frame[~is_confirmed | frame[ITEM_KEY].isin(keep)].reset_index(drop=True)
 
 
 def new_items(
