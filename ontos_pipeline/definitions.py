@@ -53,7 +53,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         jobs=[full_pipeline, monitor, retrain, improve],
         schedules=[monitoring_schedule(monitor, list(use_cases))],
         # the sensor reads the feedback table in the orchestrator's process: local tables only, for now
-        sensors=[feedback_retrain_sensor(retrain, settings.sensor_interval)] if settings.target == "local" else [],
+        sensors=[feedback_retrain_sensor(retrain, improve, settings.sensor_interval)]
+        if settings.target == "local"
+        else [],
         resources=orchestrator_resources(settings),
         executor=in_process_executor,  # one Spark session per run, shared by its steps
     )

@@ -197,6 +197,55 @@ def test_reviewed_labels_trigger_and_the_feedback_watermark_is_observed(lakehous
     assert not tick(defs, instance, observed.cursor).asset_events  # reported once per change
 
 
+def test_a_breach_requests_one_retrain_with_new_labels_and_annotation_tasks_without(
+    spark, lakehouse, home, widgets_dir
+):
+    from ontos_pipeline.monitor.alerts import Breach, raise_alerts, transition
+    from ontos_pipeline.pipeline import IMPROVE
+
+    spec = spec_with(widgets_dir, "retrain: {min_actionable_feedback: 50, breach_min_new_labels: 3}\n")
+    defs = build_definitions(load_settings({"ONTOS_HOME": str(home), "ONTOS_USE_CASES_DIR": str(widgets_dir)}))
+    instance = DagsterInstance.ephemeral()
+    write_widgets(spark, lakehouse, good_widgets(home))
+    raise_alerts(lakehouse, "widgets", [Breach("drift", "psi[maker]", 0.9, 0.2, ">=")], "r1")  # not a model input
+    quiet = tick(defs, instance, None)
+    assert not quiet.run_requests and "no new breach to act on" in quiet.skip_message
+
+    [drift] = raise_alerts(lakehouse, "widgets", [Breach("drift", "psi[size_mm]", 0.7, 0.2, ">=")], "r2")
+    tasks = tick(defs, instance, quiet.cursor)  # no labels yet: people label the drifted region first
+    [request] = tasks.run_requests
+    assert (request.job_name, request.partition_key) == (IMPROVE, "widgets")
+    assert request.tags["ontos/alerts"] == drift["alert_id"] and request.tags["ontos/new_labels"] == "0"
+    again = tick(defs, instance, tasks.cursor)
+    assert not again.run_requests  # exactly once per breach, however often the sensor ticks
+    assert [r.run_key for r in tick(defs, instance, quiet.cursor).run_requests] == [request.run_key]  # same key
+
+    write_labels(spark, lakehouse, [("W1", "ok", "qa"), ("W2", "ok", "qa"), ("W3", "not_ok", "qa")])
+    merge_labels(spark, lakehouse, spec, build_sheet(spark, lakehouse, spec))
+    [accuracy] = raise_alerts(lakehouse, "widgets", [Breach("feedback", "positive_feedback_rate", 0.2, 0.5, "<")], "r3")
+    retrain = tick(defs, instance, again.cursor)
+    [request] = retrain.run_requests
+    assert (request.job_name, request.tags["ontos/new_labels"]) == (RETRAIN, "3")
+    assert request.tags["ontos/alerts"] == accuracy["alert_id"]
+    assert not tick(defs, instance, retrain.cursor).run_requests
+
+    transition(lakehouse, drift["alert_id"], "resolved", "tester")  # resolved alerts leave the cursor
+    assert json.loads(tick(defs, instance, retrain.cursor).cursor)["@breaches"] == [accuracy["alert_id"]]
+
+
+def test_a_breach_that_comes_with_feedback_requests_one_retrain_not_two(lakehouse, sensor_setup):
+    from ontos_pipeline.monitor.alerts import Breach, raise_alerts
+
+    spec, defs = sensor_setup
+    instance = DagsterInstance.ephemeral()
+    raise_alerts(lakehouse, "widgets", [Breach("drift", "psi[size_mm]", 0.7, 0.2, ">=")], "r1")
+    record_feedback(lakehouse, spec, [feedback(f"W{i % 4 + 1}", "down", "ok") for i in range(THRESHOLD)])
+    result = tick(defs, instance, None)
+    assert [r.job_name for r in result.run_requests] == [RETRAIN]
+    assert result.run_requests[0].tags["ontos/trigger"] == "feedback"
+    assert not tick(defs, instance, result.cursor).run_requests  # the breach is covered by that retrain
+
+
 # -- the loop, end to end on small data --------------------------------------------------------------------------
 def drifted_items(n: int, seed: int):
     """Number items after a firmware change: the same rule plus 200, and a note that says so."""

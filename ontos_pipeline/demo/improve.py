@@ -111,17 +111,42 @@ def _outcome(instance, run, lakehouse, spec: UseCaseSpec) -> str:
 
 
 def _drifted_scores(store, spec: UseCaseSpec, frame: pd.DataFrame | None, first, now) -> list[str]:
-
+    """Items, baseline, first model, retrained model, and the change with its paired 95% bootstrap interval."""
     if frame is None or frame.empty or first is None:
-        return ["-", "-", "-", "-"]
+        return ["-", "-", "-", "-", "-"]
     base = headline(spec, store.load(baseline_uri(store, spec.name, first.version)), frame)
-    before = headline(spec, store.load(store.version_uri(spec.name, first.version)), frame)
-    after = (
-        before
-        if now.version == first.version
-        else headline(spec, store.load(store.version_uri(spec.name, now.version)), frame)
+    before = store.load(store.version_uri(spec.name, first.version))
+    if now.version == first.version:
+        value = headline(spec, before, frame)
+        return [str(len(frame)), _num(base), _num(value), _num(value), "same model"]
+    change = drifted_change(spec, before, store.load(store.version_uri(spec.name, now.version)), frame)
+    return [str(len(frame)), _num(base), _num(change.champion), _num(change.challenger), _change(spec, change)]
+
+
+def drifted_change(spec: UseCaseSpec, before, after, frame: pd.DataFrame):
+    """The gate metric of `after` minus `before` (ResponseModels) on `frame`, with its paired bootstrap interval."""
+    from ontos_pipeline.train.evaluation import paired_difference
+
+    items = frame.drop(columns=[TRUTH])
+    return paired_difference(
+        spec.template.response_kind,
+        frame[TRUTH].tolist(),
+        after.predict_frame(items),
+        before.predict_frame(items),
+        after.template.response_schema,
+        spec.training.gate.metric,
     )
-    return [str(len(frame)), _num(base), _num(before), _num(after)]
+
+
+def _change(spec: UseCaseSpec, change) -> str:
+    from ontos_pipeline.train.metrics import HIGHER_IS_BETTER
+
+    higher = HIGHER_IS_BETTER[spec.training.gate.metric]
+    verdict = (
+        "better" if change.better_beyond_noise(higher) else "WORSE" if change.worse_beyond_noise(higher) else "noise"
+    )
+    interval = "" if change.low is None else f" [{change.low:+.3f}, {change.high:+.3f}]"
+    return f"{change.value:+.3f}{interval} {verdict}"
 
 
 def _num(value: float | None) -> str:

@@ -122,6 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 "baseline",
                 "first model",
                 "retrained model",
+                "change [95% CI]",
                 "feedback used",
                 "served",
                 "tasks",

@@ -70,11 +70,15 @@ def parse_cursor(text: str | None) -> dict[str, CursorEntry]:
     return {
         k: CursorEntry(int(v.get("seq", 0)), int(v.get("reviewed", 0)), int(v.get("observed", 0)))
         for k, v in raw.items()
+        if not k.startswith("@")  # "@breaches": the alerts acted on (improve.breaches)
     }
 
 
-def dump_cursor(cursor: Mapping[str, CursorEntry]) -> str:
-    return json.dumps({k: v.to_json() for k, v in sorted(cursor.items())}, sort_keys=True)
+def dump_cursor(cursor: Mapping[str, CursorEntry], breaches_acted: list[str] | None = None) -> str:
+    out: dict = {k: v.to_json() for k, v in sorted(cursor.items())}
+    if breaches_acted:
+        out["@breaches"] = sorted(breaches_acted)
+    return json.dumps(out, sort_keys=True)
 
 
 def is_actionable(row: Mapping[str, object]) -> bool:
