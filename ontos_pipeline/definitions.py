@@ -8,6 +8,7 @@ from dagster import AssetSelection, Definitions, StaticPartitionsDefinition, def
 
 from ontos_pipeline.improve.sensors import feedback_retrain_sensor
 from ontos_pipeline.monitor.schedules import monitoring_schedule
+from ontos_pipeline.notify.sensors import notification_retry_sensor, run_failure_notification_sensor
 from ontos_pipeline.pipeline import FULL_PIPELINE, IMPROVE, MONITOR, RETRAIN, RETRAIN_ASSETS, build_assets
 from ontos_pipeline.resources.targets import orchestrator_resources
 from ontos_pipeline.settings import Settings, load_settings
@@ -52,10 +53,15 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=build_assets(partitions),
         jobs=[full_pipeline, monitor, retrain, improve],
         schedules=[monitoring_schedule(monitor, list(use_cases))],
-        # the sensor reads the feedback table in the orchestrator's process: local tables only, for now
-        sensors=[feedback_retrain_sensor(retrain, improve, settings.sensor_interval)]
-        if settings.target == "local"
-        else [],
+        # the retrain sensor reads the feedback table in the orchestrator's process: local tables only, for now;
+        # the notification sensors read the Dagster instance and their outbox, on every target
+        sensors=(
+            [feedback_retrain_sensor(retrain, improve, settings.sensor_interval)] if settings.target == "local" else []
+        )
+        + [
+            run_failure_notification_sensor(settings.sensor_interval),
+            notification_retry_sensor(max(60, settings.sensor_interval)),
+        ],
         resources=orchestrator_resources(settings),
         executor=in_process_executor,  # one Spark session per run, shared by its steps
     )

@@ -26,6 +26,7 @@ class Settings:
     sensor_interval: int = 30  # seconds between evaluations of the retrain sensor (ONTOS_SENSOR_INTERVAL)
     serve_token: str | None = field(default=None, repr=False)  # ONTOS_SERVE_TOKEN: a secret, never printed
     serve_image_roots: tuple[Path, ...] = ()  # ONTOS_SERVE_IMAGE_ROOTS: folders besides files/ requests may name
+    dagster_url: str = "http://127.0.0.1:3000"  # ONTOS_DAGSTER_URL: the Dagster UI that notifications link to
 
     @property
     def dagster_home(self) -> Path:
@@ -78,4 +79,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise SettingsError(f"ONTOS_SENSOR_INTERVAL={interval!r} is not a number of seconds; use an integer >= 1")
     token = env.get("ONTOS_SERVE_TOKEN") or None
     roots = tuple(Path(p).expanduser().resolve() for p in env.get("ONTOS_SERVE_IMAGE_ROOTS", "").split(os.pathsep) if p)
-    return Settings(target, home, catalog, schema, use_cases_dir, int(port_text), int(interval), token, roots)
+    dagster_url = (env.get("ONTOS_DAGSTER_URL") or "http://127.0.0.1:3000").strip().rstrip("/")
+    if not dagster_url.startswith(("http://", "https://")) or len(dagster_url.split("://", 1)[1]) == 0:
+        raise SettingsError(
+            f"ONTOS_DAGSTER_URL={dagster_url!r} is not an http(s) URL; use the Dagster UI's address, "
+            "e.g. http://127.0.0.1:3000"
+        )
+    return Settings(
+        target, home, catalog, schema, use_cases_dir, int(port_text), int(interval), token, roots, dagster_url
+    )

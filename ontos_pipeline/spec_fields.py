@@ -316,6 +316,68 @@ FIELDS: tuple[SpecField, ...] = (
         "Labels newer than the champion's training run needed for a breach to request a retrain",
         ClassDefault("RetrainSpec", "breach_min_new_labels"),
     ),
+    # -- notifications -------------------------------------------------------------------------------------------
+    SpecField(
+        "notifications",
+        "mapping",
+        "Who hears about run failures, gate decisions, new alerts and new annotation tasks; channels name "
+        "environment variables (a secret written here is refused); a channel whose variable is unset is skipped",
+        "{} (no channel)",
+    ),
+    SpecField(
+        "notifications.events",
+        "list of run_failure, gate, alert, tasks",
+        "The events sent",
+        "all four",
+        "[run_failure, gate]",
+    ),
+    SpecField("notifications.slack", "mapping", "A Slack incoming webhook", None, "{}"),
+    SpecField(
+        "notifications.slack.webhook_url_env",
+        "variable name",
+        "Holds the webhook URL",
+        ClassDefault("SlackChannelSpec", "webhook_url_env"),
+    ),
+    SpecField("notifications.email", "mapping", "E-mail over SMTP", None),
+    SpecField("notifications.email.to", "address or list", "Recipients", REQUIRED, "[ml-team@example.com]"),
+    SpecField("notifications.email.from", "address", "Sender", REQUIRED, "ontos@example.com"),
+    SpecField(
+        "notifications.email.smtp_host_env",
+        "variable name",
+        "Holds the SMTP host",
+        ClassDefault("EmailChannelSpec", "smtp_host_env"),
+    ),
+    SpecField(
+        "notifications.email.smtp_port_env",
+        "variable name",
+        "Holds the port (unset: 587, 465 for ssl, 25 for none)",
+        ClassDefault("EmailChannelSpec", "smtp_port_env"),
+    ),
+    SpecField(
+        "notifications.email.smtp_user_env",
+        "variable name",
+        "Holds the login user (unset: no login)",
+        ClassDefault("EmailChannelSpec", "smtp_user_env"),
+    ),
+    SpecField(
+        "notifications.email.smtp_password_env",
+        "variable name",
+        "Holds the login password",
+        ClassDefault("EmailChannelSpec", "smtp_password_env"),
+    ),
+    SpecField(
+        "notifications.email.tls",
+        "starttls, ssl or none",
+        "STARTTLS after connecting, TLS from the start (SMTPS), or plain (a local relay)",
+        ClassDefault("EmailChannelSpec", "tls"),
+    ),
+    SpecField("notifications.webhook", "mapping", "A generic JSON webhook (POST)", None),
+    SpecField(
+        "notifications.webhook.url_env",
+        "variable name",
+        "Holds the URL",
+        ClassDefault("WebhookChannelSpec", "url_env"),
+    ),
     # -- synthetic -----------------------------------------------------------------------------------------------
     SpecField("synthetic", "mapping", "Demo data only: the generator writes the source tables", None),
     SpecField("synthetic.generator", "generator name", "One of synthetic_data/generator.py's", REQUIRED),

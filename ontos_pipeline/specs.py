@@ -172,6 +172,50 @@ class RetrainSpec:
     breach_min_new_labels: int = 20  # labels newer than the champion's training needed to retrain on a breach
 
 
+NOTIFY_EVENTS = ("run_failure", "gate", "alert", "tasks")  # what `notifications.events` may name (default: all)
+
+
+@dataclass(frozen=True)
+class SlackChannelSpec:
+    """A Slack incoming webhook; its URL (a secret) is read from the environment variable named here."""
+
+    webhook_url_env: str = "ONTOS_SLACK_WEBHOOK_URL"
+
+
+@dataclass(frozen=True)
+class EmailChannelSpec:
+    """E-mail over SMTP; host, port, user and password come from the environment variables named here."""
+
+    to: tuple[str, ...]
+    sender: str  # `from` in the YAML
+    smtp_host_env: str = "ONTOS_SMTP_HOST"
+    smtp_port_env: str = "ONTOS_SMTP_PORT"
+    smtp_user_env: str = "ONTOS_SMTP_USER"
+    smtp_password_env: str = "ONTOS_SMTP_PASSWORD"
+    tls: str = "starttls"  # starttls | ssl | none
+
+
+@dataclass(frozen=True)
+class WebhookChannelSpec:
+    """A generic JSON webhook; its URL (a secret: it may carry a token) is read from the environment."""
+
+    url_env: str = "ONTOS_NOTIFY_WEBHOOK_URL"
+
+
+@dataclass(frozen=True)
+class NotificationsSpec:
+    """Who hears about run failures, gate decisions, new alerts and new annotation tasks (no channel: nobody)."""
+
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    slack: SlackChannelSpec | None = None
+    email: EmailChannelSpec | None = None
+    webhook: WebhookChannelSpec | None = None
+
+    @property
+    def channels(self) -> list[SlackChannelSpec | EmailChannelSpec | WebhookChannelSpec]:
+        return [c for c in (self.slack, self.email, self.webhook) if c is not None]
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     generator: str
@@ -194,6 +238,7 @@ class UseCaseSpec:
     serving: ServingSpec
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     retrain: RetrainSpec = field(default_factory=RetrainSpec)
+    notifications: NotificationsSpec = field(default_factory=NotificationsSpec)
 
     @property
     def primary_table(self) -> str:
@@ -359,6 +404,7 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
     serving = _serving(r, r.mapping(r.get(doc, "serving", "", Mapping, {}), "serving"), name)
     monitoring = _monitoring(r, r.mapping(r.get(doc, "monitoring", "", Mapping, {}), "monitoring"))
     retrain = _retrain(r, r.mapping(r.get(doc, "retrain", "", Mapping, {}), "retrain"), sheet)
+    notifications = _notifications(r, r.mapping(r.get(doc, "notifications", "", Mapping, {}), "notifications"))
     return UseCaseSpec(
         name=name,
         title=r.get(doc, "title", "", str, name.replace("_", " ").capitalize()),
@@ -372,6 +418,7 @@ def load_use_case(path: Path | str) -> UseCaseSpec:
         serving=serving,
         monitoring=monitoring,
         retrain=retrain,
+        notifications=notifications,
     )
 
 
@@ -771,3 +818,73 @@ def _retrain(r: _Reader, raw: Mapping[str, Any], sheet: SheetSpec) -> RetrainSpe
         if not 0 <= getattr(spec, key) <= 1:
             raise r.fail(f"{w}.{key}", f"expected a confidence between 0 and 1, got {getattr(spec, key):g}")
     return spec
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMAIL = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
+_SECRET_KEY = re.compile(r"(url|password|token|secret|key)$")
+
+
+def _notifications(r: _Reader, raw: Mapping[str, Any]) -> NotificationsSpec:
+    """`notifications`: channels name environment variables; a secret written into the file is refused."""
+    w = "notifications"
+    r.unknown_keys(raw, w)
+    events = r.get(raw, "events", w, list, list(NOTIFY_EVENTS), expected=f"a list of {', '.join(NOTIFY_EVENTS)}")
+    for i, event in enumerate(events):
+        if event not in NOTIFY_EVENTS:
+            raise r.fail(f"{w}.events[{i}]", f"unknown event {event!r}; expected one of {', '.join(NOTIFY_EVENTS)}")
+
+    def channel(key: str) -> Mapping[str, Any] | None:
+        if key not in raw:
+            return None
+        where = f"{w}.{key}"
+        obj = r.mapping(raw[key] if raw[key] is not None else {}, where)
+        allowed = allowed_keys(where)
+        for k in obj:
+            if k not in allowed and _SECRET_KEY.search(k):
+                raise r.fail(
+                    f"{where}.{k}",
+                    "secrets are not written into use-case files; put the value in an environment variable and name "
+                    f"that variable in one of {', '.join(sorted(a for a in allowed if a.endswith('_env')))}",
+                )
+        r.unknown_keys(obj, where)
+        return obj
+
+    def env(obj: Mapping[str, Any], key: str, where: str, default: str) -> str:
+        value = r.get(obj, key, where, str, default)
+        if not _ENV_NAME.match(value):  # never echo it: it may be the secret itself
+            raise r.fail(
+                f"{where}.{key}",
+                "expected the name of an environment variable (letters, digits, _), not a value; secrets and "
+                "addresses come from the environment only",
+            )
+        return value
+
+    slack_raw, email_raw, hook_raw = channel("slack"), channel("email"), channel("webhook")
+    slack = email = webhook = None
+    if slack_raw is not None:
+        slack = SlackChannelSpec(env(slack_raw, "webhook_url_env", f"{w}.slack", "ONTOS_SLACK_WEBHOOK_URL"))
+    if hook_raw is not None:
+        webhook = WebhookChannelSpec(env(hook_raw, "url_env", f"{w}.webhook", "ONTOS_NOTIFY_WEBHOOK_URL"))
+    if email_raw is not None:
+        e = f"{w}.email"
+        to = r.get(email_raw, "to", e, (list, str), expected="an address or a list of addresses")
+        to = [to] if isinstance(to, str) else to
+        if not to:
+            raise r.fail(f"{e}.to", "expected at least one address")
+        for i, address in enumerate(to):
+            if not isinstance(address, str) or not _EMAIL.match(address):
+                raise r.fail(f"{e}.to[{i}]", f"{address!r} is not an e-mail address")
+        sender = r.get(email_raw, "from", e, str, expected="an e-mail address")
+        if not _EMAIL.match(sender):
+            raise r.fail(f"{e}.from", f"{sender!r} is not an e-mail address")
+        email = EmailChannelSpec(
+            to=tuple(to),
+            sender=sender,
+            smtp_host_env=env(email_raw, "smtp_host_env", e, "ONTOS_SMTP_HOST"),
+            smtp_port_env=env(email_raw, "smtp_port_env", e, "ONTOS_SMTP_PORT"),
+            smtp_user_env=env(email_raw, "smtp_user_env", e, "ONTOS_SMTP_USER"),
+            smtp_password_env=env(email_raw, "smtp_password_env", e, "ONTOS_SMTP_PASSWORD"),
+            tls=r.choice(email_raw, "tls", e, ("starttls", "ssl", "none"), "starttls"),
+        )
+    return NotificationsSpec(tuple(dict.fromkeys(events)), slack, email, webhook)

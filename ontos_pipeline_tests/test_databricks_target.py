@@ -138,7 +138,9 @@ def test_definitions_load_under_both_targets_without_network(monkeypatch, home):
         {k: r.model_dump() for k, r in remote.resources.items() if hasattr(r, "model_dump")}, default=str
     )
     assert PLACEHOLDER_TOKEN not in resource_config and "placeholder.cloud" not in resource_config
-    assert [s.name for s in remote.sensors] == []  # the feedback sensor reads local tables only
+    # the feedback sensor reads local tables only; the notification sensors read the instance and their outbox
+    assert [s.name for s in remote.sensors] == ["run_failure_notification_sensor", "notification_retry_sensor"]
+    assert remote.resources["notifier"].outbox_dir == str(home / "notifications")  # the orchestrator's own
 
 
 @pytest.mark.parametrize(

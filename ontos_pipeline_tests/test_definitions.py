@@ -95,7 +95,7 @@ def test_definitions_load_validate_and_partition_by_use_case(home):
         "serving_endpoint",
     }
     sensor = defs.resolve_sensor_def("feedback_retrain_sensor")
-    assert sensor.job_name == RETRAIN and sensor.default_status.value == "RUNNING"
+    assert {j.name for j in sensor.jobs} == {RETRAIN, IMPROVE} and sensor.default_status.value == "RUNNING"
     improve = defs.resolve_job_def(IMPROVE)
     assert {k.to_user_string() for k in improve.asset_layer.executable_asset_keys} == {"gap_report", "annotation_tasks"}
     monitor = defs.resolve_job_def(MONITOR)

@@ -66,7 +66,11 @@ def describe(defs: Definitions) -> dict:
             "partitions": [r.partition_key for r in requests],
         }
     sensors = {
-        s.name: {"job": s.job_name, "interval": s.minimum_interval_seconds, "default_status": s.default_status.value}
+        s.name: {
+            "jobs": sorted(t.job_name for t in s.targets),  # the retrain sensor requests two, the notifiers none
+            "interval": s.minimum_interval_seconds,
+            "default_status": s.default_status.value,
+        }
         for s in defs.sensors or []
     }
     return {
@@ -113,4 +117,6 @@ def test_asset_specs_checks_jobs_and_run_keys_per_target_match_the_snapshot(data
     # the two targets differ only where they must: the sensor reads local tables
     local, remote = current["local"], current["databricks"]
     assert local["assets"] == remote["assets"] and local["jobs"] == remote["jobs"]
-    assert remote["sensors"] == {} and set(local["sensors"]) == {"feedback_retrain_sensor"}
+    notifications = {"run_failure_notification_sensor", "notification_retry_sensor"}  # they read the instance only
+    assert set(remote["sensors"]) == notifications
+    assert set(local["sensors"]) == {"feedback_retrain_sensor"} | notifications

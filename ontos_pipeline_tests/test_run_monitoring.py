@@ -104,7 +104,8 @@ def test_a_run_killed_with_kill_9_is_marked_failed_and_retried_once(tmp_path, mo
         )
         assert failed.status == DagsterRunStatus.FAILURE and len(retry) == 1
         messages = [e.message for e in instance.all_logs(run.run_id)]
-        assert any(f"run worker process {pid} is gone" in (m or "") for m in messages), "\n".join(m or "" for m in messages)
+        log = "\n".join(m or "" for m in messages)
+        assert f"run worker process {pid} is gone" in log, log
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult
 
 from ontos_pipeline.deploy import endpoints
+from ontos_pipeline.notify.messages import gate_notice, kept_key
 from ontos_pipeline.platform.model_store import CHALLENGER
-from ontos_pipeline.resources.base import LakehouseResource, ModelStoreResource, ServingResource, UseCasesResource
+from ontos_pipeline.resources.base import (
+    LakehouseResource,
+    ModelStoreResource,
+    NotifierResource,
+    ServingResource,
+    UseCasesResource,
+)
 from ontos_pipeline.steps import Step
 from ontos_pipeline.train.evaluation import GateResult, stored_evaluation
 
@@ -19,6 +27,7 @@ def serving_endpoint(
     use_cases: UseCasesResource,
     mlflow_store: ModelStoreResource,
     serving: ServingResource,
+    notifier: NotifierResource,
 ) -> MaterializeResult:
     spec, lh, store = use_cases.get(context.partition_key), lakehouse.get(), mlflow_store.get()
     challenger = store.version(spec.name, CHALLENGER)
@@ -36,6 +45,24 @@ def serving_endpoint(
     serving.publish(spec, event)
     if event.event == "keep":
         context.log.warning(f"{spec.serving.endpoint_name}: {event.reason}")
+    # told: a deploy, and a champion kept because the challenger failed its gate (not a re-run that changed nothing)
+    key = f"gate:{event.event_id}" if event.event == "deploy" else None
+    if event.event == "keep" and gate is not None and not gate.passed:
+        key = kept_key(spec.name, challenger.version)
+    if key:
+        notice = gate_notice(
+            notifier.dagster_url,
+            context.run_id,
+            key,
+            use_case=spec.name,
+            endpoint=event.endpoint_name,
+            decision=event.event,
+            served_version=event.served_version,
+            previous_version=event.previous_version,
+            reason=event.reason,
+            rules=[asdict(r) for r in gate.rules] if gate else [],
+        )
+        notifier.get(context.log).notify(spec.notifications, notice)
     return MaterializeResult(
         data_version=DataVersion(f"{event.endpoint_name}@{event.served_version}"),
         metadata={

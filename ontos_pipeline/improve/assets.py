@@ -20,7 +20,14 @@ from ontos_pipeline.improve import tasks as tasks_stage
 from ontos_pipeline.improve.retrain import CursorEntry, arrivals, feedback_data_version
 from ontos_pipeline.label.feedback import FEEDBACK
 from ontos_pipeline.metadata import md_counts, md_table
-from ontos_pipeline.resources.base import LakehouseResource, ModelStoreResource, SparkResource, UseCasesResource
+from ontos_pipeline.notify.messages import tasks_notice
+from ontos_pipeline.resources.base import (
+    LakehouseResource,
+    ModelStoreResource,
+    NotifierResource,
+    SparkResource,
+    UseCasesResource,
+)
 from ontos_pipeline.steps import Step, step_inputs
 
 
@@ -100,6 +107,7 @@ def annotation_tasks(
     lakehouse: LakehouseResource,
     use_cases: UseCasesResource,
     mlflow_store: ModelStoreResource,
+    notifier: NotifierResource,
 ) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     store = mlflow_store.get()
@@ -112,6 +120,9 @@ def annotation_tasks(
     plan = tasks_stage.record_tasks(lh, spec, stored, scored)
     kinds = {g["gap_id"]: g["kind"] for g in stored}
     open_tasks = [t for t in tasks_stage.list_tasks(lh, spec.name) if t["status"] in tasks_stage.OPEN]
+    if plan.tasks:  # one notice for the new tasks: how many, and the most urgent
+        notice = tasks_notice(notifier.dagster_url, context.run_id, spec.name, plan.tasks, len(open_tasks))
+        notifier.get(context.log).notify(spec.notifications, notice)
     new_tasks = [
         {
             "task": t["task_id"],

@@ -18,8 +18,15 @@ from dagster import (
 from ontos_pipeline.metadata import md_counts, md_table
 from ontos_pipeline.monitor import monitoring as monitoring_stage
 from ontos_pipeline.monitor.alerts import raise_alerts
+from ontos_pipeline.notify.messages import alerts_notice
 from ontos_pipeline.platform.model_store import CHAMPION
-from ontos_pipeline.resources.base import LakehouseResource, ModelStoreResource, SparkResource, UseCasesResource
+from ontos_pipeline.resources.base import (
+    LakehouseResource,
+    ModelStoreResource,
+    NotifierResource,
+    SparkResource,
+    UseCasesResource,
+)
 from ontos_pipeline.steps import Check, Step, step_inputs
 from ontos_pipeline.train.tracking import PACK
 
@@ -91,6 +98,7 @@ def monitoring_report(
     lakehouse: LakehouseResource,
     use_cases: UseCasesResource,
     mlflow_store: ModelStoreResource,
+    notifier: NotifierResource,
 ) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     store = mlflow_store.get()
@@ -104,6 +112,9 @@ def monitoring_report(
     lh.append_records(monitoring_stage.REPORTS, [report.record()])
     breaches = monitoring_stage.breaches(report, spec)
     opened = raise_alerts(lh, spec.name, breaches, report.report_id)
+    if opened:  # a breach that persists opens no alert, so it is told once
+        notice = alerts_notice(notifier.dagster_url, context.run_id, spec.name, opened)
+        notifier.get(context.log).notify(spec.notifications, notice)
     drift_rows = [d.record() for d in report.drift]
     return MaterializeResult(
         metadata={

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from ontos_pipeline.deploy.endpoints import EndpointEvent
+    from ontos_pipeline.notify.notifier import Notifier
     from ontos_pipeline.platform.lakehouse import Lakehouse
     from ontos_pipeline.platform.model_store import ModelStore
     from ontos_pipeline.steps import Step
@@ -81,6 +82,20 @@ class SparkResource(ConfigurableResource):
         from ontos_pipeline.platform.spark_session import get_spark
 
         return get_spark()
+
+
+class NotifierResource(ConfigurableResource):
+    """Notifications (Slack, e-mail, a JSON webhook) with a durable outbox in `outbox_dir`. Which channels hear
+    about what is each use case's `notifications` spec; their secrets are read from the environment when a notice
+    is sent, so nothing secret is configured here (resource config is shown in the Dagster UI)."""
+
+    outbox_dir: str
+    dagster_url: str = "http://127.0.0.1:3000"  # ONTOS_DAGSTER_URL: where the notices' links point
+
+    def get(self, log=None) -> Notifier:
+        from ontos_pipeline.notify.notifier import Notifier
+
+        return Notifier(self.outbox_dir, self.dagster_url, log=log)
 
 
 class UseCasesResource(ConfigurableResource):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
-from ontos_pipeline.resources.base import SparkResource, UseCasesResource
+from ontos_pipeline.resources.base import NotifierResource, SparkResource, UseCasesResource
 from ontos_pipeline.settings import Settings, SettingsError
 
 
@@ -28,6 +29,7 @@ def local_resources(settings: Settings) -> dict:
         "serving": LocalServingResource(port=settings.serve_port),
         "trainer": LocalTrainerResource(),
         "compute": InProcessCompute(),
+        "notifier": _notifier(settings, settings.home / "files" / "notifications"),
     }
 
 
@@ -35,6 +37,7 @@ def databricks_resources(settings: Settings) -> dict:
     """Unity Catalog, the workspace MLflow and Model Serving; steps run in this process (a cluster's entry point).
     The orchestrator replaces `compute` with the Pipes client (`orchestrator_resources`)."""
     from ontos_pipeline.databricks.config import volume_from_env
+    from ontos_pipeline.platform.files import fuse_path
     from ontos_pipeline.resources.databricks import (
         DatabricksMlflowResource,
         DatabricksServingResource,
@@ -56,6 +59,8 @@ def databricks_resources(settings: Settings) -> dict:
         "serving": DatabricksServingResource(catalog=settings.catalog, schema_name=settings.schema),
         "trainer": LocalTrainerResource(),
         "compute": InProcessCompute(),
+        # steps on a cluster keep their outbox in the volume (the cluster's environment holds the channels' secrets)
+        "notifier": _notifier(settings, fuse_path(f"{volume}/notifications")),
     }
 
 
@@ -79,7 +84,16 @@ def orchestrator_resources(settings: Settings) -> dict:
         config = load_databricks_config(settings.catalog, settings.schema)
     except DatabricksConfigError as exc:
         raise SettingsError(str(exc)) from None
-    return {**data_plane_resources(settings), "compute": DatabricksCompute.from_config(config, settings.use_cases_dir)}
+    return {
+        **data_plane_resources(settings),
+        "compute": DatabricksCompute.from_config(config, settings.use_cases_dir),
+        # the sensors run here, not on a cluster: their outbox is the orchestrator's own
+        "notifier": _notifier(settings, settings.home / "notifications"),
+    }
+
+
+def _notifier(settings: Settings, outbox: Path | str) -> NotifierResource:
+    return NotifierResource(outbox_dir=str(outbox), dagster_url=settings.dagster_url)
 
 
 def _shared(settings: Settings) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from dagster import (
@@ -22,11 +23,13 @@ from ontos_pipeline.generate.template import current_template
 from ontos_pipeline.generate.training_sheet import QA, current_training_sheet
 from ontos_pipeline.label.labels import prohibited_for_training
 from ontos_pipeline.metadata import check_result, first_values, md_table
+from ontos_pipeline.notify.messages import gate_notice, kept_key
 from ontos_pipeline.platform.checks import CheckOutcome
 from ontos_pipeline.platform.model_store import CHALLENGER, CHAMPION
 from ontos_pipeline.resources.base import (
     LakehouseResource,
     ModelStoreResource,
+    NotifierResource,
     SparkResource,
     TrainerResource,
     UseCasesResource,
@@ -211,6 +214,28 @@ def trained_model(
 
 
 # -- model_evaluation ------------------------------------------------------------------------------------------
+def _notify_kept(context, notifier: NotifierResource, spec, store, version, gate) -> None:
+    """The gate decision "champion kept", with the rules' numbers (serving_endpoint tells it under the same key)."""
+    champion = store.version(spec.name, CHAMPION)
+    served = str(champion.version) if champion else None
+    reason = f"gate failed for version {version}: {gate.summary()}" + (
+        "" if served else "; nothing is served until a version passes"
+    )
+    notice = gate_notice(
+        notifier.dagster_url,
+        context.run_id,
+        kept_key(spec.name, version),
+        use_case=spec.name,
+        endpoint=spec.serving.endpoint_name,
+        decision="keep",
+        served_version=served,
+        previous_version=served,
+        reason=reason,
+        rules=[asdict(r) for r in gate.rules],
+    )
+    notifier.get(context.log).notify(spec.notifications, notice)
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -227,6 +252,7 @@ def model_evaluation(
     use_cases: UseCasesResource,
     mlflow_store: ModelStoreResource,
     trainer: TrainerResource,
+    notifier: NotifierResource,
 ) -> MaterializeResult:
     spec, session, lh = step_inputs(context, use_cases, spark, lakehouse)
     store = mlflow_store.get()
@@ -261,6 +287,8 @@ def model_evaluation(
     store.client().set_model_version_tag(
         store.model_name(spec.name), challenger.version, "gate", "passed" if result.gate.passed else "failed"
     )
+    if not result.gate.passed:  # the blocking gate stops a full run here: the champion stays, told now
+        _notify_kept(context, notifier, spec, store, challenger.version, result.gate)
     m = result.metric
     return MaterializeResult(
         metadata={
