@@ -11,11 +11,11 @@ TARGET_INDEPENDENT = {"ui", "specs", "engine"}  # the other commands read or wri
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ontos_pipeline.cli import data, rebuild, review, serving, tasks, workbench
+    from ontos_pipeline.cli import data, rebuild, review, serving, tasks, trace, workbench
 
     parser = argparse.ArgumentParser(prog="ontos", description="Ontos Pipeline: the fine-tuning data loop on Dagster.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (workbench, data, review, rebuild, serving, tasks):
+    for group in (workbench, data, review, rebuild, serving, tasks, trace):
         group.add_parsers(sub)
     return parser
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult
 
 from ontos_pipeline.deploy import endpoints
+from ontos_pipeline.deploy.trace import endpoint_trace
 from ontos_pipeline.notify.messages import gate_notice, kept_key
 from ontos_pipeline.platform.model_store import CHALLENGER
 from ontos_pipeline.resources.base import (
@@ -76,6 +77,7 @@ def serving_endpoint(
             "url": serving.url(spec),
             "try_it": f"uv run ontos serve  # then: curl -s {serving.url(spec)} -H 'Content-Type: application/json' "
             "-d '{\"dataframe_records\": [{...item columns...}]}'",
+            **endpoint_trace(lh, store, spec.name, event.served_version),
         },
     )
 
