@@ -212,6 +212,55 @@ FIELDS: tuple[SpecField, ...] = (
         "How PHI-tagged columns reach the inference log: replaced, keyed hash (ONTOS_LOG_KEY), or PHI patterns masked",
         ClassDefault("ServingSpec", "log_phi"),
     ),
+    SpecField(
+        "serving.guardrails",
+        "mapping",
+        "Guardrails on the endpoint (README, Guardrails); on Databricks, AI Gateway guardrails and rate limits",
+        "{}",
+    ),
+    SpecField(
+        "serving.guardrails.pii", "mapping", "PII (e-mail, phone, SSN, date of birth) in requests and answers", "{}"
+    ),
+    SpecField(
+        "serving.guardrails.pii.inputs",
+        "off, redact or refuse",
+        "PII in a request: the model sees it masked (`[EMAIL]`), or the request gets a 400 naming rule and column",
+        ClassDefault("PiiGuardrailSpec", "inputs"),
+    ),
+    SpecField(
+        "serving.guardrails.pii.outputs",
+        "off, redact or refuse",
+        "PII in an answer: masked, or the answer is withheld (400)",
+        ClassDefault("PiiGuardrailSpec", "outputs"),
+    ),
+    SpecField(
+        "serving.guardrails.enforce_response_schema",
+        "true or false",
+        "An answer that does not validate against the response schema is not returned (400)",
+        ClassDefault("GuardrailsSpec", "enforce_response_schema"),
+    ),
+    SpecField(
+        "serving.guardrails.confidence_floor",
+        "number 0..1",
+        "Below it the answer is an abstain and the item is queued for human review (an annotation task)",
+        ClassDefault("GuardrailsSpec", "confidence_floor"),
+        "0.4",
+    ),
+    SpecField("serving.guardrails.rate_limit", "mapping", "A token bucket per caller (token name); over it: 429"),
+    SpecField(
+        "serving.guardrails.rate_limit.requests_per_minute",
+        "integer >= 1",
+        "Refill rate of the bucket",
+        REQUIRED,
+        "600",
+    ),
+    SpecField(
+        "serving.guardrails.rate_limit.burst",
+        "integer >= 1",
+        "Bucket size: requests allowed at once",
+        "requests_per_minute / 10",
+        "60",
+    ),
     SpecField("monitoring", "mapping", "Monitoring window and alert thresholds", "{}"),
     SpecField(
         "monitoring.window_minutes",

@@ -135,12 +135,55 @@ class TrainingSpec:
     image_size: int = 8  # images become image_size x image_size RGB pixels for the local trainer
 
 
+PII_ACTIONS = ("off", "redact", "refuse")  # what a PII guardrail does with e-mail, phone, SSN, date of birth found
+
+
+@dataclass(frozen=True)
+class PiiGuardrailSpec:
+    """PII in what the model sees (`inputs`) and in what the caller gets (`outputs`): off | redact | refuse."""
+
+    inputs: str = "off"
+    outputs: str = "off"
+
+    @property
+    def active(self) -> bool:
+        return self.inputs != "off" or self.outputs != "off"
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    """A token bucket per caller (serving token name): `burst` requests at once, refilled at requests_per_minute."""
+
+    requests_per_minute: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class GuardrailsSpec:
+    """Guardrails of the endpoint (the defaults guard nothing: an endpoint without them answers as before)."""
+
+    pii: PiiGuardrailSpec = field(default_factory=PiiGuardrailSpec)
+    enforce_response_schema: bool = False  # an answer that does not validate against the response schema: refused
+    confidence_floor: float | None = None  # below: an abstain, and the item is queued for human review
+    rate_limit: RateLimitSpec | None = None
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.pii.active
+            or self.enforce_response_schema
+            or self.confidence_floor is not None
+            or self.rate_limit is not None
+        )
+
+
 @dataclass(frozen=True)
 class ServingSpec:
     endpoint_name: str
     max_rows_per_request: int = 1000
     max_body_bytes: int = 5_000_000
     log_phi: str = "redact"  # how PHI-tagged columns reach the inference log: redact | hash | mask
+    guardrails: GuardrailsSpec = field(default_factory=GuardrailsSpec)
 
 
 @dataclass(frozen=True)
@@ -754,10 +797,43 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
         r.get(raw, "max_rows_per_request", "serving", int, 1000),
         r.get(raw, "max_body_bytes", "serving", int, 5_000_000),
         r.choice(raw, "log_phi", "serving", LOG_PHI, "redact"),
+        _guardrails(r, r.mapping(r.get(raw, "guardrails", "serving", Mapping, {}), "serving.guardrails")),
     )
     if spec.max_rows_per_request < 1 or spec.max_body_bytes < 1024:
         raise r.fail("serving", "max_rows_per_request must be >= 1 and max_body_bytes >= 1024")
     return spec
+
+
+def _guardrails(r: _Reader, raw: Mapping[str, Any]) -> GuardrailsSpec:
+    w = "serving.guardrails"
+    r.unknown_keys(raw, w)
+    pii_raw = r.mapping(r.get(raw, "pii", w, Mapping, {}), f"{w}.pii")
+    r.unknown_keys(pii_raw, f"{w}.pii")
+    pii = PiiGuardrailSpec(
+        r.choice(pii_raw, "inputs", f"{w}.pii", PII_ACTIONS, "off"),
+        r.choice(pii_raw, "outputs", f"{w}.pii", PII_ACTIONS, "off"),
+    )
+    floor = r.get(raw, "confidence_floor", w, (int, float), None)
+    if floor is not None and not 0 < floor <= 1:
+        raise r.fail(f"{w}.confidence_floor", f"expected a confidence above 0 and at most 1, got {floor:g}")
+    limit = None
+    if raw.get("rate_limit") is not None:
+        lw = f"{w}.rate_limit"
+        lraw = r.mapping(raw["rate_limit"], lw)
+        r.unknown_keys(lraw, lw)
+        rpm = r.get(lraw, "requests_per_minute", lw, int)
+        burst = r.get(lraw, "burst", lw, int, max(1, rpm // 10))
+        if rpm < 1:
+            raise r.fail(f"{lw}.requests_per_minute", f"expected at least 1 request per minute, got {rpm}")
+        if burst < 1:
+            raise r.fail(f"{lw}.burst", f"expected a burst of at least 1 request, got {burst}")
+        limit = RateLimitSpec(rpm, burst)
+    return GuardrailsSpec(
+        pii,
+        r.get(raw, "enforce_response_schema", w, bool, False),
+        None if floor is None else float(floor),
+        limit,
+    )
 
 
 def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:

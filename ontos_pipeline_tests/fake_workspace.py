@@ -14,7 +14,9 @@ local subprocesses. Paths, methods, query parameters, bodies and answers follow 
 - Jobs 2.2 (2.0 and 2.1 accepted too): `POST jobs/runs/submit`, `GET jobs/runs/get`, `POST jobs/runs/cancel`,
   `GET jobs/runs/get-output` (task run ids only, as on Databricks); `GET /api/2.1/clusters/get` for existing clusters.
 - Serving 2.0: `POST|GET /api/2.0/serving-endpoints`, `GET|DELETE /api/2.0/serving-endpoints/{name}`,
-  `PUT .../{name}/config`, `PUT .../{name}/ai-gateway`. Updates are applied at once (never `pending_config`).
+  `PUT .../{name}/config`, `PUT .../{name}/ai-gateway`. Updates are applied at once (never `pending_config`). An
+  AI Gateway config (at create or PUT) is checked as the service does: PII behaviour NONE, BLOCK or MASK; rate
+  limits with integer `calls`, `renewal_period` minute and a known `key`.
 - Unity Catalog 2.1: `GET|DELETE /api/2.1/unity-catalog/models/{full_name}`,
   `GET|PUT|DELETE /api/2.1/unity-catalog/models/{full_name}/aliases/{alias}`, backed by `models`.
 
@@ -999,6 +1001,20 @@ class FakeWorkspace:
         )
 
     # -- Serving endpoints -------------------------------------------------------------------------------------
+    def _check_gateway(self, gateway: dict) -> None:
+        for side in ("input", "output"):
+            behavior = (((gateway.get("guardrails") or {}).get(side) or {}).get("pii") or {}).get("behavior", "NONE")
+            if behavior not in ("NONE", "BLOCK", "MASK"):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid PII behavior {behavior!r} for {side}")
+        for limit in gateway.get("rate_limits") or []:
+            calls = limit.get("calls")
+            if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "A rate limit needs an integer number of calls")
+            if limit.get("renewal_period") != "minute":
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "A rate limit's renewal_period must be minute")
+            if limit.get("key", "user") not in ("user", "endpoint", "user_group", "service_principal"):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Unknown rate limit key {limit.get('key')!r}")
+
     def _check_config(self, config: dict) -> None:
         entities = config.get("served_entities") or config.get("served_models") or []
         names = []
@@ -1085,6 +1101,7 @@ class FakeWorkspace:
                 f"Invalid endpoint name {name!r}: letters, digits, '-' and '_', at most 63 characters",
             )
         self._check_config(body.get("config") or {})
+        self._check_gateway(body.get("ai_gateway") or {})
         with self._lock:
             if name in self.endpoints:
                 raise ApiError(400, "RESOURCE_ALREADY_EXISTS", f"Endpoint with name '{name}' already exists.")
@@ -1131,6 +1148,7 @@ class FakeWorkspace:
     def _endpoint_put_ai_gateway(self, record: Recorded, raw: bytes, name: str) -> _Answer:
         stored = self._endpoint(name)
         body = self._json(raw)
+        self._check_gateway(body)
         with self._lock:
             stored["ai_gateway"] = body
             self._endpoint_meta[name]["updated"] = _now_ms()

@@ -3,6 +3,8 @@ versions, a challenger share, no-op syncs, rollback, AI Gateway repair and permi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from databricks.sdk import WorkspaceClient
 
@@ -209,3 +211,44 @@ def test_the_request_log_the_sdk_appends_never_reaches_the_message():
     assert server_message(OSError(raw)) == "the server's answer could not be parsed"
     assert "dapi0123" not in server_message(OSError("token dapi0123456789abcdef0123 refused"))
     assert server_message(OSError("Authorization: Bearer abc")) == "Authorization: [redacted]"
+
+
+def test_the_use_cases_guardrails_configure_the_ai_gateway(ws, client):
+    from ontos_pipeline.specs import GuardrailsSpec, PiiGuardrailSpec, RateLimitSpec
+
+    declared = GuardrailsSpec(
+        PiiGuardrailSpec(inputs="redact", outputs="refuse"), True, 0.4, RateLimitSpec(requests_per_minute=600, burst=60)
+    )
+    table = {
+        "catalog_name": "ontos",
+        "schema_name": "workbench",
+        "table_name_prefix": "invoice_fields",
+        "enabled": True,
+    }
+    gateway = {
+        "inference_table_config": table,
+        "guardrails": {"input": {"pii": {"behavior": "MASK"}}, "output": {"pii": {"behavior": "BLOCK"}}},
+        "rate_limits": [{"calls": 600, "renewal_period": "minute", "key": "user"}],
+    }
+    assert sync_endpoint(client, ENDPOINT, MODEL, "3", guardrails=declared, **PLACE) == "created"
+    (create,) = ws.calls(SERVING + "$", "POST")
+    assert create.body["ai_gateway"] == gateway  # the burst, the schema and the floor stay local
+    # read back (the SDK cannot parse MASK): nothing to change
+    assert sync_endpoint(client, ENDPOINT, MODEL, "3", guardrails=declared, **PLACE) == "unchanged"
+    assert ws.calls("ai-gateway") == []
+
+    # the declarations change: one PUT with the whole gateway config, the inference table kept as it is
+    looser = replace(declared, pii=PiiGuardrailSpec(inputs="refuse"), rate_limit=RateLimitSpec(1200, 100))
+    assert sync_endpoint(client, ENDPOINT, MODEL, "3", guardrails=looser, **PLACE) == "updated"
+    (put,) = ws.calls(SERVING + f"/{ENDPOINT}/ai-gateway$", "PUT")
+    assert put.body == {
+        "inference_table_config": table,
+        "guardrails": {"input": {"pii": {"behavior": "BLOCK"}}},
+        "rate_limits": [{"calls": 1200, "renewal_period": "minute", "key": "user"}],
+    }
+    assert ws.endpoints[ENDPOINT]["ai_gateway"] == put.body and _puts(ws) == []
+    # no guardrails declared: none on the gateway; without declarations (None) the gateway's are kept
+    assert sync_endpoint(client, ENDPOINT, MODEL, "3", guardrails=GuardrailsSpec(), **PLACE) == "updated"
+    assert ws.calls(SERVING + f"/{ENDPOINT}/ai-gateway$", "PUT")[-1].body == {"inference_table_config": table}
+    assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "unchanged"
+    assert ws.server_errors == []

@@ -11,7 +11,8 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.inference_log (
   status_code INT NOT NULL,
   error STRING,
   caller STRING COMMENT 'who called: the name of the serving token',
-  client_request_id STRING COMMENT 'the X-Request-Id the client sent, if any (not unique)'
+  client_request_id STRING COMMENT 'the X-Request-Id the client sent, if any (not unique)',
+  guardrails STRING COMMENT 'JSON list of guardrail decisions (rule, stage, action, column or field, counts; never the PII)'
 )
 USING DELTA
 COMMENT 'Inference log';

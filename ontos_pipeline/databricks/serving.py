@@ -4,6 +4,11 @@ Pure functions (no Dagster). `sync_endpoint` makes an endpoint serve the champio
 share of the traffic) and log every request to an AI Gateway inference table in `<catalog>.<schema>`; it never waits
 for the endpoint to become ready. Rolling back is `sync_endpoint` with the older version.
 
+Given the use case's `serving.guardrails`, the endpoint's AI Gateway guardrails and rate limits become what it
+declares (`gateway_config`): PII `redact` -> `MASK`, `refuse` -> `BLOCK` on input and output, and the rate limit ->
+`{calls: requests_per_minute, renewal_period: minute, key: user}` (the gateway's limit has no burst). The response
+schema and the confidence floor have no AI Gateway counterpart: the local server enforces them.
+
 Errors from the workspace become `ServingSyncError`: the message names the endpoint, the operation and the server's
 message, and says which permission to check. It never includes request headers or tokens.
 """
@@ -11,12 +16,19 @@ message, and says which permission to check. It never includes request headers o
 from __future__ import annotations
 
 import re
+from enum import Enum
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, ResourceConflict, Unauthenticated
 from databricks.sdk.service.serving import (
     AiGatewayConfig,
+    AiGatewayGuardrailParameters,
+    AiGatewayGuardrailPiiBehavior,
+    AiGatewayGuardrails,
     AiGatewayInferenceTableConfig,
+    AiGatewayRateLimit,
+    AiGatewayRateLimitKey,
+    AiGatewayRateLimitRenewalPeriod,
     EndpointCoreConfigInput,
     Route,
     ServedEntityInput,
@@ -25,6 +37,7 @@ from databricks.sdk.service.serving import (
 )
 
 from ontos_pipeline.platform.tables import table_name_prefix
+from ontos_pipeline.specs import GuardrailsSpec
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 MAX_NAME = 63  # Databricks endpoint and served entity names: letters, digits, '-' and '_'
@@ -114,6 +127,60 @@ def inference_tables(catalog: str, schema: str, endpoint_name: str) -> AiGateway
     )
 
 
+class PiiBehavior(Enum):
+    """The REST API's PII behaviours (databricks-sdk 0.60's enum lacks MASK; the SDK serializes `.value`)."""
+
+    NONE = "NONE"
+    BLOCK = "BLOCK"
+    MASK = "MASK"
+
+
+PII_BEHAVIOR = {"off": PiiBehavior.NONE, "redact": PiiBehavior.MASK, "refuse": PiiBehavior.BLOCK}
+
+
+def gateway_config(
+    catalog: str, schema: str, endpoint_name: str, guardrails: GuardrailsSpec | None = None
+) -> AiGatewayConfig:
+    """The AI Gateway config of an endpoint: its inference table, and the guardrails and rate limit declared."""
+    config = inference_tables(catalog, schema, endpoint_name)
+    if guardrails is None:
+        return config
+
+    def pii(action: str) -> AiGatewayGuardrailParameters | None:
+        if action == "off":
+            return None
+        return AiGatewayGuardrailParameters(pii=AiGatewayGuardrailPiiBehavior(behavior=PII_BEHAVIOR[action]))  # type: ignore[arg-type]
+
+    if guardrails.pii.active:
+        config.guardrails = AiGatewayGuardrails(input=pii(guardrails.pii.inputs), output=pii(guardrails.pii.outputs))
+    if guardrails.rate_limit is not None:
+        config.rate_limits = [
+            AiGatewayRateLimit(
+                calls=guardrails.rate_limit.requests_per_minute,
+                key=AiGatewayRateLimitKey.USER,
+                renewal_period=AiGatewayRateLimitRenewalPeriod.MINUTE,
+            )
+        ]
+    return config
+
+
+def _rules(config: AiGatewayConfig | None) -> tuple:
+    """The guardrails and rate limits of a gateway config, comparable between what is read and what is wanted."""
+
+    def pii(params: AiGatewayGuardrailParameters | None) -> str:
+        if params is None or params.pii is None:
+            return "NONE"
+        # databricks-sdk 0.60 reads the newer API value MASK as None (its enum has BLOCK and NONE only)
+        return "MASK" if params.pii.behavior is None else params.pii.behavior.value
+
+    guards = config.guardrails if config else None
+    limits = sorted(
+        (r.calls, r.key.value if r.key else None, r.renewal_period.value if r.renewal_period else None, r.principal)
+        for r in ((config.rate_limits if config else None) or [])
+    )
+    return pii(guards.input if guards else None), pii(guards.output if guards else None), tuple(limits)
+
+
 def sync_endpoint(
     client: WorkspaceClient,
     endpoint_name: str,
@@ -126,9 +193,12 @@ def sync_endpoint(
     challenger_percent: int = 0,
     workload_size: str = "Small",
     scale_to_zero: bool = True,
+    guardrails: GuardrailsSpec | None = None,
 ) -> str:
     """Make `endpoint_name` serve `champion` (plus `challenger` on `challenger_percent` of the traffic) with
     inference tables in `catalog.schema`. Returns "created", "updated" or "unchanged"; does not wait for readiness.
+    With `guardrails` (the use case's `serving.guardrails`), the AI Gateway guardrails and rate limits become the
+    declared ones (none declared: none); without, whatever the gateway has is kept.
 
     A rollback is the same call with the older version."""
     if not _ENDPOINT.match(str(endpoint_name)):
@@ -138,7 +208,7 @@ def sync_endpoint(
     )
     if traffic is None:  # explicit, so that leaving a champion/challenger split sends all traffic back
         traffic = TrafficConfig(routes=[Route(served_entity_name=entities[0].name, traffic_percentage=100)])
-    gateway = inference_tables(catalog, schema, endpoint_name)
+    gateway = gateway_config(catalog, schema, endpoint_name, guardrails)
     where = _Where(endpoint_name, model_name, catalog, schema)
     try:
         current = client.serving_endpoints.get(endpoint_name)
@@ -157,8 +227,12 @@ def sync_endpoint(
         )
         return CREATED
     changed = False
-    if not _same_inference_table(current.ai_gateway, gateway.inference_table_config):
-        _put_inference_table(client, where, current.ai_gateway, gateway.inference_table_config)
+    same_table = _same_inference_table(current.ai_gateway, gateway.inference_table_config)
+    same_rules = guardrails is None or _rules(current.ai_gateway) == _rules(gateway)
+    if not same_table or not same_rules:
+        _put_inference_table(
+            client, where, current.ai_gateway, gateway.inference_table_config, gateway if guardrails else None
+        )
         changed = True
     if _served(current) != _wanted(entities, traffic):
         where.call(
@@ -220,24 +294,30 @@ def _same_inference_table(current: AiGatewayConfig | None, wanted: AiGatewayInfe
 
 
 def _put_inference_table(
-    client: WorkspaceClient, where: _Where, current: AiGatewayConfig | None, wanted: AiGatewayInferenceTableConfig
+    client: WorkspaceClient,
+    where: _Where,
+    current: AiGatewayConfig | None,
+    wanted: AiGatewayInferenceTableConfig,
+    rules: AiGatewayConfig | None = None,
 ) -> None:
-    """Set the inference table, keeping the rest of the AI Gateway config (a PUT replaces all of it). An enabled
-    table elsewhere is disabled first: Databricks only moves an inference table that way."""
+    """Set the inference table (and the guardrails and rate limits of `rules`, when given), keeping the rest of
+    the AI Gateway config (a PUT replaces all of it). An enabled table elsewhere is disabled first: Databricks only
+    moves an inference table that way."""
     keep = current or AiGatewayConfig()
     have = keep.inference_table_config
+    guards, limits = (rules.guardrails, rules.rate_limits) if rules is not None else (keep.guardrails, keep.rate_limits)
 
     def put(config: AiGatewayInferenceTableConfig):
         return lambda: client.serving_endpoints.put_ai_gateway(
             where.endpoint,
             inference_table_config=config,
             fallback_config=keep.fallback_config,
-            guardrails=keep.guardrails,
-            rate_limits=keep.rate_limits,
+            guardrails=guards,
+            rate_limits=limits,
             usage_tracking_config=keep.usage_tracking_config,
         )
 
-    if have is not None and have.enabled:
+    if have is not None and have.enabled and not _same_inference_table(current, wanted):
         where.call(
             "put_ai_gateway (disable the old inference table)", put(AiGatewayInferenceTableConfig(enabled=False))
         )

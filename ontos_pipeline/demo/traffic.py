@@ -41,6 +41,7 @@ class TrafficResult:
     versions: Counter = field(default_factory=Counter)
     correct: int = 0
     answered: int = 0
+    abstained: int = 0  # answers withheld by the endpoint's confidence floor (queued for review, no feedback)
     feedback: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     request_ids: list[str] = field(default_factory=list)
@@ -140,16 +141,19 @@ def send(
         if broken:
             record = {k: v for k, v in record.items() if k == ITEM_KEY}
         r = session.post(endpoint, json={"dataframe_records": [record]}, timeout=60)
-        right = r.status_code == 200 and _same(r.json()["predictions"][0]["response"], truth)
+        answer = r.json()["predictions"][0] if r.status_code == 200 else {}
+        abstained = bool(answer.get("abstain"))  # a guardrail withheld it: nothing to judge
+        right = r.status_code == 200 and not abstained and _same(answer.get("response"), truth)
         with lock:
             result.requests += 1
             result.statuses[r.status_code] += 1
             result.request_ids.append(r.headers.get("x-request-id", ""))
             if r.status_code == 200:
                 result.versions[r.headers.get("x-model-version")] += 1
-                result.answered += 1
+                result.abstained += abstained
+                result.answered += not abstained
                 result.correct += right
-        if r.status_code != 200 or not give_feedback:
+        if r.status_code != 200 or abstained or not give_feedback:
             return
         body = {
             "request_id": r.headers["x-request-id"],

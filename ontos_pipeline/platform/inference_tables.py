@@ -94,6 +94,7 @@ def payload_as_inference_log(
         "error": F.when(~ok, error),
         "caller": F.col("requester") if "requester" in payload.columns else F.lit(None),
         "client_request_id": F.col("client_request_id"),
+        "guardrails": F.lit(None),  # AI Gateway does not log its guardrail decisions in the payload table
     }
     schema = load_ddl(INFERENCE_LOG).spark_schema()
     return payload.select(*[values[f.name].cast(f.dataType).alias(f.name) for f in schema.fields])

@@ -21,9 +21,18 @@ _COMPILED = {kind: re.compile(pattern) for kind, pattern in PHI_PATTERNS.items()
 
 def mask(text: str) -> str:
     """`text` with every PHI pattern match replaced by its kind in brackets (`[EMAIL]`, `[SSN]`, ...)."""
+    return scan(text)[0]
+
+
+def scan(text: str) -> tuple[str, dict[str, int]]:
+    """`text` masked as `mask` does, and how many matches of each kind were masked (only the kinds found): what a
+    guardrail decides on and records, never the matched text itself."""
+    counts: dict[str, int] = {}
     for kind, pattern in _COMPILED.items():
-        text = pattern.sub(f"[{kind.upper()}]", text)
-    return text
+        text, n = pattern.subn(f"[{kind.upper()}]", text)
+        if n:
+            counts[kind] = n
+    return text, counts
 
 
 def found(text: str) -> list[str]:

@@ -64,4 +64,5 @@ class DatabricksServingResource(ServingResource):
             event.served_version,
             catalog=self.catalog,
             schema=self.schema_name,
+            guardrails=spec.serving.guardrails,  # AI Gateway guardrails and rate limits as the use case declares
         )

@@ -7,6 +7,9 @@ as `X-Client-Request-Id`). Every route but `/health` (and the OpenAPI document, 
 Bearer <token>` with the route's scope (`auth`); refused calls get 401/403, are counted in `/health` and are not
 logged as requests. Every authenticated request, failed ones included, is written to the inference log, with its
 caller, before it is answered.
+An endpoint's `serving.guardrails` (`guardrails`) act on what the model sees and what the caller gets: PII redacted
+or refused, invalid answers withheld, low-confidence answers turned into abstains queued for review, a rate limit per
+caller (429); each decision is logged in the row's `guardrails` column and counted in `/health`.
 Inline images of answered requests are kept under the lakehouse files folder (`serving_images/<use case>`) and
 logged by their path relative to that folder (see `inline_images`); an image path in a request may be relative to it
 too.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -30,6 +33,13 @@ from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from ontos_pipeline.deploy.serving.auth import Authenticator, AuthError, Caller
+from ontos_pipeline.deploy.serving.guardrails import (
+    EndpointGuardrails,
+    GuardrailRefused,
+    RateLimited,
+    RateLimiter,
+    ReviewQueue,
+)
 from ontos_pipeline.deploy.serving.inline_images import ImageStore, loggable, redacted
 from ontos_pipeline.deploy.serving.logbook import InferenceLog
 from ontos_pipeline.deploy.serving.redaction import NO_REDACTION, LogRedaction
@@ -120,6 +130,10 @@ def create_app(
     files_root = lakehouse.volume_path()  # relative image cells (requests, kept inline images) live under it
     readable = [files_root, *image_folders]  # the only folders a request's image path may name
     redactions = {name: LogRedaction.of(spec, log_key) for name, spec in registry.specs.items()}  # fails early
+    guards = {name: EndpointGuardrails(spec) for name, spec in registry.specs.items()}
+    limiter = RateLimiter()
+    decided: Counter = Counter()  # guardrail decisions by rule, stage and action (for /health)
+    review = ReviewQueue(lakehouse, inference_log.root.parent / "review_spool", inference_log.flush_seconds)
 
     def image_store(use_case: str) -> ImageStore:
         if use_case not in stores:
@@ -134,12 +148,14 @@ def create_app(
 
         current_default_thread_limiter().total_tokens = serving_threads()  # anyio's default is 40 threads
         inference_log.open()
+        review.open()
         registry.refresh()
         registry.start(poll_seconds)
         try:
             yield
         finally:
             registry.stop()
+            review.close()
             inference_log.close()
 
     app = FastAPI(title="Ontos Pipeline serving", lifespan=lifespan)
@@ -174,12 +190,24 @@ def create_app(
             headers["X-Model-Version"] = served.version
         spec = registry.specs.get(name)
         redaction = redactions.get(name) or NO_REDACTION
+        guard = guards.get(name)
+        decisions: list[dict] = []  # guardrail decisions (logged in the `guardrails` column)
+        to_review: list[dict] = []
         try:
             if spec is None:
                 raise BadRequest(
                     404,
                     f"no endpoint named {name!r}; endpoints: {', '.join(registry.names())}",
                     "RESOURCE_DOES_NOT_EXIST",
+                )
+            limit = spec.serving.guardrails.rate_limit
+            wait = None if limit is None else limiter.take(name, caller.name, limit)
+            if wait is not None:
+                decisions.append({"rule": "rate_limit", "action": "refuse", "retry_after_s": round(wait, 3)})
+                raise RateLimited(
+                    f"caller {caller.name!r} is over the rate limit of endpoint {name!r} "
+                    f"({limit.requests_per_minute} requests per minute, bursts of {limit.burst}); retry later",
+                    wait,
                 )
             body = await _body(request, spec.serving.max_body_bytes)
             images = [c.name for c in spec.sheet.columns_of("image")]
@@ -193,6 +221,8 @@ def create_app(
                     "NOT_READY",
                 )
             records = records_of(parse_json(body), spec.serving.max_rows_per_request)
+            if guard is not None and guard.active:  # what the model sees: PII masked or refused
+                records = await run_in_threadpool(guard.inputs, records, decisions)
             row["inputs"] = json.dumps(redaction.records(redacted(records, images)), ensure_ascii=False, default=str)
             # validation decodes every image: off the event loop
             typed = await run_in_threadpool(
@@ -206,12 +236,20 @@ def create_app(
                 row["inputs"] = json.dumps(redaction.records(logged), ensure_ascii=False, default=str)
             items = with_image_files(pd.DataFrame(typed), checked, files_root)  # prompts keep the cells as logged
             answers, prompts = await run_in_threadpool(served.model.answer, items)
+            if guard is not None and guard.active:  # what the caller gets: abstains, PII, the response schema
+                answers, to_review = await run_in_threadpool(guard.outputs, answers, records, request_id, decisions)
             payload, status, message = {"predictions": answers}, 200, None
             row["rendered_prompt"] = "\n---\n".join(redaction.prompt(p, records) for p in prompts)
             refs = {r.get("item_ref") for r in records}
             recent[request_id] = (name, refs.pop() if len(refs) == 1 else None)
             while len(recent) > RECENT_REQUESTS:
                 recent.popitem(last=False)
+        except GuardrailRefused as exc:
+            payload = {"error_code": exc.code, "message": exc.message, "guardrail": exc.detail}
+            status, message = exc.status, exc.message
+        except RateLimited as exc:
+            payload, status, message = {"error_code": exc.code, "message": exc.message}, exc.status, exc.message
+            headers["Retry-After"] = exc.header
         except BadRequest as exc:
             payload, status, message = {"error_code": exc.code, "message": exc.message}, exc.status, exc.message
         except Exception as exc:  # a fault of ours, not of the input: still logged, still answered
@@ -222,8 +260,12 @@ def create_app(
             status_code=status,
             error=redaction.text(message),
             latency_ms=(time.perf_counter() - started) * 1000,
+            guardrails=json.dumps(decisions, sort_keys=True) if decisions else None,
         )
         inference_log.write(row)
+        if status == 200 and to_review:  # after the log: the review item names a logged request
+            review.put(to_review)
+        decided.update(".".join(filter(None, (d["rule"], d.get("stage"), d["action"]))) for d in decisions)
         return JSONResponse(payload, status_code=status, headers=headers)
 
     @app.get("/health")
@@ -235,6 +277,11 @@ def create_app(
             "model_loads": len(registry.swaps),
             "inference_log": {"pending": inference_log.pending, "logged": inference_log.logged},
             "refused": {str(status): n for status, n in sorted(authenticator.refused.items())},
+            "guardrails": {
+                "rate_limited": dict(sorted(limiter.limited.items())),
+                "decisions": dict(sorted(decided.items())),
+                "review_queue": {"pending": review.pending, "items": review.items, "tasks": review.tasks},
+            },
         }
 
     @app.get("/serving-endpoints", dependencies=[Depends(any_caller)])

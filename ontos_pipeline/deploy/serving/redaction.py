@@ -8,7 +8,8 @@ SSN, date of birth) left anywhere in the inputs, prompt, response or error is ma
 - `hash`: the value becomes `hmac-sha256:<hex>` keyed by ONTOS_LOG_KEY (equal values stay equal, none readable);
   monitoring does not assess its drift either;
 - `mask`: the value is kept with its PHI patterns masked; its text-length drift is still assessed.
-Other endpoints' rows are logged as sent.
+Endpoints with a PII guardrail (`serving.guardrails.pii`) are masked the same way; other endpoints' rows are logged
+as sent.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class LogRedaction:
                 f"use case {spec.name}: serving.log_phi is hash, which needs a secret key in {LOG_KEY}; set it in "
                 "the serving process's environment"
             )
-        return cls(spec.sheet.holds_phi, mode, columns, key or "")
+        # an endpoint with a PII guardrail logs like a PHI one: its decisions are logged, the PII itself never
+        return cls(spec.sheet.holds_phi or spec.serving.guardrails.pii.active, mode, columns, key or "")
 
     def value(self, column: str, value: object) -> object:
         """A PHI-tagged column's value as logged."""
