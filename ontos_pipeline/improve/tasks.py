@@ -8,12 +8,12 @@ and how many tasks it had before, so re-running plans the same tasks.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ontos_pipeline.label.annotation_tasks import OPEN, TASK_ITEMS, TASKS, task_id
 from ontos_pipeline.platform import tables
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
@@ -21,11 +21,7 @@ from ontos_pipeline.specs import ITEM_KEY, UseCaseSpec
 if TYPE_CHECKING:
     import pandas as pd
 
-TASKS = tables.ANNOTATION_TASKS
-STATUSES = ("pending", "in_progress", "completed")
-OPEN = ("pending", "in_progress")
 TRANSITIONS = {"in_progress": ("pending",), "completed": ("in_progress",)}
-TASK_ITEMS = 25  # items per task
 
 
 class TaskError(ValueError):
@@ -38,10 +34,6 @@ class Plan:
 
     tasks: list[dict]
     skipped: dict[str, str]  # gap_id -> reason
-
-
-def task_id(gap_id: str, sequence: int) -> str:
-    return "T" + hashlib.sha1(f"{gap_id}\x1f{sequence}".encode()).hexdigest()[:10]
 
 
 def choose_items(scored: pd.DataFrame, region: dict | None, exclude: set[str], limit: int = TASK_ITEMS) -> list[str]:

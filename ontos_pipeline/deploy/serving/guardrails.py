@@ -17,33 +17,25 @@ the route logs in the `guardrails` column of `inference_log`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import math
-import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ontos_pipeline.platform import tables
+from ontos_pipeline.label.annotation_tasks import OPEN, TASK_ITEMS, TASKS, task_id
 from ontos_pipeline.platform.invocations import BadRequest
 from ontos_pipeline.platform.lakehouse import Lakehouse
 from ontos_pipeline.platform.phi import scan
+from ontos_pipeline.platform.spool import Spool
 from ontos_pipeline.specs import ITEM_KEY, RateLimitSpec, UseCaseSpec
 
 GUARDRAIL_REFUSED = "GUARDRAIL_REFUSED"
 RATE_LIMITED = "REQUEST_LIMIT_EXCEEDED"  # Databricks' code for a 429
 REVIEW_REASON = "low confidence"
-TASKS = tables.ANNOTATION_TASKS
-OPEN_TASKS = ("pending", "in_progress")  # improve.tasks.OPEN (serving may not import the improve stage)
-TASK_ITEMS = 25  # items per review task, as improve.tasks.TASK_ITEMS
 REVIEW_PRIORITY = 2
 log = logging.getLogger(__name__)
 
@@ -281,11 +273,6 @@ class RateLimiter:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def review_task_id(gap_id: str, sequence: int) -> str:
-    """The id scheme of improve.tasks.task_id (deterministic in the gap and its task count)."""
-    return "T" + hashlib.sha1(f"{gap_id}\x1f{sequence}".encode()).hexdigest()[:10]
-
-
 def review_gap(use_case: str) -> str:
     return f"low_confidence:{use_case}"
 
@@ -302,7 +289,7 @@ def queue_for_review(lakehouse: Lakehouse, items: Sequence[Mapping], now: dateti
     with lakehouse.locked(TASKS):
         for use_case, wanted in by_case.items():
             existing = lakehouse.records(TASKS, {"use_case": use_case})
-            busy = {ref for t in existing if t["status"] in OPEN_TASKS for ref in (t["item_refs"] or [])}
+            busy = {ref for t in existing if t["status"] in OPEN for ref in (t["item_refs"] or [])}
             fresh = [i for ref, i in wanted.items() if ref not in busy]
             gap = review_gap(use_case)
             count = sum(t["gap_id"] == gap for t in existing)
@@ -311,7 +298,7 @@ def queue_for_review(lakehouse: Lakehouse, items: Sequence[Mapping], now: dateti
                 count += 1
                 rows.append(
                     {
-                        "task_id": review_task_id(gap, count),
+                        "task_id": task_id(gap, count),
                         "gap_id": gap,
                         "use_case": use_case,
                         "instructions": _review_instructions(use_case, chunk),
@@ -340,108 +327,35 @@ def _review_instructions(use_case: str, items: Sequence[Mapping]) -> str:
 
 
 class ReviewQueue:
-    """Abstained items on their way to annotation tasks: appended to this process's spool (one `write()` per
-    request, on the event loop, like the inference log) and committed by a thread in batches (`queue_for_review`,
-    every `flush_seconds` and on close). Spools left by a killed process are committed by the next one."""
+    """Abstained items on their way to annotation tasks: spooled by the request (one `write()`, like the inference
+    log) and committed in batches (`queue_for_review`) by the spool's flusher; spools left by a killed process are
+    committed by the next one (an item already in an open task is not queued again)."""
 
     def __init__(self, lakehouse: Lakehouse, spool_root: Path | str, flush_seconds: float = 1.0):
-        self.lakehouse, self.root, self.flush_seconds = lakehouse, Path(spool_root), flush_seconds
-        self.dir = self.root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._lock, self._flush_lock = threading.Lock(), threading.Lock()
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._fd: int | None = None
-        self._owner = None
-        self._segment = 0
-        self._thread: threading.Thread | None = None
-        self.pending = 0  # items written, not committed yet
+        self.lakehouse = lakehouse
+        self._spool = Spool(spool_root, self._commit, "review queue", flush_seconds)
         self.items = 0  # items committed (each queued at most once)
-        self.tasks = 0  # annotation tasks made
+        self.tasks = 0  # annotation tasks made (recovered spools included)
 
     @property
-    def _active(self) -> Path:
-        return self.dir / "active.jsonl"
+    def pending(self) -> int:
+        return self._spool.pending
 
     def open(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._owner = open(self.dir / "owner.lock", "a")  # noqa: SIM115 - held for the process lifetime
-        fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._recover()
-        self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._thread = threading.Thread(target=self._run, name="ontos-review-queue", daemon=True)
-        self._thread.start()
+        self._spool.open()
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        self.flush()
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-        if self._active.exists() and not self._active.stat().st_size:
-            self._active.unlink()
-        if self._owner is not None:
-            self._owner.close()
-            (self.dir / "owner.lock").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.dir.rmdir()
+        self._spool.close()
 
     def put(self, items: Sequence[Mapping]) -> None:
-        if not items:
-            return
-        data = "".join(json.dumps(dict(i), ensure_ascii=False) + "\n" for i in items).encode()
-        with self._lock:
-            if self._fd is None:
-                raise RuntimeError("the review queue is not open")
-            os.write(self._fd, data)
-            self.pending += len(items)
+        self._spool.write(items)
 
     def flush(self) -> int:
         """Commit what was written; returns the tasks made."""
-        with self._flush_lock:
-            with self._lock:
-                if self.pending and self._fd is not None:
-                    os.fsync(self._fd)
-                    os.close(self._fd)
-                    self._segment += 1
-                    os.replace(self._active, self.dir / f"segment-{self._segment:08d}.jsonl")
-                    self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                    self.pending = 0
-            made = 0
-            for segment in sorted(self.dir.glob("segment-*.jsonl")):
-                made += self._commit(segment)
-            return made
+        return self._spool.flush()
 
-    def _commit(self, segment: Path) -> int:
-        with open(segment, "rb") as handle:
-            items = [json.loads(line) for line in handle if line.endswith(b"\n")]  # a torn line was never written
-        rows = queue_for_review(self.lakehouse, items) if items else []
-        segment.unlink()
+    def _commit(self, items: list[dict], recovered: bool) -> int:
+        rows = queue_for_review(self.lakehouse, items)  # idempotent per item: recovery needs no extra check
         self.items += len(items)
         self.tasks += len(rows)
         return len(rows)
-
-    def _recover(self) -> None:
-        for folder in sorted(p for p in self.root.glob("*") if p.is_dir() and p != self.dir):
-            lock_path = folder / "owner.lock"
-            with open(lock_path, "a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live process owns it
-                for f in sorted(folder.glob("segment-*.jsonl")) + sorted(folder.glob("active.jsonl")):
-                    self._commit(f)
-            lock_path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception as exc:  # the spool keeps the items; the next flush retries
-                log.error("review queue flush failed (items stay in %s): %s", self.dir, exc)
