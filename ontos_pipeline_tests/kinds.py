@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -144,3 +145,32 @@ def registered_enum_versions(cases, home):
             versions.append(str(info.registered_model_version))
     store.set_alias(spec.name, CHAMPION, versions[0])
     return spec, store, versions
+
+
+def labelled_kind(spark, root, kind: str, frame: pd.DataFrame, labelled: pd.DataFrame | None = None, extra: str = ""):
+    """A use case of `kind` in `root` (`extra`: YAML appended to its spec) whose source table holds the items of
+    `frame` and whose label inbox holds the responses of `labelled` (default: every item of `frame`).
+    Returns (settings, defs, lakehouse, spec); the retrain job then trains and serves champion v1."""
+    from ontos_pipeline.definitions import build_definitions
+    from ontos_pipeline.label.label_files import inbox_dir
+    from ontos_pipeline_tests.conftest import make_settings
+
+    cases, home = root / "use_cases", root / "home"
+    cases.mkdir()
+    kind_spec(cases, kind)
+    if extra:
+        spec_file = cases / f"{kind}.yaml"
+        spec_file.write_text(spec_file.read_text() + extra, encoding="utf-8")
+    settings = make_settings(home, cases)
+    defs = build_definitions(settings)
+    lakehouse = defs.resources["lakehouse"].get()
+    spec = defs.resources["use_cases"].get(f"{kind}_case")
+    lakehouse.write("shop.items", spark.createDataFrame(frame.drop(columns=[RESPONSE])))
+    labelled = frame if labelled is None else labelled
+    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text(
+        "".join(
+            json.dumps({"item_ref": r, "label": v}) + "\n"
+            for r, v in zip(labelled["item_ref"], labelled[RESPONSE], strict=True)
+        )
+    )
+    return settings, defs, lakehouse, spec

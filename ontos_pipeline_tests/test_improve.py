@@ -265,28 +265,15 @@ def test_feedback_on_drifted_items_retrains_by_sensor_and_the_new_champion_is_be
     from ontos_pipeline.demo.improve import headline
     from ontos_pipeline.deploy.serving.server import BackgroundServer, ServingOptions
     from ontos_pipeline.platform.model_store import CHAMPION, local_store
-    from ontos_pipeline_tests.conftest import make_settings
-    from ontos_pipeline_tests.kinds import items, kind_spec
+    from ontos_pipeline_tests.kinds import items, labelled_kind
     from ontos_pipeline_tests.test_serving import _port
 
-    cases, home = tmp_path / "use_cases", tmp_path / "home"
-    cases.mkdir()
-    kind_spec(cases, "number")
-    spec_file = cases / "number.yaml"
-    spec_file.write_text(spec_file.read_text() + "retrain: {min_actionable_feedback: 10}\n", encoding="utf-8")
-    settings = make_settings(home, cases)
-    defs = build_definitions(settings)
-    lakehouse = defs.resources["lakehouse"].get()
-    spec = defs.resources["use_cases"].get("number_case")
     columns = ["item_ref", "x", "color", "note"]
     normal = items("number", 400, 1)
-    lakehouse.write("shop.items", spark.createDataFrame(normal[columns]))
-    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text(
-        "".join(
-            json.dumps({"item_ref": r, "label": v}) + "\n"
-            for r, v in zip(normal["item_ref"], normal["response"], strict=True)
-        )
+    settings, defs, lakehouse, spec = labelled_kind(
+        spark, tmp_path, "number", normal, extra="retrain: {min_actionable_feedback: 10}\n"
     )
+    home = tmp_path / "home"
     store = local_store(home)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     (home / "dagster").mkdir(parents=True)

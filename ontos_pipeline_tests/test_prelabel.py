@@ -16,19 +16,16 @@ from dagster import DagsterInstance, materialize
 
 from ontos_pipeline.cli import main
 from ontos_pipeline.data.sheet import published_sheet
-from ontos_pipeline.definitions import build_definitions
 from ontos_pipeline.generate.prelabel import champion_proposer, no_champion, response_text
 from ontos_pipeline.generate.training_sheet import TRAINABLE_STATUSES, current_training_sheet, trainable
 from ontos_pipeline.improve import gaps
-from ontos_pipeline.label.label_files import inbox_dir
 from ontos_pipeline.label.labels import current_labels
 from ontos_pipeline.pipeline import RETRAIN
 from ontos_pipeline.platform.lakehouse import LocalLakehouse
 from ontos_pipeline.platform.model_store import CHAMPION, local_store
 from ontos_pipeline.resources.targets import orchestrator_resources
-from ontos_pipeline.train.trainer.local import RESPONSE
-from ontos_pipeline_tests.conftest import WIDGETS_SPEC, make_settings
-from ontos_pipeline_tests.kinds import items, kind_spec
+from ontos_pipeline_tests.conftest import WIDGETS_SPEC
+from ontos_pipeline_tests.kinds import items, labelled_kind
 from ontos_pipeline_tests.test_cli import _qa, ontos
 from ontos_pipeline_tests.test_export import qa_frame, qa_row
 
@@ -40,22 +37,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def world(spark, tmp_path_factory):
     """An enum use case with 160 labelled and 40 unlabelled items, after one retrain run served champion v1."""
     root = tmp_path_factory.mktemp("prelabel")
-    cases, home = root / "use_cases", root / "home"
-    cases.mkdir()
-    kind_spec(cases, "enum")
-    settings = make_settings(home, cases)
-    defs = build_definitions(settings)
-    lakehouse = defs.resources["lakehouse"].get()
-    spec = defs.resources["use_cases"].get("enum_case")
     frame = items("enum", LABELLED + UNLABELLED, 1)
-    lakehouse.write("shop.items", spark.createDataFrame(frame.drop(columns=[RESPONSE])))
-    labelled = frame.iloc[:LABELLED]
-    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text(
-        "".join(
-            json.dumps({"item_ref": r, "label": v}) + "\n"
-            for r, v in zip(labelled["item_ref"], labelled[RESPONSE], strict=True)
-        )
-    )
+    settings, defs, lakehouse, spec = labelled_kind(spark, root, "enum", frame, frame.iloc[:LABELLED])
+    cases, home = root / "use_cases", root / "home"
     store = local_store(home)
     assert champion_proposer(store, spec.name, list(frame.columns))[0] is None  # no champion: nothing to load
     instance = DagsterInstance.ephemeral()

@@ -20,11 +20,10 @@ from ontos_pipeline.deploy.trace import (
     trace_request,
     training_items,
 )
-from ontos_pipeline.label.label_files import inbox_dir
 from ontos_pipeline.platform.model_store import CHAMPION, local_store
 from ontos_pipeline.train.trainer.models import with_prompt
-from ontos_pipeline_tests.conftest import AUTH, make_settings
-from ontos_pipeline_tests.kinds import items, kind_spec
+from ontos_pipeline_tests.conftest import AUTH
+from ontos_pipeline_tests.kinds import items, labelled_kind
 
 COLUMNS = ["item_ref", "x", "color", "note"]
 SOURCES = {"import", "expert"}  # label files dropped in the inbox
@@ -35,27 +34,14 @@ def traced(spark, tmp_path_factory):
     """The enum kind trained by the retrain job (champion v1), served, three requests answered and one feedback."""
     from dagster import instance_for_test
 
-    from ontos_pipeline.definitions import build_definitions
     from ontos_pipeline.deploy.serving.server import BackgroundServer, ServingOptions
     from ontos_pipeline.pipeline import RETRAIN
     from ontos_pipeline_tests.test_serving import _port
 
     root = tmp_path_factory.mktemp("trace")
-    cases, home = root / "use_cases", root / "home"
-    cases.mkdir()
-    kind_spec(cases, "enum")
-    settings = make_settings(home, cases)
-    defs = build_definitions(settings)
-    lakehouse = defs.resources["lakehouse"].get()
-    spec = defs.resources["use_cases"].get("enum_case")
     normal = items("enum", 300, 1)
-    lakehouse.write("shop.items", spark.createDataFrame(normal[COLUMNS]))
-    (inbox_dir(lakehouse, spec.name) / "labels.jsonl").write_text(
-        "".join(
-            json.dumps({"item_ref": r, "label": v}) + "\n"
-            for r, v in zip(normal["item_ref"], normal["response"], strict=True)
-        )
-    )
+    settings, defs, lakehouse, spec = labelled_kind(spark, root, "enum", normal)
+    home = root / "home"
     store = local_store(home)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     (home / "dagster").mkdir(parents=True)
