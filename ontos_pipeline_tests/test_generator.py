@@ -570,3 +570,29 @@ def test_chunk_size_does_not_change_the_data(use_case, tmp_path):
         assert results[1000][name].equals(table) and results[50_000][name].equals(table)
     refs = results[100][primary_table(use_case)]["item_ref"].to_pylist()
     assert refs[0].endswith("0000001") and refs[-1].endswith(f"{rows:07d}") and len(set(refs)) == rows
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_the_drifted_batch_is_gold_labelled(use_case, generated):
+    """The drifted batch is what the demo's users know (their corrections) and what its held-out items are scored
+    against: one label per item, no conflicting second labeller, and no label noise."""
+    tables = generated(use_case)
+    labels = tables[f"{labels_table(use_case)}_drifted"]
+    refs = labels["item_ref"].to_pylist()
+    assert len(refs) == len(set(refs)) == DRIFTED_ROWS
+    assert {"vendor_b"}.isdisjoint(labels["labeled_by"].to_pylist())
+    assert "vendor_b" in tables[labels_table(use_case)]["labeled_by"].to_pylist()  # the normal batch has conflicts
+    if use_case == "document_extraction":  # noise would alter one field so that it is no longer in the text
+        texts = dict(
+            zip(
+                *(
+                    tables["acme_raw.compliance_documents_drifted"][c].to_pylist()
+                    for c in ("item_ref", "document_text")
+                ),
+                strict=True,
+            )
+        )
+        for label in labels.to_pylist():
+            fields, text = json.loads(label["label_data"]), texts[label["item_ref"]]
+            assert fields["cert_id"] in text and fields["standard"] in text, label["item_ref"]
+            assert any(s in text for s in date_spellings(fields["issue_date"])), label["item_ref"]

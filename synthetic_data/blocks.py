@@ -94,6 +94,13 @@ class BlockContext:
     def stream(self) -> str:
         return "drifted" if self.drifted else "normal"
 
+    @property
+    def label_noise(self) -> float:
+        """Share of noisy labels: LABEL_NOISE in the normal batch (bulk labelling makes mistakes); none in the
+        drifted batch, whose labels are the ground truth the demo's users know when they correct an answer and
+        the held-out items are scored against (gold labels)."""
+        return 0.0 if self.drifted else LABEL_NOISE
+
     def timestamps_us(self) -> np.ndarray:
         """Event times (µs since epoch) spread over the batch's period in row order, with jitter."""
         first, end = (epoch_days(d) * US_PER_DAY for d in PERIODS[self.drifted])
@@ -221,9 +228,9 @@ def label_batch(
     labeled_by = pick(LABELERS, draw(rng, LABELER_WEIGHTS, n))
     labeled_at = event_us + rng.integers(US_PER_HOUR, 72 * US_PER_HOUR, n)
 
-    k = round(n * CONFLICT_RATE)
-    if ctx.start == 0 and n:
-        k = max(k, 1)  # every batch has conflicts, however small
+    k = 0 if ctx.drifted else round(n * CONFLICT_RATE)  # gold labels: one per item
+    if ctx.start == 0 and n and not ctx.drifted:
+        k = max(k, 1)  # every normal batch has conflicts, however small
     rows = np.sort(rng.choice(n, size=k, replace=False))
     allowed = np.ones(n, dtype=bool) if training_allowed is None else np.asarray(training_allowed, dtype=bool)
 

@@ -10,7 +10,8 @@ How the data stay deterministic and memory stays flat: a batch (normal or drifte
 blocks of ``BLOCK_ROWS`` rows. Block ``b`` draws from a numpy Generator seeded from
 ``(seed, use case, stream, b)``, so the data depend only on ``(use case, rows, drifted_rows, seed)`` -- not on
 ``chunk_rows`` and not on which table is read first. The primary table and its labels table are two views of
-the same block (labels are a noisy function of the block's inputs), so they always agree. Blocks are then
+the same block (labels are a noisy function of the block's inputs; the drifted batch's labels are gold: no noise,
+no conflicting second labels), so they always agree. Blocks are then
 re-cut into ``chunk_rows`` batches. Dimension tables are small (at most a few hundred rows) and built once
 per call. Images are written to ``image_dir`` while the primary table's batches are read; their cells are
 paths relative to ``files_root`` when it is given (so a copied home or volume still finds them).

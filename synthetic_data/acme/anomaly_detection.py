@@ -62,7 +62,7 @@ def block(ctx: g.BlockContext) -> g.Block:
     high = level + std * rng.uniform(2, 3, n) + np.abs(slope) * 30 * (slope > 0)
     high = high + np.where(true == SPIKE, scale * rng.uniform(2, 8, n), (spikes > 0) * scale * rng.uniform(0, 3, n))
 
-    label, noisy = g.resample(rng, true, PRIOR[drifted])
+    label, noisy = g.resample(rng, true, PRIOR[drifted], ctx.label_noise)
     window_start = ctx.timestamps_us()
     sensor_number = np.char.zfill(rng.integers(1, SENSORS_PER_TYPE + 1, n).astype(str), 3)
     columns = {

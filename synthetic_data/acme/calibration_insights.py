@@ -106,7 +106,7 @@ def block(ctx: g.BlockContext) -> g.Block:
         [ENVIRONMENT, VENDOR, PROBE, GAIN, OFFSET],
         default=NO_ACTION,
     )
-    label, noisy = g.resample(rng, action, PRIOR)
+    label, noisy = g.resample(rng, action, PRIOR, ctx.label_noise)
     run_date = ctx.dates()
     columns = {
         "item_ref": ctx.refs,

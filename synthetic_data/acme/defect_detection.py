@@ -101,7 +101,7 @@ def block(ctx: g.BlockContext) -> g.Block:
 
     refs = ctx.refs.to_pylist()
     paths = [g.image_path(ctx.image_dir, ref) for ref in refs]
-    label, noisy = g.resample(rng, true, PRIOR[drifted])
+    label, noisy = g.resample(rng, true, PRIOR[drifted], ctx.label_noise)
     inspected_at = ctx.timestamps_us()
     columns = {
         "item_ref": ctx.refs,

@@ -90,7 +90,7 @@ def block(ctx: g.BlockContext) -> g.Block:
     suspended = rng.random(n) < (0.1 if drifted else 0.06)
     wording, style, layout = rng.integers(0, 6, n), rng.integers(0, len(g.DATE_STYLES), n), rng.random(n)
     supersedes = np.where(rng.random(n) < 0.2, rng.integers(1000, 10000, n), 0)
-    noisy = rng.random(n) < g.LABEL_NOISE
+    noisy = rng.random(n) < ctx.label_noise
 
     texts, labels = [], []
     for i in range(n):

@@ -139,7 +139,7 @@ def block(ctx: g.BlockContext) -> g.Block:
         rng.integers(0, len(g.DATE_STYLES), n),
         rng.integers(0, 3, n),
     )
-    noisy = rng.random(n) < g.LABEL_NOISE
+    noisy = rng.random(n) < ctx.label_noise
     invoice_ids = [f"INV-{k:08d}" for k in rng.integers(0, 10**8, n).tolist()]
 
     texts, labels = [], []

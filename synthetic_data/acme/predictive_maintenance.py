@@ -83,7 +83,9 @@ def block(ctx: g.BlockContext) -> g.Block:
     age_years = window_end / g.US_PER_DAY / 365.25 + 1970 - equipment["install_year"][unit]
     runtime = age_years * 8760 * equipment["_utilisation"][unit] + rng.normal(0, 300, n)
 
-    label, noisy = g.resample(rng, fail.astype(np.int64), [1 - FAILURE_RATE[drifted], FAILURE_RATE[drifted]])
+    label, noisy = g.resample(
+        rng, fail.astype(np.int64), [1 - FAILURE_RATE[drifted], FAILURE_RATE[drifted]], ctx.label_noise
+    )
     columns = {
         "item_ref": ctx.refs,
         "equipment_id": equipment["equipment_id"][unit],

@@ -82,7 +82,7 @@ def block(ctx: g.BlockContext) -> g.Block:
         - 0.8 * since_maintenance
     )
     rul = rul + rng.normal(0, 250, n) + rng.normal(0, 0.12, n) * np.abs(rul)
-    noisy = rng.random(n) < g.LABEL_NOISE
+    noisy = rng.random(n) < ctx.label_noise
     rul = np.where(noisy, rul * rng.uniform(0.4, 1.6, n), rul)
     rul = np.clip(rul, 0, 5000).round(1)
 
