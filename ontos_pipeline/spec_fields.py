@@ -261,6 +261,32 @@ FIELDS: tuple[SpecField, ...] = (
         "requests_per_minute / 10",
         "60",
     ),
+    SpecField(
+        "serving.ab_test",
+        "mapping",
+        "A/B traffic split (README, A/B tests): a challenger that passed its gate serves a share of requests next to "
+        "the champion until the arms' comparison promotes or ends it",
+        "{}",
+    ),
+    SpecField(
+        "serving.ab_test.challenger_percent",
+        "integer 0..99",
+        "Share of requests (by a stable hash of the request id) the challenger answers; 0: off, promote at once",
+        ClassDefault("AbTestSpec", "challenger_percent"),
+        "10",
+    ),
+    SpecField(
+        "serving.ab_test.min_requests",
+        "integer >= 1",
+        "Requests each arm needs before the comparison may promote or end the test",
+        ClassDefault("AbTestSpec", "min_requests"),
+    ),
+    SpecField(
+        "serving.ab_test.confidence",
+        "number 0.5..1",
+        "Confidence of the interval of challenger - champion thumbs-up share (and error rate) that decides",
+        ClassDefault("AbTestSpec", "confidence"),
+    ),
     SpecField("monitoring", "mapping", "Monitoring window and alert thresholds", "{}"),
     SpecField(
         "monitoring.window_minutes",

@@ -178,12 +178,27 @@ class GuardrailsSpec:
 
 
 @dataclass(frozen=True)
+class AbTestSpec:
+    """A/B traffic split: a challenger that passed its gate serves `challenger_percent` of the requests next to the
+    champion until the arms' comparison concludes (0: off, a passing challenger is promoted at once)."""
+
+    challenger_percent: int = 0
+    min_requests: int = 100  # per arm, before the comparison may conclude
+    confidence: float = 0.95  # of the interval of challenger - champion thumbs-up share
+
+    @property
+    def active(self) -> bool:
+        return self.challenger_percent > 0
+
+
+@dataclass(frozen=True)
 class ServingSpec:
     endpoint_name: str
     max_rows_per_request: int = 1000
     max_body_bytes: int = 5_000_000
     log_phi: str = "redact"  # how PHI-tagged columns reach the inference log: redact | hash | mask
     guardrails: GuardrailsSpec = field(default_factory=GuardrailsSpec)
+    ab_test: AbTestSpec = field(default_factory=AbTestSpec)
 
 
 @dataclass(frozen=True)
@@ -798,6 +813,7 @@ def _serving(r: _Reader, raw: Mapping[str, Any], use_case: str) -> ServingSpec:
         r.get(raw, "max_body_bytes", "serving", int, 5_000_000),
         r.choice(raw, "log_phi", "serving", LOG_PHI, "redact"),
         _guardrails(r, r.mapping(r.get(raw, "guardrails", "serving", Mapping, {}), "serving.guardrails")),
+        _ab_test(r, r.mapping(r.get(raw, "ab_test", "serving", Mapping, {}), "serving.ab_test")),
     )
     if spec.max_rows_per_request < 1 or spec.max_body_bytes < 1024:
         raise r.fail("serving", "max_rows_per_request must be >= 1 and max_body_bytes >= 1024")
@@ -834,6 +850,24 @@ def _guardrails(r: _Reader, raw: Mapping[str, Any]) -> GuardrailsSpec:
         None if floor is None else float(floor),
         limit,
     )
+
+
+def _ab_test(r: _Reader, raw: Mapping[str, Any]) -> AbTestSpec:
+    w = "serving.ab_test"
+    r.unknown_keys(raw, w)
+    percent = r.get(raw, "challenger_percent", w, int, 0)
+    if not 0 <= percent <= 99:
+        raise r.fail(
+            f"{w}.challenger_percent",
+            f"expected an integer 1..99 (the challenger's share of requests; 0 turns the A/B test off), got {percent}",
+        )
+    min_requests = r.get(raw, "min_requests", w, int, 100)
+    if min_requests < 1:
+        raise r.fail(f"{w}.min_requests", f"expected at least 1 request per arm, got {min_requests}")
+    confidence = r.get(raw, "confidence", w, (int, float), 0.95)
+    if not 0.5 <= confidence < 1:
+        raise r.fail(f"{w}.confidence", f"expected a confidence of at least 0.5 and below 1, got {confidence:g}")
+    return AbTestSpec(percent, min_requests, float(confidence))
 
 
 def _monitoring(r: _Reader, raw: Mapping[str, Any]) -> MonitoringSpec:

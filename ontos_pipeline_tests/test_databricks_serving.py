@@ -252,3 +252,56 @@ def test_the_use_cases_guardrails_configure_the_ai_gateway(ws, client):
     assert ws.calls(SERVING + f"/{ENDPOINT}/ai-gateway$", "PUT")[-1].body == {"inference_table_config": table}
     assert sync_endpoint(client, ENDPOINT, MODEL, "3", **PLACE) == "unchanged"
     assert ws.server_errors == []
+
+
+def test_publish_serves_the_ab_arm_on_its_share_and_one_entity_after_promote_or_end(ws, monkeypatch):
+    """The deploy events of an A/B test, published: a split sends two served entities and routes summing to 100;
+    promoting or ending sends every request back to one entity (create, then PUT /config bodies asserted)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from ontos_pipeline.deploy.endpoints import EndpointEvent
+    from ontos_pipeline.resources.databricks import DatabricksServingResource
+    from ontos_pipeline.specs import ServingSpec
+
+    for var in ("DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DATABRICKS_HOST", ws.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", ws.token)
+    monkeypatch.setenv("DATABRICKS_AUTH_TYPE", "pat")
+    serving = DatabricksServingResource(catalog="ontos", schema_name="workbench")
+    spec = SimpleNamespace(name="invoice_fields", serving=ServingSpec(ENDPOINT))
+
+    def publish(event: str, served: str, previous: str | None, arm: str | None = None, percent: int | None = None):
+        serving.publish(
+            spec,  # type: ignore[arg-type]
+            EndpointEvent("e", ENDPOINT, spec.name, event, served, previous, "", "t", datetime.now(UTC), arm, percent),
+        )
+
+    def entities_and_routes(config: dict) -> tuple[dict, dict]:
+        entities = {e["name"]: e["entity_version"] for e in config["served_entities"]}
+        routes = {r["served_entity_name"]: r["traffic_percentage"] for r in config["traffic_config"]["routes"]}
+        assert sum(routes.values()) == 100 and set(routes) == set(entities)
+        return entities, routes
+
+    publish("split", "3", "3", "4", 30)  # start: the endpoint is created with both arms
+    create = ws.calls(SERVING + "$", "POST")[-1].body
+    assert entities_and_routes(create["config"]) == (
+        {"invoice_fields-v3": "3", "invoice_fields-v4": "4"},
+        {"invoice_fields-v3": 70, "invoice_fields-v4": 30},
+    )
+    publish("split", "3", "3", "4", 30)  # the test goes on: nothing to change
+    assert _puts(ws) == []
+
+    publish("deploy", "4", "3", "4", 0)  # promoted: the arm gets every request, one entity
+    assert entities_and_routes(_puts(ws)[-1].body) == ({"invoice_fields-v4": "4"}, {"invoice_fields-v4": 100})
+
+    publish("split", "4", "4", "5", 10)  # a newer challenger on 10%
+    assert entities_and_routes(_puts(ws)[-1].body) == (
+        {"invoice_fields-v4": "4", "invoice_fields-v5": "5"},
+        {"invoice_fields-v4": 90, "invoice_fields-v5": 10},
+    )
+    publish("keep", "4", "4", "5", 0)  # ended (worse): back to the champion alone
+    assert entities_and_routes(_puts(ws)[-1].body) == ({"invoice_fields-v4": "4"}, {"invoice_fields-v4": 100})
+    assert _served(ws) == {"invoice_fields-v4": "4"}
+    assert ws.server_errors == []

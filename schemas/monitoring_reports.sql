@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS {catalog}.{schema}.monitoring_reports (
   accuracy DOUBLE COMMENT 'where feedback gives ground truth',
   response_distribution STRING COMMENT 'JSON',
   drift STRING COMMENT 'JSON: per feature and prediction, PSI and test statistic',
-  created_at TIMESTAMP NOT NULL
+  created_at TIMESTAMP NOT NULL,
+  ab_test STRING COMMENT 'JSON: per model version (arm) requests, error rate, p95, thumbs-up share; the difference, its interval and verdict'
 )
 USING DELTA
 COMMENT 'Monitoring reports';

@@ -105,6 +105,8 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     settings = load_settings()
     spec = _spec(settings, args.use_case)
     lakehouse = settings.local_lakehouse()
+    if args.action == "ab":
+        return _ab(args, settings, spec, lakehouse)
     if args.action == "rollback":
         try:
             event = rollback(
@@ -121,19 +123,59 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     events = history(lakehouse, spec.name)
     print(
         format_table(
-            ["time (UTC)", "event", "served", "previous", "actor", "reason"],
+            ["time (UTC)", "event", "served", "previous", "A/B arm", "actor", "reason"],
             [
                 [
                     e["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     e["event"],
                     e["served_version"],
                     e["previous_version"],
+                    f"{e['challenger_version']} ({e['challenger_percent']}%)" if e.get("challenger_version") else "",
                     e["actor"],
                     (e["reason"] or "")[:80],
                 ]
                 for e in events
             ],
         )
+    )
+    return 0
+
+
+def _ab(args: argparse.Namespace, settings, spec, lakehouse) -> int:
+    """`ontos endpoint ab USE_CASE [--promote | --end | --conclude]`: the running A/B test's comparison, and ending
+    it (by hand, or by the comparison's verdict as a deploy would)."""
+    from ontos_pipeline.deploy import ab_test
+    from ontos_pipeline.deploy.endpoints import DeployError, ab_comparison, conclude
+
+    store = settings.local_model_store()
+    comparison = ab_comparison(store, lakehouse, spec.name, spec.serving.endpoint_name, spec.serving.ab_test)
+    if comparison is None:
+        print(
+            f"{spec.name} runs no A/B test (no ab_challenger next to a champion; serving.ab_test.challenger_percent "
+            f"is {spec.serving.ab_test.challenger_percent})"
+        )
+        return 0 if not (args.promote or args.end or args.conclude) else 1
+    if args.json:
+        print(json.dumps(comparison.record(), indent=2, default=str))
+    else:
+        rows = ab_test.comparison_rows(comparison)
+        print(
+            format_table(ab_test.TABLE_COLUMNS, [[str(r[c]).strip("*") for c in ab_test.TABLE_COLUMNS] for r in rows])
+        )
+        print(comparison.summary())
+    decision = "promote" if args.promote else "end" if args.end else None
+    if not (decision or args.conclude):
+        return 0
+    try:
+        event = conclude(
+            store, lakehouse, spec.name, spec.serving.endpoint_name, spec.serving.ab_test, _actor(args), decision
+        )
+    except DeployError as exc:
+        print(f"error: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    print(
+        f"{event.endpoint_name}: {event.event}: {event.reason} (event {event.event_id[:12]}); a running `ontos serve` "
+        "switches within its poll interval"
     )
     return 0
 
@@ -286,7 +328,7 @@ def add_parsers(sub) -> None:
     drop.add_argument("name")
     token.set_defaults(func=cmd_token)
 
-    endpoint = sub.add_parser("endpoint", help="endpoint history and rollback")
+    endpoint = sub.add_parser("endpoint", help="endpoint history, rollback and A/B tests")
     endpoint_sub = endpoint.add_subparsers(dest="action", required=True)
     hist = endpoint_sub.add_parser("history", help="deploy, keep and rollback events of a use case's endpoint")
     hist.add_argument("use_case")
@@ -296,6 +338,19 @@ def add_parsers(sub) -> None:
     back.add_argument("--to", help="serve this version instead of the previous one")
     back.add_argument("--by", help="who rolls back (default: $ONTOS_USER or the login name)")
     back.set_defaults(func=cmd_endpoint)
+    ab = endpoint_sub.add_parser(
+        "ab", help="the running A/B test: each arm's requests, errors and thumbs-up share, and the verdict"
+    )
+    ab.add_argument("use_case")
+    act = ab.add_mutually_exclusive_group()
+    act.add_argument("--promote", action="store_true", help="end the test: the challenger becomes champion")
+    act.add_argument("--end", action="store_true", help="end the test: the champion gets every request again")
+    act.add_argument(
+        "--conclude", action="store_true", help="promote or end as the verdict says (a deploy does the same)"
+    )
+    ab.add_argument("--json", action="store_true", help="the comparison as JSON")
+    ab.add_argument("--by", help="who ends the test (default: $ONTOS_USER or the login name)")
+    ab.set_defaults(func=cmd_endpoint)
 
     sim = sub.add_parser("simulate-traffic", help="send real requests and feedback to a running `ontos serve`")
     sim.add_argument("use_case")

@@ -15,11 +15,12 @@ from dagster import (
     MetadataValue,
 )
 
+from ontos_pipeline.deploy import ab_test
 from ontos_pipeline.metadata import md_counts, md_table
 from ontos_pipeline.monitor import monitoring as monitoring_stage
 from ontos_pipeline.monitor.alerts import raise_alerts
 from ontos_pipeline.notify.messages import alerts_notice
-from ontos_pipeline.platform.model_store import CHAMPION
+from ontos_pipeline.platform.model_store import AB_CHALLENGER, CHAMPION
 from ontos_pipeline.resources.base import (
     LakehouseResource,
     ModelStoreResource,
@@ -108,7 +109,17 @@ def monitoring_report(
     if champion is not None:
         pack = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{PACK}")
         reference = monitoring_stage.training_reference(session, lh, spec, pack)
-    report = monitoring_stage.monitor(session, lh, spec, window, reference, context.run_id)
+    arm = store.version(spec.name, AB_CHALLENGER)
+    report = monitoring_stage.monitor(
+        session,
+        lh,
+        spec,
+        window,
+        reference,
+        context.run_id,
+        champion=str(champion.version) if champion else None,
+        challenger=str(arm.version) if arm else None,
+    )
     lh.append_records(monitoring_stage.REPORTS, [report.record()])
     breaches = monitoring_stage.breaches(report, spec)
     opened = raise_alerts(lh, spec.name, breaches, report.report_id)
@@ -146,8 +157,21 @@ def monitoring_report(
             ),
             "breaches": MetadataValue.json([b.message for b in breaches]),
             "alerts_opened": len(opened),
+            **_ab_metadata(report),
         }
     )
+
+
+def _ab_metadata(report: monitoring_stage.MonitoringReport) -> dict:
+    """The arms of the window when more than one model version answered (nothing otherwise)."""
+    comparison = report.comparison
+    if comparison is None:
+        return {}
+    return {
+        "ab_test": md_table(ab_test.comparison_rows(comparison), ab_test.TABLE_COLUMNS),
+        "ab_verdict": comparison.verdict,
+        "ab_versions": MetadataValue.json({a["version"]: a["requests"] for a in report.ab_test["arms"]}),
+    }
 
 
 def _number_feedback(scores: dict) -> dict:

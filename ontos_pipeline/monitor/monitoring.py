@@ -6,6 +6,11 @@ column is monitored through per-image statistics computed on the executors (a pa
 inline content): mean brightness, contrast (pixel standard deviation), width, height, and whether it is unreadable.
 Feedback on number answers is scored by error: a correction within the trainer's tolerance (10% of the training
 responses' range) counts as correct, and the corrections' MAE is reported. Only aggregates leave Spark.
+
+When the window's requests were answered by more than one model version (an A/B test, or a swap), the report has
+the arms too (`ab_test`): per version requests, error rate, p95 latency, thumbs-up share of rated answers and
+accuracy (feedback joins to the version that answered, by request id), and `deploy.ab_test.compare`'s
+challenger-minus-champion difference with its interval and verdict (the comparison a deploy concludes a test on).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pyspark.sql import Window as SparkWindow
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from ontos_pipeline.deploy import ab_test
 from ontos_pipeline.deploy.serving.logbook import INFERENCE_LOG
 from ontos_pipeline.deploy.serving.redaction import hidden_in_log
 from ontos_pipeline.generate.training_sheet import QA
@@ -73,6 +79,12 @@ class MonitoringReport:
     drift: list[Drift] = field(default_factory=list)
     status_counts: dict[str, int] = field(default_factory=dict)
     number_feedback: dict = field(default_factory=dict)  # number answers: corrections, mae, tolerance, within
+    ab_test: dict | None = None  # more than one model version answered: {"arms": [...], "comparison": {...}}
+
+    @property
+    def comparison(self) -> ab_test.Comparison | None:
+        """The champion-challenger comparison of the window (None when one version answered)."""
+        return ab_test.Comparison.from_record(self.ab_test["comparison"]) if self.ab_test else None
 
     @property
     def drifted(self) -> list[str]:
@@ -95,6 +107,7 @@ class MonitoringReport:
             0,
             json.loads(row["response_distribution"] or "{}"),
             [Drift(**d) for d in json.loads(row["drift"] or "[]")],
+            ab_test=json.loads(row["ab_test"]) if row.get("ab_test") else None,
         )
 
     def record(self) -> dict:
@@ -114,6 +127,7 @@ class MonitoringReport:
             "response_distribution": json.dumps(self.response_distribution),
             "drift": json.dumps([d.record() for d in self.drift]),
             "created_at": datetime.now(UTC),
+            "ab_test": json.dumps(self.ab_test) if self.ab_test else None,
         }
 
 
@@ -208,17 +222,20 @@ def served_records(requests: DataFrame) -> DataFrame:
     ok = requests.filter(F.col("status_code") == 200).select(
         "request_id",
         "request_time",
+        "model_version",
         F.from_json("inputs", _RECORDS).alias("records"),
         F.from_json("response", _ANSWERS).alias("answers"),
     )
     return ok.select(
         "request_id",
         "request_time",
+        "model_version",
         F.size("records").alias("batch"),
         F.explode(F.arrays_zip("records", "answers")).alias("r"),
     ).select(
         "request_id",
         "request_time",
+        "model_version",
         "batch",
         F.col("r.records").alias("inputs"),
         F.col("r.answers.response").alias(PREDICTION),
@@ -243,9 +260,13 @@ def monitor(
     window: Window,
     reference: DataFrame | None,
     run_id: str | None = None,
+    champion: str | None = None,
+    challenger: str | None = None,
 ) -> MonitoringReport:
     """The report of `spec`'s endpoint over `window`; `reference` is the training rows (item columns + response),
-    None when no model is served (no drift then)."""
+    None when no model is served (no drift then). `champion` and `challenger` (the A/B arm) name the versions the
+    arms' comparison puts against each other when more than one version answered (default: the two versions with
+    the most requests, the first as champion)."""
     m = spec.monitoring
     requests = window_requests(spark, lakehouse, spec.serving.endpoint_name, window).cache()
     try:
@@ -272,6 +293,7 @@ def monitor(
         current.unpersist()
         tolerance = number_tolerance(spec, reference) if spec.template.response_kind == "number" else None
         positive, accuracy, judged, numbers = feedback_metrics(spark, lakehouse, spec, records, window, tolerance)
+        arms = arm_comparison(spark, lakehouse, spec, requests, records, tolerance, champion, challenger)
     finally:
         requests.unpersist()
     p = ops["p"] or [None, None, None]
@@ -291,7 +313,66 @@ def monitor(
         drift,
         status_counts,
         numbers,
+        arms,
     )
+
+
+def arm_comparison(
+    spark: SparkSession,
+    lakehouse: Lakehouse,
+    spec: UseCaseSpec,
+    requests: DataFrame,
+    records: DataFrame,
+    tolerance: float | None,
+    champion: str | None = None,
+    challenger: str | None = None,
+) -> dict | None:
+    """Per model version of the window's requests: `ab_test.ArmStats`, and the comparison of the challenger arm
+    with the champion's (`ab_test.compare`, with the spec's `serving.ab_test` min_requests and confidence); None
+    when one version (or none) answered."""
+    ops = (
+        requests.filter(F.col("model_version").isNotNull())
+        .groupBy("model_version")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum((F.col("status_code") != 200).cast("int")).alias("errors"),
+            F.percentile("latency_ms", 0.95).alias("p95"),
+        )
+        .collect()
+    )
+    if len(ops) < 2:
+        return None
+    judged = _judged(spark, lakehouse, spec, records, tolerance)
+    scores = {
+        r["model_version"]: r
+        for r in judged.groupBy("model_version")
+        .agg(
+            F.count(F.lit(1)).alias("judged"),
+            F.sum((F.col("rating") == "up").cast("int")).alias("up"),
+            F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
+            F.sum(F.col("correct").cast("int")).alias("correct"),
+        )
+        .collect()
+    }
+    arms = {}
+    for r in ops:
+        version, fb = str(r["model_version"]), scores.get(r["model_version"])
+        arms[version] = ab_test.ArmStats(
+            version,
+            int(r["n"]),
+            int(r["errors"] or 0),
+            None if r["p95"] is None else float(r["p95"]),
+            int(fb["rated"] or 0) if fb else 0,
+            int(fb["up"] or 0) if fb else 0,
+            int(fb["judged"] or 0) if fb else 0,
+            int(fb["correct"] or 0) if fb else 0,
+        )
+    by_requests = sorted(arms, key=lambda v: (-arms[v].requests, v))
+    first = champion if champion in arms else by_requests[0]
+    second = challenger if challenger in arms and challenger != first else next(v for v in by_requests if v != first)
+    ab = spec.serving.ab_test
+    comparison = ab_test.compare(arms[first], arms[second], ab.min_requests, ab.confidence)
+    return {"arms": [arms[v].record() for v in by_requests], "comparison": comparison.record()}
 
 
 def response_distribution(current: DataFrame, kind: str) -> dict:
@@ -414,30 +495,16 @@ def feedback_metrics(
     else empty): corrections, mae (mean absolute error of the predictions they correct), tolerance, within_tolerance
     (share of corrections within it).
     """
-    feedback = lakehouse.read(spark, FEEDBACK).filter(
-        (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull()
-    )
-    by_answer = SparkWindow.partitionBy("request_id", "item_ref").orderBy(F.desc("seq"))
-    latest = feedback.withColumn("rank", F.row_number().over(by_answer)).filter(F.col("rank") == 1)
-    answered = records.select("request_id", "batch", F.col("inputs")[ITEM_KEY].alias("record_ref"), PREDICTION)
-    joined = latest.join(answered, "request_id").filter(
-        (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref"))
-    )
+    joined = _judged(spark, lakehouse, spec, records, tolerance)
     number = spec.template.response_kind == "number"
     corrected = F.col("correction").isNotNull()
     error = F.abs(F.col("correction").try_cast("double") - F.col(PREDICTION).try_cast("double"))
     within = F.coalesce(error <= F.lit(tolerance), F.lit(False)) if tolerance is not None else F.lit(False)
-    if number:
-        right = within
-    else:
-        canonical = _canonical(spec.template.response_kind)
-        right = canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False))
-    correct = F.when(corrected, right).otherwise(F.col("rating") == "up")
     row = joined.agg(
         F.count(F.lit(1)).alias("judged"),
         F.sum((F.col("rating") == "up").cast("int")).alias("up"),
         F.sum(F.col("rating").isNotNull().cast("int")).alias("rated"),
-        F.sum(correct.cast("int")).alias("correct"),
+        F.sum(F.col("correct").cast("int")).alias("correct"),
         F.sum(corrected.cast("int")).alias("corrections"),
         F.avg(F.when(corrected, error)).alias("mae"),
         F.sum((corrected & within).cast("int")).alias("within"),
@@ -454,6 +521,34 @@ def feedback_metrics(
         }
     positive = (row["up"] or 0) / rated if rated else None
     return positive, (row["correct"] or 0) / judged if judged else None, judged, numbers
+
+
+def _judged(
+    spark: SparkSession, lakehouse: Lakehouse, spec: UseCaseSpec, records: DataFrame, tolerance: float | None
+) -> DataFrame:
+    """The latest accepted feedback per (request, item) joined to the answered record it is about (with the
+    `model_version` that answered), and whether the answer was right (`correct`: `feedback_metrics`' rule)."""
+    feedback = lakehouse.read(spark, FEEDBACK).filter(
+        (F.col("use_case") == spec.name) & (F.col("status") != "rejected") & F.col("request_id").isNotNull()
+    )
+    by_answer = SparkWindow.partitionBy("request_id", "item_ref").orderBy(F.desc("seq"))
+    latest = feedback.withColumn("rank", F.row_number().over(by_answer)).filter(F.col("rank") == 1)
+    answered = records.select(
+        "request_id", "model_version", "batch", F.col("inputs")[ITEM_KEY].alias("record_ref"), PREDICTION
+    )
+    joined = latest.join(answered, "request_id").filter(
+        (F.col("batch") == 1) | (F.col("item_ref") == F.col("record_ref"))
+    )
+    number = spec.template.response_kind == "number"
+    corrected = F.col("correction").isNotNull()
+    error = F.abs(F.col("correction").try_cast("double") - F.col(PREDICTION).try_cast("double"))
+    within = F.coalesce(error <= F.lit(tolerance), F.lit(False)) if tolerance is not None else F.lit(False)
+    if number:
+        right = within
+    else:
+        canonical = _canonical(spec.template.response_kind)
+        right = canonical(F.col("correction"), F.lit(True)) == canonical(F.col(PREDICTION), F.lit(False))
+    return joined.withColumn("correct", F.when(corrected, right).otherwise(F.col("rating") == "up"))
 
 
 def _canonical(kind: str):

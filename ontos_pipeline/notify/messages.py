@@ -112,10 +112,18 @@ def gate_notice(
     previous_version: object,
     reason: str,
     rules: Sequence[Mapping[str, object]],
+    challenger_version: object = None,
+    challenger_percent: int | None = None,
 ) -> Notice:
-    """A promotion-gate decision: deployed (`decision` deploy) or kept, why, and each gate rule with its numbers."""
+    """A promotion-gate decision: deployed (`decision` deploy), kept, or A/B tested (`split`: the challenger answers
+    `challenger_percent` of the requests), why, and each gate rule with its numbers."""
     if decision == "deploy":
         title = f"{use_case}: version {served_version} deployed to {endpoint}"
+    elif decision == "split":
+        title = (
+            f"{use_case}: A/B test on {endpoint}: version {challenger_version} gets {challenger_percent}% "
+            f"of requests next to version {served_version}"
+        )
     else:
         kept = f"version {served_version}" if served_version else "serving nothing"
         title = f"{use_case}: {endpoint} keeps {kept}"
@@ -131,12 +139,17 @@ def gate_notice(
             ("View run", run_url(base_url, run_id)),
         ),
         use_case=use_case,
-        severity="info" if decision == "deploy" else "warning",
+        severity="info" if decision in ("deploy", "split") else "warning",
         facts=(
             ("decision", decision),
             ("served version", str(served_version or "none")),
             ("previous version", str(previous_version or "none")),
             ("endpoint", endpoint),
+            *(
+                (("challenger version", str(challenger_version)), ("challenger percent", f"{challenger_percent}%"))
+                if challenger_version
+                else ()
+            ),
         ),
         data={
             "decision": decision,
@@ -146,6 +159,11 @@ def gate_notice(
             "reason": reason,
             "rules": [dict(r) for r in rules],
             "run_id": run_id,
+            **(
+                {"challenger_version": str(challenger_version), "challenger_percent": challenger_percent}
+                if challenger_version
+                else {}
+            ),
         },
     )
 

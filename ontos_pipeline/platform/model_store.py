@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION, CHALLENGER = "champion", "challenger"  # the model aliases: served, and waiting for its gate
+AB_CHALLENGER = "ab_challenger"  # passed its gate, serving a share of the traffic in an A/B test against champion
 PIP_REQUIREMENTS = ["ontos-pipeline", "scikit-learn", "pandas", "numpy", "jinja2", "pillow", "scipy"]
 
 
@@ -78,6 +79,18 @@ class ModelStore:
 
     def set_alias(self, use_case: str, alias: str, version: str) -> None:
         self.client().set_registered_model_alias(self.model_name(use_case), alias, str(version))
+
+    def delete_alias(self, use_case: str, alias: str) -> bool:
+        """Remove an alias; False when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        if self.version(use_case, alias) is None:
+            return False
+        try:
+            self.client().delete_registered_model_alias(self.model_name(use_case), alias)
+        except MlflowException:
+            return False
+        return True
 
     def load(self, uri: str):
         """The model behind a pyfunc URI (models:/name/1, models:/name@champion, runs:/id/model) that

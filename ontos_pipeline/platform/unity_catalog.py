@@ -103,7 +103,10 @@ class UnityCatalogLakehouse(Lakehouse):
         # data tables (sources, sheet snapshots) take a new schema on overwrite, as locally; workbench tables
         # keep their DDL
         overwrite_schema = "true" if mode == "overwrite" and not workbench else "false"
-        df.write.format("delta").mode(mode).option("overwriteSchema", overwrite_schema).saveAsTable(str(name))
+        writer = df.write.format("delta").mode(mode).option("overwriteSchema", overwrite_schema)
+        if workbench and mode == "append":  # a column the DDL gained since the table was made is added (as locally)
+            writer = writer.option("mergeSchema", "true")
+        writer.saveAsTable(str(name))
         return self.version(name)  # type: ignore[return-value]
 
     def _write_batches(

@@ -37,8 +37,8 @@ class DatabricksMlflowResource(ModelStoreResource):
 
 
 class DatabricksServingResource(ServingResource):
-    """Model Serving endpoints that serve the `champion` version of `<catalog>.<schema>.<use case>`, with AI Gateway
-    inference tables in the same schema."""
+    """Model Serving endpoints that serve the `champion` version of `<catalog>.<schema>.<use case>` (and, during an
+    A/B test, the `ab_challenger` on its share of the traffic), with AI Gateway inference tables in the same schema."""
 
     catalog: str
     schema_name: str
@@ -65,4 +65,8 @@ class DatabricksServingResource(ServingResource):
             catalog=self.catalog,
             schema=self.schema_name,
             guardrails=spec.serving.guardrails,  # AI Gateway guardrails and rate limits as the use case declares
+            # an A/B test: the arm as a second served entity with its share of the traffic; otherwise the champion
+            # gets every request (a promoted or ended test goes back to one entity)
+            challenger=event.challenger_version if event.split else None,
+            challenger_percent=event.challenger_percent if event.split else 0,
         )

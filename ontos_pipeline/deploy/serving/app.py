@@ -1,7 +1,8 @@
 """The local serving process: one FastAPI app on 127.0.0.1 for every use case's endpoint.
 
 Routes follow Databricks Model Serving: `POST /serving-endpoints/{name}/invocations` answers
-`{"predictions": [...]}` with the served model version in the `X-Model-Version` header and the request id in
+`{"predictions": [...]}` with the answering model version in the `X-Model-Version` header (during an A/B test, the
+arm's: see `registry`) and the request id in
 `X-Request-Id` (always the server's; an `X-Request-Id` the client sends is logged as `client_request_id` and echoed
 as `X-Client-Request-Id`). Every route but `/health` (and the OpenAPI document, `/docs`) needs `Authorization:
 Bearer <token>` with the route's scope (`auth`); refused calls get 401/403, are counted in `/health` and are not
@@ -172,9 +173,10 @@ def create_app(
     @app.post("/serving-endpoints/{name}/invocations", openapi_extra={"requestBody": INVOCATION_BODY})
     async def invocations(name: str, request: Request, caller: Invoker) -> JSONResponse:
         started = time.perf_counter()
-        served, request_time = registry.acquire(name)
         request_id = uuid.uuid4().hex  # ours, always: a client's id may repeat (Databricks keeps it apart too)
         client_id = _client_request_id(request.headers.get("x-request-id"))
+        # an A/B test routes by a stable hash: the caller's own request id (a retry lands on the same arm), else ours
+        served, request_time = registry.acquire(name, f"{caller.name}:{client_id}" if client_id else request_id)
         headers = {"X-Request-Id": request_id}
         if client_id:
             headers["X-Client-Request-Id"] = client_id
