@@ -417,3 +417,29 @@ def test_images_are_read_from_paths_and_inline_content_at_the_specs_size(tmp_pat
     test = photos(30)
     answers = restored.predict(test.drop(columns=[RESPONSE]))
     assert [a["response"] for a in answers] == test[RESPONSE].tolist()
+
+
+def _clipped(n: int, seed: int) -> pd.DataFrame:
+    """The number kind shifted down so that about a third of the true values fall below the schema's minimum (0)
+    and are recorded as 0, as a source that clips its readings does."""
+    frame = items("number", n, seed)
+    frame[RESPONSE] = [max(0.0, round(v - 120, 2)) for v in frame[RESPONSE]]
+    return frame
+
+
+def test_a_linear_number_model_is_not_pulled_by_targets_clipped_at_the_bound(tmp_path, monkeypatch):
+    from ontos_pipeline.train.trainer import models
+
+    spec, template = kind_spec(tmp_path, "number")
+    train, val, test = _clipped(400, 1), _clipped(150, 2), _clipped(600, 3)
+    assert 0.25 < (train[RESPONSE] == 0).mean() < 0.5
+
+    def ridge_error(rounds: int) -> float:
+        monkeypatch.setattr(models, "CENSORED_ROUNDS", rounds)
+        outcome = LocalTrainer(seed=1).train(spec, template, TrainingData(train, val))
+        ridge = next(c for c in outcome.candidates if c.family == "ridge")
+        predicted = np.asarray(ridge.model.predict_frame(test.drop(columns=[RESPONSE])).responses)
+        return float(np.abs(predicted - test[RESPONSE].to_numpy()).mean())
+
+    censored, plain = ridge_error(models.CENSORED_ROUNDS), ridge_error(0)
+    assert censored < 0.7 * plain, (censored, plain)

@@ -7,7 +7,7 @@ columns, responses that validate against the template's response schema with a c
   validation, the prompt's TF-IDF), `boosting` (gradient-boosted trees over structured columns, image pixels and
   the prompt's SVD projection);
 - number: `baseline` (mean), `ridge` (the features of `logistic`), `boosting`; predictions are clipped to the
-  schema's range;
+  schema's range, and ridge treats training targets at its bounds as censored (`NumberPredictor._fit`);
 - object: `baseline` (each field's most frequent value), `linear` and `boosting` span rankers (extraction.py);
 - text: `baseline` (most frequent answer), `knn` (nearest-neighbour retrieval of the neighbours' answers).
 
@@ -72,6 +72,7 @@ GRID = {
 }
 PROMPT_PARAM = "prompt_tfidf"
 FOLDS = 3  # cross-fitting folds for the spread model of number confidences
+CENSORED_ROUNDS = 3  # refits of a linear number model that treat targets at the schema's bounds as censored
 
 
 @dataclass
@@ -154,11 +155,29 @@ class NumberPredictor(Predictor):
         if self.family == "baseline":
             self.mean = float(y.mean())
         else:
-            self.model = self._estimator().fit(self._matrix(frame), y)
+            self.model = self._fit(self._matrix(frame), y)
         self.spread_model = None
         # until `calibrate`: the share of training rows within tolerance, one confidence for every row
         self.scores = np.sort(np.abs(self._values(self._raw(frame)) - y))
         return self
+
+    def _fit(self, x, y: np.ndarray):
+        """The family's estimator fitted on (x, y). A target at the schema's minimum or maximum is censored (the
+        source clipped it: the true value is at most the minimum, or at least the maximum), which a linear model
+        cannot bend to: ridge refits with each censored target replaced by its prediction when that lies beyond the
+        bound (a few rounds of Buckley-James-style imputation), so the clipped rows stop pulling the line."""
+        model = self._estimator().fit(x, y)
+        low, high = self.schema.get("minimum"), self.schema.get("maximum")
+        at_low = np.isclose(y, low) if low is not None else np.zeros(len(y), dtype=bool)
+        at_high = np.isclose(y, high) if high is not None else np.zeros(len(y), dtype=bool)
+        if self.family != "ridge" or not (at_low.any() or at_high.any()):
+            return model
+        for _ in range(CENSORED_ROUNDS):
+            raw = model.predict(x)
+            work = np.where(at_low, np.minimum(raw, low if low is not None else np.inf), y)
+            work = np.where(at_high, np.maximum(raw, high if high is not None else -np.inf), work)
+            model = self._estimator().fit(x, work)
+        return model
 
     def _estimator(self):
         if self.family == "ridge":
@@ -195,7 +214,7 @@ class NumberPredictor(Predictor):
         if self.family != "baseline" and len(y) >= 2 * FOLDS:
             x, oof = self._matrix(frame), np.zeros(len(y))
             for fit_rows, out_rows in KFold(FOLDS, shuffle=True, random_state=self.seed).split(y):
-                oof[out_rows] = self._estimator().fit(x[fit_rows], y[fit_rows]).predict(x[out_rows])
+                oof[out_rows] = self._fit(x[fit_rows], y[fit_rows]).predict(x[out_rows])
             oof = self._values(oof)
             error = np.abs(oof - y)
             if error.sum() > 0:
