@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from PIL import Image
 
 from ontos_pipeline.data.quality import PHI_PATTERNS  # the scanner's own (Java and Python agree)
+from synthetic_data.acme.invoice_extraction import NEW_PROVIDERS
 from synthetic_data.blocks import BLOCK_ROWS, png_bytes
 from synthetic_data.generator import GENERATORS, generate_tables
 
@@ -353,8 +354,13 @@ def test_the_drifted_batch_differs_measurably(use_case, generated):
         assert total_variation(normal, drifted) > 0.15
 
     normal, drifted = (first_labels(tables[t]) for t in (labels, f"{labels}_drifted"))
-    if use_case == "remaining_useful_life":
-        assert np.mean(drifted) < np.mean(normal) - 0.5 * np.std(normal)
+    if use_case == "remaining_useful_life":  # the known classes, run harder, have less life left
+        classes = dict(
+            zip(*(tables[f"{primary}_drifted"][c].to_pylist() for c in ("item_ref", "asset_class")), strict=True)
+        )
+        refs = list(dict.fromkeys(tables[f"{labels}_drifted"]["item_ref"].to_pylist()))
+        known = [v for ref, v in zip(refs, drifted, strict=True) if classes[ref] != "gearbox"]
+        assert np.mean(known) < np.mean(normal) - 0.5 * np.std(normal)
     elif use_case == "document_extraction":
         assert total_variation([n["status"] for n in normal], [d["status"] for d in drifted]) > 0.15
     elif use_case == "invoice_extraction":
@@ -374,6 +380,37 @@ def test_anomaly_windows_get_noisier_in_the_drifted_batch(generated):
             rows = tables[table].filter(pc.equal(tables[table]["sensor_type"], sensor_type))
             medians.append(np.median(rows["std_value"].to_numpy()))
         assert medians[1] > 1.4 * medians[0]
+
+
+def test_a_new_asset_class_reports_in_the_drifted_batch_only(generated):
+    """A drift a retrain can learn from labelled snapshots: an asset class the first model never saw."""
+    tables = generated("remaining_useful_life")
+    primary = primary_table("remaining_useful_life")
+    normal, drifted = (tables[t]["asset_class"].to_pylist() for t in (primary, f"{primary}_drifted"))
+    assert "gearbox" not in normal
+    assert 0.2 < drifted.count("gearbox") / len(drifted) < 0.7, drifted.count("gearbox") / len(drifted)
+
+
+def test_the_new_providers_write_amounts_with_a_decimal_comma(generated):
+    """A drift a retrain can learn from corrected invoices: a number layout the first model never saw."""
+    tables = generated("invoice_extraction")
+    primary = primary_table("invoice_extraction")
+    labels = {
+        r["item_ref"]: json.loads(r["label_data"])
+        for r in tables[f"{labels_table('invoice_extraction')}_drifted"].to_pylist()
+    }
+    new = {name for name, _ in NEW_PROVIDERS}
+    seen = {True: 0, False: 0}
+    for row in tables[f"{primary}_drifted"].to_pylist():
+        label = labels[row["item_ref"]]
+        text = f"{label['total_amount']:,.2f}"
+        comma = label["provider"] in new
+        written = text.translate(str.maketrans(",.", ".,")) if comma else text
+        assert f"${written}" in row["invoice_text"], row["item_ref"]
+        seen[comma] += 1
+    assert min(seen.values()) > 0.2 * sum(seen.values()), seen
+    for row in tables[primary].to_pylist()[:200]:  # the normal batch: decimal points only
+        assert not re.search(r"\$\d+,\d{2}(?!\d)", row["invoice_text"]), row["item_ref"]
 
 
 # --- text, PHI and usage constraints -----------------------------------------------------------------------

@@ -4,13 +4,16 @@
 labels may be used for training. The others' invoices carry PHI -- name with date of birth, phone, email,
 member id and MRN, and for some an SSN-like id -- and their labels are prohibited from training (evaluation
 and serving only). All names and numbers are synthetic (555-01xx phones, example.* emails, 9xx SSNs).
-Drifted batch: two new providers, a new price list (+35%), more services per visit, more Medicare patients.
+Drifted batch: two new providers, whose billing platform is set to a European locale (amounts written "$1.234,56":
+a layout only their corrected invoices can teach), a new price list (+35%), more services per visit, more
+Medicare patients.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from functools import partial
 
 import numpy as np
 
@@ -165,6 +168,7 @@ def block(ctx: g.BlockContext) -> g.Block:
             patients["payer"][p],
             date_style[i],
             layout[i],
+            provider[i] >= len(PROVIDERS),  # the new providers write decimal commas
         )
         texts.append(text)
         labels.append(_alter(rng, truth) if noisy[i] else truth)
@@ -208,8 +212,10 @@ def _patient_lines(patients: dict, i: int, phone_style: int) -> list[str]:
     return lines
 
 
-def _money(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
+def _money(cents: int, comma: bool = False) -> str:
+    """Dollars as "$1,234.56", or as "$1.234,56" with a decimal comma."""
+    text = f"{cents / 100:,.2f}"
+    return "$" + (text.translate(str.maketrans(",.", ".,")) if comma else text)
 
 
 def _render(
@@ -222,12 +228,14 @@ def _render(
     payer: str,
     style: int,
     layout: int,
+    comma: bool = False,
 ) -> str:
+    money = partial(_money, comma=comma)
     invoice_date = g.format_date(date.fromisoformat(truth["invoice_date"]), style)
     total = sum(cents)
     if layout == 0:  # itemised statement
-        items = [f"{CPT[c][0]}  {CPT[c][1]:<45}{_money(a):>12}" for c, a in zip(codes, cents, strict=True)]
-        share = f"\nPatient responsibility: {_money(round(total * 0.2))}" if payer != "SelfPay" else ""
+        items = [f"{CPT[c][0]}  {CPT[c][1]:<45}{money(a):>12}" for c, a in zip(codes, cents, strict=True)]
+        share = f"\nPatient responsibility: {money(round(total * 0.2))}" if payer != "SelfPay" else ""
         return "\n".join(
             [
                 truth["provider"].upper(),
@@ -240,11 +248,11 @@ def _render(
                 "",
                 f"CPT    {'Description':<45}{'Amount':>12}",
                 *items,
-                f"Total charges: {_money(total)}{share}",
+                f"Total charges: {money(total)}{share}",
             ]
         )
     if layout == 1:  # letter
-        services = "; ".join(f"{CPT[c][1]} (CPT {CPT[c][0]}) {_money(a)}" for c, a in zip(codes, cents, strict=True))
+        services = "; ".join(f"{CPT[c][1]} (CPT {CPT[c][0]}) {money(a)}" for c, a in zip(codes, cents, strict=True))
         return "\n".join(
             [
                 truth["provider"],
@@ -253,7 +261,7 @@ def _render(
                 f"Invoice {number}, dated {invoice_date}.",
                 *patient_lines,
                 f"Services rendered: {services}.",
-                f"Total charges for this visit: {_money(total)}.",
+                f"Total charges for this visit: {money(total)}.",
                 "Please contact our billing department with any questions.",
             ]
         )
@@ -265,8 +273,8 @@ def _render(
             *patient_lines,
             f"Payer: {payer}",
             f"Procedures: {', '.join(CPT[c][0] for c in codes)}",
-            f"Charges: {' + '.join(_money(a) for a in cents)}",
-            f"Total: {_money(total)}",
+            f"Charges: {' + '.join(money(a) for a in cents)}",
+            f"Total: {money(total)}",
         ]
     )
 

@@ -2,7 +2,9 @@
 
 Every asset (hidden dimension: class, commissioning date, typical load, cycle rate) has a design life; the
 remaining life shrinks with age, load and rising vibration/temperature trends and grows with maintenance, plus
-noise (heavier for ~5% of labels). Drifted batch: more spindles, run ~18 points harder, so less life remains.
+noise (heavier for ~5% of labels). Drifted batch: more spindles, run ~18 points harder, so less life remains, and
+a new asset class, gearboxes (longer-lived; in the asset register from the start, reporting only in the drifted
+batch): a class only their labelled snapshots can teach.
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ COLUMNS = {
 DIMENSIONS: dict = {}
 ASSETS = "_assets"  # hidden: assets are not a source table of this use case
 
-ASSET_CLASSES = ["pump", "compressor", "conveyor", "spindle"]
-ASSET_PREFIX = ["PMP", "CMP", "CNV", "SPN"]
-DESIGN_LIFE_DAYS = np.array([5000.0, 4500.0, 6000.0, 3500.0])
-CYCLES_PER_DAY = np.array([2_000.0, 800.0, 5_000.0, 15_000.0])
-CLASS_MIX = [0.3, 0.25, 0.25, 0.2]
-DRIFTED_CLASS_WEIGHT = np.array([1.0, 1.0, 1.0, 4.0])
+ASSET_CLASSES = ["pump", "compressor", "conveyor", "spindle", "gearbox"]
+ASSET_PREFIX = ["PMP", "CMP", "CNV", "SPN", "GBX"]
+DESIGN_LIFE_DAYS = np.array([5000.0, 4500.0, 6000.0, 3500.0, 8000.0])
+CYCLES_PER_DAY = np.array([2_000.0, 800.0, 5_000.0, 15_000.0, 1_000.0])
+CLASS_MIX = [0.3, 0.25, 0.25, 0.2]  # of the assets drawn; the last NEW_CLASS_SHARE of them are gearboxes
+GEARBOX = 4
+NEW_CLASS_SHARE = 0.1
+DRIFTED_CLASS_WEIGHT = np.array([1.0, 1.0, 1.0, 4.0, 8.0])
 
 
 def dimensions(rng: np.random.Generator, rows: int) -> dict:
     n = g.dimension_size(rows, per=10, low=40)
     kind = g.draw(rng, CLASS_MIX, n)
+    kind[n - round(n * NEW_CLASS_SHARE) :] = GEARBOX
     commissioned = rng.integers(g.epoch_days(date(2013, 1, 1)), g.epoch_days(date(2023, 12, 1)), n)
     return {
         ASSETS: {
@@ -59,7 +64,7 @@ def dimensions(rng: np.random.Generator, rows: int) -> dict:
 def block(ctx: g.BlockContext) -> g.Block:
     rng, n, drifted = ctx.rng, ctx.n, ctx.drifted
     assets = ctx.dims[ASSETS]
-    weights = DRIFTED_CLASS_WEIGHT[assets["kind"]] if drifted else np.ones(assets["kind"].shape[0])
+    weights = DRIFTED_CLASS_WEIGHT[assets["kind"]] if drifted else (assets["kind"] != GEARBOX).astype(float)
     unit = rng.choice(weights.shape[0], size=n, p=weights / weights.sum())
     kind = assets["kind"][unit]
 
