@@ -157,7 +157,8 @@ def test_drift_is_found_on_the_drifted_batch_and_not_on_held_out_normal_items(sp
     }
     assert {d.column for d in calm.drift} == {d.column for d in shifted.drift} == columns
     assert calm.drifted == [], [d.record() for d in calm.drift]
-    assert {"avg_load_pct", "cycles", "prediction"} <= set(shifted.drifted), [d.record() for d in shifted.drift]
+    # harder-run assets (less life) and the new gearboxes (more) move the inputs; their answers' mix partly cancels
+    assert {"avg_load_pct", "cycles", "asset_class"} <= set(shifted.drifted), [d.record() for d in shifted.drift]
     for d in shifted.drift:
         assert d.drifted == (d.psi >= 0.2 and d.p_value < 0.05)
     assert {b.metric for b in breaches(shifted, spec)} == {f"psi[{c}]" for c in shifted.drifted}
@@ -402,3 +403,14 @@ def test_image_columns_drift_on_brightness_size_and_unreadable_share(spark, lake
     broken = sum(Path(json.loads(r["inputs"])[0]["photo"]).read_bytes() == b"not an image" for r in shifted)
     assert 20 < broken < 70 and "true" in gaps["photo:unreadable"].region["values"]
     assert gaps["photo:unreadable"].evidence["served_share"]["true"] == pytest.approx(broken / 150)
+
+
+def test_a_window_whose_answers_were_all_withheld_still_gets_its_response_distribution(spark):
+    """Guardrails can withhold every answer of a window (abstain, refused output): no prediction, still a report."""
+    from ontos_pipeline.monitor.monitoring import NO_ANSWER, PREDICTION, response_distribution
+
+    rows = spark.createDataFrame([(None,), (None,), ('{"total_amount": 12.5}',)], f"{PREDICTION} string")
+    assert response_distribution(rows, "object") == {
+        "distinct": 2,
+        "top": {NO_ANSWER: 2, '{"total_amount": 12.5}': 1},
+    }

@@ -375,6 +375,9 @@ def arm_comparison(
     return {"arms": [arms[v].record() for v in by_requests], "comparison": comparison.record()}
 
 
+NO_ANSWER = "(no answer)"  # a request answered without a prediction (a guardrail withheld or refused it)
+
+
 def response_distribution(current: DataFrame, kind: str) -> dict:
     if kind == "enum":
         return {r[PREDICTION]: int(r["count"]) for r in current.groupBy(PREDICTION).count().collect()}
@@ -386,7 +389,7 @@ def response_distribution(current: DataFrame, kind: str) -> dict:
     top = current.groupBy(PREDICTION).count().orderBy(F.desc("count"), PREDICTION).limit(5).collect()
     return {
         "distinct": current.select(PREDICTION).distinct().count(),
-        "top": {r[PREDICTION][:80]: int(r["count"]) for r in top},
+        "top": {NO_ANSWER if r[PREDICTION] is None else r[PREDICTION][:80]: int(r["count"]) for r in top},
     }
 
 
