@@ -106,42 +106,19 @@ def deploy(
             store.delete_alias(use_case, AB_CHALLENGER)
             running = None
         carried = (running, percent) if running else (None, None)
+
+        def keep(reason: str) -> EndpointEvent:  # the champion (and a running A/B arm) stay
+            return _event(endpoint, use_case, "keep", current, current, reason, actor, carried)
+
         if not gate_passed:
             reason = f"gate failed for version {version}: {gate_summary}"
             if running:
                 reason += f"; the A/B test of version {running} goes on ({percent}% of requests)"
-            event = _event(
-                endpoint,
-                use_case,
-                "keep",
-                current,
-                current,
-                reason + ("" if current else "; nothing is served until a version passes"),
-                actor,
-                carried,
-            )
+            event = keep(reason + ("" if current else "; nothing is served until a version passes"))
         elif current == version:
-            event = _event(
-                endpoint,
-                use_case,
-                "keep",
-                current,
-                current,
-                f"version {current} is already the {CHAMPION}",
-                actor,
-                carried,
-            )
+            event = keep(f"version {current} is already the {CHAMPION}")
         elif current is not None and percent and _ended(lakehouse, use_case, version):
-            event = _event(
-                endpoint,
-                use_case,
-                "keep",
-                current,
-                current,
-                f"version {version} lost its A/B test against version {current}; train a new challenger",
-                actor,
-                carried,
-            )
+            event = keep(f"version {version} lost its A/B test against version {current}; train a new challenger")
         elif current is not None and percent and running != version:
             store.set_alias(use_case, AB_CHALLENGER, version)
             reason = (
