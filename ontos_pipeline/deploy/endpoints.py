@@ -180,7 +180,13 @@ def ab_comparison(
     champion, arm = store.version(use_case, CHAMPION), store.version(use_case, AB_CHALLENGER)
     if champion is None or arm is None or str(arm.version) == str(champion.version):
         return None
-    current, version = str(champion.version), str(arm.version)
+    return _comparison(lakehouse, use_case, endpoint, ab, str(champion.version), str(arm.version))
+
+
+def _comparison(
+    lakehouse: Lakehouse, use_case: str, endpoint: str, ab: AbTestSpec, current: str, version: str
+) -> ab_test.Comparison:
+    """Champion `current` against arm `version` over the requests since the arm's test started."""
     since = split_started(lakehouse, use_case, version)
     stats = ab_test.arm_stats(lakehouse, use_case, endpoint, [current, version], since)
     return ab_test.compare(stats[current], stats[version], ab.min_requests, ab.confidence)
@@ -219,9 +225,7 @@ def _conclude(
     version: str,
     decision: str | None,
 ) -> EndpointEvent:
-    since = split_started(lakehouse, use_case, version)
-    stats = ab_test.arm_stats(lakehouse, use_case, endpoint, [current, version], since)
-    comparison = ab_test.compare(stats[current], stats[version], ab.min_requests, ab.confidence)
+    comparison = _comparison(lakehouse, use_case, endpoint, ab, current, version)
     summary = comparison.summary()
     by_hand = f" by {actor}" if decision else ""
     if decision == "promote" or (decision is None and comparison.enough and comparison.verdict != ab_test.WORSE):
