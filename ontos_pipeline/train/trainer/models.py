@@ -167,15 +167,15 @@ class NumberPredictor(Predictor):
         cannot bend to: ridge refits with each censored target replaced by its prediction when that lies beyond the
         bound (a few rounds of Buckley-James-style imputation), so the clipped rows stop pulling the line."""
         model = self._estimator().fit(x, y)
-        low, high = self.schema.get("minimum"), self.schema.get("maximum")
-        at_low = np.isclose(y, low) if low is not None else np.zeros(len(y), dtype=bool)
-        at_high = np.isclose(y, high) if high is not None else np.zeros(len(y), dtype=bool)
-        if self.family != "ridge" or not (at_low.any() or at_high.any()):
+        if self.family != "ridge":
+            return model
+        low, high = self.schema.get("minimum", -np.inf), self.schema.get("maximum", np.inf)  # as `_values` clips
+        at_low, at_high = np.isclose(y, low), np.isclose(y, high)
+        if not (at_low.any() or at_high.any()):
             return model
         for _ in range(CENSORED_ROUNDS):
             raw = model.predict(x)
-            work = np.where(at_low, np.minimum(raw, low if low is not None else np.inf), y)
-            work = np.where(at_high, np.maximum(raw, high if high is not None else -np.inf), work)
+            work = np.where(at_low, np.minimum(raw, low), np.where(at_high, np.maximum(raw, high), y))
             model = self._estimator().fit(x, work)
         return model
 
